@@ -137,9 +137,9 @@ crypto_seal(const uint8_t key[CRYPTO_KEY_LEN], const char *plaintext,
 	if ((ctx = EVP_CIPHER_CTX_new()) == NULL ||
 	    EVP_EncryptInit_ex(ctx, EVP_aes_256_gcm(), NULL, key, raw) != 1)
 		goto fail;
-	if (aad != NULL && EVP_EncryptUpdate(ctx, NULL, &len,
-	                                     (const uint8_t *)aad,
-	                                     (int)strlen(aad)) != 1)
+	if (aad != NULL &&
+	    EVP_EncryptUpdate(ctx, NULL, &len, (const uint8_t *)aad,
+	                      (int)strlen(aad)) != 1)
 		goto fail;
 	if (EVP_EncryptUpdate(ctx, raw + GCM_NONCE_LEN, &len,
 	                      (const uint8_t *)plaintext, (int)ptlen) != 1 ||
@@ -188,9 +188,9 @@ crypto_open(const uint8_t key[CRYPTO_KEY_LEN], const char *sealed,
 	if ((ctx = EVP_CIPHER_CTX_new()) == NULL ||
 	    EVP_DecryptInit_ex(ctx, EVP_aes_256_gcm(), NULL, key, raw) != 1)
 		goto done;
-	if (aad != NULL && EVP_DecryptUpdate(ctx, NULL, &len,
-	                                     (const uint8_t *)aad,
-	                                     (int)strlen(aad)) != 1)
+	if (aad != NULL &&
+	    EVP_DecryptUpdate(ctx, NULL, &len, (const uint8_t *)aad,
+	                      (int)strlen(aad)) != 1)
 		goto done;
 	if (EVP_DecryptUpdate(ctx, (uint8_t *)pt, &len, raw + GCM_NONCE_LEN,
 	                      (int)ctlen) != 1 ||
@@ -245,7 +245,8 @@ crypto_key_load(const char *path, uint8_t key[CRYPTO_KEY_LEN], char *why,
 		text[--n] = '\0';
 	if (n == 2 * CRYPTO_KEY_LEN) {
 		for (size_t i = 0; i < CRYPTO_KEY_LEN; i++) {
-			int hi = hex_val(text[2 * i]), lo = hex_val(text[2 * i + 1]);
+			int hi = hex_val(text[2 * i]),
+			    lo = hex_val(text[2 * i + 1]);
 			if (hi < 0 || lo < 0)
 				goto bad;
 			key[i] = (uint8_t)(hi << 4 | lo);

@@ -12,10 +12,10 @@
 #include "log.h"
 
 static const char *const names[] = {
-	[LOG_LEVEL_DEBUG] = "debug",
-	[LOG_LEVEL_INFO] = "info",
-	[LOG_LEVEL_WARN] = "warn",
-	[LOG_LEVEL_ERROR] = "error",
+    [LOG_LEVEL_DEBUG] = "debug",
+    [LOG_LEVEL_INFO] = "info",
+    [LOG_LEVEL_WARN] = "warn",
+    [LOG_LEVEL_ERROR] = "error",
 };
 _Static_assert(sizeof(names) / sizeof(names[0]) == LOG_LEVEL__MAX,
                "log level names[] out of step");
@@ -70,8 +70,9 @@ log_head(struct buf *b, enum log_level lvl)
 	gettimeofday(&tv, NULL);
 	gmtime_r(&tv.tv_sec, &tm);
 	strftime(ts, sizeof(ts), "%Y-%m-%dT%H:%M:%S", &tm);
-	buf_printf(b, "{\"time\":\"%s.%03ldZ\",\"level\":\"%s\",\"pid\":%ld,"
-	              "\"role\":\"%s\"",
+	buf_printf(b,
+	           "{\"time\":\"%s.%03ldZ\",\"level\":\"%s\",\"pid\":%ld,"
+	           "\"role\":\"%s\"",
 	           ts, (long)(tv.tv_usec / 1000), names[lvl], (long)getpid(),
 	           log_role);
 	if (log_reqid[0] != '\0') {

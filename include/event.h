@@ -41,7 +41,7 @@ struct gc_event {
 	char *token;
 	char *subid;
 	char *brand_country; /* ISO 3166-1 alpha-2, upper case */
-	char *user_country;  /* given, or derived from the mobile; may be NULL */
+	char *user_country; /* given, or derived from the mobile; may be NULL */
 	long long campaign_id;
 	char *campaign_title;
 	char *campaign_url;

@@ -9,8 +9,13 @@
 
 #include <stddef.h>
 
-enum log_level { LOG_LEVEL_DEBUG, LOG_LEVEL_INFO, LOG_LEVEL_WARN,
-	         LOG_LEVEL_ERROR, LOG_LEVEL__MAX };
+enum log_level {
+	LOG_LEVEL_DEBUG,
+	LOG_LEVEL_INFO,
+	LOG_LEVEL_WARN,
+	LOG_LEVEL_ERROR,
+	LOG_LEVEL__MAX
+};
 
 /* Set the process role ("master", "worker", ...) shown on every line. */
 void log_init(const char *role, enum log_level min);

@@ -30,11 +30,11 @@ enum webhook_fail {
 	WEBHOOK_MISSING_ID,
 	WEBHOOK_MISSING_TIMESTAMP,
 	WEBHOOK_MISSING_SIGNATURE,
-	WEBHOOK_BAD_TIMESTAMP, /* not an integer */
-	WEBHOOK_STALE,         /* older than the tolerance */
-	WEBHOOK_FUTURE,        /* newer than the tolerance */
+	WEBHOOK_BAD_TIMESTAMP,        /* not an integer */
+	WEBHOOK_STALE,                /* older than the tolerance */
+	WEBHOOK_FUTURE,               /* newer than the tolerance */
 	WEBHOOK_BAD_SIGNATURE_HEADER, /* no parseable v1 entry */
-	WEBHOOK_NO_MATCH,      /* no entry matches any key */
+	WEBHOOK_NO_MATCH,             /* no entry matches any key */
 	WEBHOOK__MAX
 };
 

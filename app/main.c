@@ -1,0 +1,108 @@
+/*
+ * gcrelay: delivers Gocertify events to Emarsys and Yotpo Loyalty.
+ *
+ *   gcrelay -c FILE      run the master (it never serves; see supervisor.c)
+ *   gcrelay -t -c FILE   check the config and exit
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <curl/curl.h>
+
+#include "app_config.h"
+#include "log.h"
+#include "metrics.h"
+#include "store.h"
+#include "supervisor.h"
+
+#ifndef GCRELAY_VERSION
+#define GCRELAY_VERSION "0.1.0"
+#endif
+
+static void
+usage(void)
+{
+	fprintf(stderr, "usage: gcrelay [-t] -c FILE\n"
+	                "       gcrelay -V\n");
+	exit(2);
+}
+
+/* Run migrations once in the master so workers find the schema ready. */
+static void
+prepare_store(const struct app_config *cfg)
+{
+	struct store *st;
+	char why[512];
+
+	if (store_open(cfg, &st, why, sizeof(why)) != GC_OK)
+		fatalx("store: %s", why);
+	log_info("store %s ready (schema %d)", cfg->store_path,
+	         store_schema_version(st));
+	store_close(st);
+}
+
+int
+main(int argc, char *argv[])
+{
+	struct app_config *cfg;
+	const char *path = NULL;
+	char err[512];
+	int ch, test = 0, fd, created;
+
+	while ((ch = getopt(argc, argv, "c:tV")) != -1) {
+		switch (ch) {
+		case 'c':
+			path = optarg;
+			break;
+		case 't':
+			test = 1;
+			break;
+		case 'V':
+			printf("gcrelay %s\n", GCRELAY_VERSION);
+			return 0;
+		default:
+			usage();
+		}
+	}
+	if (path == NULL || optind != argc)
+		usage();
+	if ((cfg = malloc(sizeof(*cfg))) == NULL)
+		return 1;
+	if (cfg_load(path, cfg, err, sizeof(err)) != GC_OK) {
+		fprintf(stderr, "%s\n", err);
+		free(cfg);
+		return 1;
+	}
+	if (test) {
+		printf("%s: configuration ok\n", path);
+		cfg_fini(cfg);
+		free(cfg);
+		return 0;
+	}
+	if (geteuid() == 0 || getuid() == 0) {
+		fprintf(stderr, "gcrelay: refusing to run as root; run it as "
+		                "its own unprivileged user (see "
+		                "deploy/gcrelay.service)\n");
+		return 1;
+	}
+	log_init("master", cfg->log_level);
+	if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK)
+		fatalx("curl_global_init failed");
+	prepare_store(cfg);
+	if (metrics_init() != GC_OK)
+		fatal("metrics: shared memory");
+	if ((fd = supervisor_listen(cfg, &created, err, sizeof(err))) < 0)
+		fatalx("%s", err);
+	log_info("gcrelay %s listening on %s%s", GCRELAY_VERSION,
+	         created ? cfg->listen_socket : "",
+	         created ? "" : "an inherited or TCP socket");
+	char *sock = created ? strdup(cfg->listen_socket) : NULL;
+	ch = supervisor_run(cfg, fd);
+	if (sock != NULL)
+		unlink(sock);
+	free(sock);
+	curl_global_cleanup();
+	return ch;
+}

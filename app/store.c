@@ -1,0 +1,432 @@
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/time.h>
+#include <unistd.h>
+
+#include <sqlite3.h>
+
+#include "log.h"
+#include "store.h"
+#include "store_priv.h"
+
+/*
+ * Migrations, applied in order; PRAGMA user_version holds how many ran.
+ * Never edit a shipped step: append a new one.
+ */
+static const char *const migrations[] = {
+    /* 1: the initial schema */
+    "CREATE TABLE brands ("
+    "  slug TEXT PRIMARY KEY,"
+    "  doc TEXT NOT NULL,"
+    "  created_at INTEGER NOT NULL,"
+    "  updated_at INTEGER NOT NULL);"
+    "CREATE TABLE events ("
+    "  id TEXT PRIMARY KEY,"
+    "  brand TEXT NOT NULL,"
+    "  kind TEXT NOT NULL,"
+    "  body TEXT,"
+    "  received_at INTEGER NOT NULL,"
+    "  status TEXT NOT NULL,"
+    "  http_status INTEGER,"
+    "  response TEXT,"
+    "  purged INTEGER NOT NULL DEFAULT 0);"
+    "CREATE INDEX events_brand_time ON events(brand, received_at);"
+    "CREATE INDEX events_time ON events(received_at);"
+    "CREATE TABLE deliveries ("
+    "  event_id TEXT NOT NULL REFERENCES events(id) ON DELETE CASCADE,"
+    "  destination TEXT NOT NULL,"
+    "  status TEXT NOT NULL,"
+    "  reason TEXT,"
+    "  warning TEXT,"
+    "  attempts INTEGER NOT NULL DEFAULT 0,"
+    "  next_at INTEGER,"
+    "  lease_until INTEGER NOT NULL DEFAULT 0,"
+    "  updated_at INTEGER NOT NULL,"
+    "  PRIMARY KEY (event_id, destination));"
+    "CREATE INDEX deliveries_due ON deliveries(status, next_at);"
+    "CREATE TABLE attempts ("
+    "  id INTEGER PRIMARY KEY,"
+    "  event_id TEXT NOT NULL,"
+    "  destination TEXT NOT NULL,"
+    "  at INTEGER NOT NULL,"
+    "  step TEXT NOT NULL,"
+    "  outcome TEXT NOT NULL,"
+    "  http_status INTEGER,"
+    "  reply_code TEXT,"
+    "  excerpt TEXT,"
+    "  latency_ms INTEGER);"
+    "CREATE INDEX attempts_event ON attempts(event_id, destination);"
+    "CREATE TABLE yotpo_ledger ("
+    "  brand TEXT NOT NULL,"
+    "  token TEXT NOT NULL,"
+    "  action TEXT NOT NULL,"
+    "  state TEXT NOT NULL,"
+    "  event_id TEXT NOT NULL,"
+    "  reference TEXT NOT NULL,"
+    "  lease_until INTEGER NOT NULL DEFAULT 0,"
+    "  sent_at INTEGER,"
+    "  updated_at INTEGER NOT NULL,"
+    "  PRIMARY KEY (brand, token, action));"
+    "CREATE TABLE emarsys_ids ("
+    "  brand TEXT NOT NULL,"
+    "  kind TEXT NOT NULL,"
+    "  name TEXT NOT NULL,"
+    "  remote_id TEXT NOT NULL,"
+    "  updated_at INTEGER NOT NULL,"
+    "  PRIMARY KEY (brand, kind, name));"
+    "CREATE TABLE emarsys_tokens ("
+    "  brand TEXT PRIMARY KEY,"
+    "  client_id TEXT NOT NULL,"
+    "  token TEXT NOT NULL,"
+    "  expires_at INTEGER NOT NULL);"
+    "CREATE TABLE throttle ("
+    "  brand TEXT PRIMARY KEY,"
+    "  next_ms INTEGER NOT NULL);",
+};
+#define NMIGRATIONS ((int)(sizeof(migrations) / sizeof(migrations[0])))
+
+/* See store.h. */
+int64_t
+store_now_ms(void)
+{
+	struct timeval tv;
+
+	gettimeofday(&tv, NULL);
+	return (int64_t)tv.tv_sec * 1000 + tv.tv_usec / 1000;
+}
+
+/* See store_priv.h. */
+enum gc_err
+store_fail(struct store *st, const char *what)
+{
+	log_warnx("store: %s: %s", what, sqlite3_errmsg(st->db));
+	return GC_ESTORE;
+}
+
+/* See store_priv.h. */
+sqlite3_stmt *
+store_prepare(struct store *st, const char *sql)
+{
+	sqlite3_stmt *stmt = NULL;
+
+	if (sqlite3_prepare_v2(st->db, sql, -1, &stmt, NULL) != SQLITE_OK) {
+		log_warnx("store: prepare: %s", sqlite3_errmsg(st->db));
+		sqlite3_finalize(stmt);
+		return NULL;
+	}
+	return stmt;
+}
+
+/* See store_priv.h. */
+enum gc_err
+store_exec(struct store *st, const char *sql)
+{
+	char *msg = NULL;
+
+	if (sqlite3_exec(st->db, sql, NULL, NULL, &msg) != SQLITE_OK) {
+		log_warnx("store: %.60s: %s", sql, msg ? msg : "?");
+		sqlite3_free(msg);
+		return GC_ESTORE;
+	}
+	return GC_OK;
+}
+
+/* See store_priv.h. */
+char *
+store_col_text(sqlite3_stmt *stmt, int col)
+{
+	const unsigned char *t = sqlite3_column_text(stmt, col);
+
+	return t ? strdup((const char *)t) : NULL;
+}
+
+/* See store_priv.h. */
+enum gc_err
+store_begin(struct store *st)
+{
+	return store_exec(st, "BEGIN IMMEDIATE");
+}
+
+/* See store_priv.h. */
+enum gc_err
+store_commit(struct store *st)
+{
+	return store_exec(st, "COMMIT");
+}
+
+/* See store_priv.h. */
+void
+store_rollback(struct store *st)
+{
+	if (!sqlite3_get_autocommit(st->db))
+		sqlite3_exec(st->db, "ROLLBACK", NULL, NULL, NULL);
+}
+
+static int
+store_user_version(struct store *st)
+{
+	sqlite3_stmt *stmt = store_prepare(st, "PRAGMA user_version");
+	int v = -1;
+
+	if (stmt != NULL && sqlite3_step(stmt) == SQLITE_ROW)
+		v = sqlite3_column_int(stmt, 0);
+	sqlite3_finalize(stmt);
+	return v;
+}
+
+/* Apply pending migrations, each in its own transaction. */
+static enum gc_err
+store_migrate(struct store *st, char *why, size_t whysz)
+{
+	char sql[64];
+	int v;
+
+	if (store_begin(st) != GC_OK)
+		goto fail;
+	v = store_user_version(st);
+	if (v < 0 || v > NMIGRATIONS) {
+		store_rollback(st);
+		snprintf(why, whysz,
+		         "database schema version %d is newer than this "
+		         "gcrelay (%d)",
+		         v, NMIGRATIONS);
+		return GC_ESTORE;
+	}
+	for (; v < NMIGRATIONS; v++) {
+		snprintf(sql, sizeof(sql), "PRAGMA user_version = %d", v + 1);
+		if (store_exec(st, migrations[v]) != GC_OK ||
+		    store_exec(st, sql) != GC_OK)
+			goto fail;
+		log_info("store: applied migration %d", v + 1);
+	}
+	if (store_commit(st) != GC_OK)
+		goto fail;
+	return GC_OK;
+fail:
+	store_rollback(st);
+	snprintf(why, whysz, "migration failed: %s", sqlite3_errmsg(st->db));
+	return GC_ESTORE;
+}
+
+static enum gc_err
+store_pragmas(struct store *st, const struct app_config *cfg)
+{
+	char sql[160];
+
+	sqlite3_busy_timeout(st->db, cfg->busy_timeout_ms);
+	snprintf(sql, sizeof(sql),
+	         "PRAGMA journal_mode=WAL; PRAGMA synchronous=%s; "
+	         "PRAGMA foreign_keys=ON;",
+	         cfg->durability == DURABILITY_FULL ? "FULL" : "NORMAL");
+	return store_exec(st, sql);
+}
+
+/* See store.h. */
+enum gc_err
+store_open(const struct app_config *cfg, struct store **out, char *why,
+           size_t whysz)
+{
+	struct store *st;
+	struct stat sb;
+
+	*out = NULL;
+	if ((st = calloc(1, sizeof(*st))) == NULL)
+		return GC_ENOMEM;
+	if ((st->path = strdup(cfg->store_path)) == NULL) {
+		free(st);
+		return GC_ENOMEM;
+	}
+	if (sqlite3_open_v2(st->path, &st->db,
+	                    SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE |
+	                        SQLITE_OPEN_NOMUTEX,
+	                    NULL) != SQLITE_OK) {
+		snprintf(why, whysz, "cannot open %s: %s", st->path,
+		         st->db ? sqlite3_errmsg(st->db) : "out of memory");
+		store_close(st);
+		return GC_ESTORE;
+	}
+	if (store_pragmas(st, cfg) != GC_OK) {
+		snprintf(why, whysz, "cannot configure %s: %s", st->path,
+		         sqlite3_errmsg(st->db));
+		store_close(st);
+		return GC_ESTORE;
+	}
+	if (store_migrate(st, why, whysz) != GC_OK) {
+		store_close(st);
+		return GC_ESTORE;
+	}
+	if (stat(st->path, &sb) == 0) {
+		st->dev = sb.st_dev;
+		st->ino = sb.st_ino;
+	}
+	*out = st;
+	return GC_OK;
+}
+
+/* See store.h. */
+void
+store_close(struct store *st)
+{
+	if (st == NULL)
+		return;
+	sqlite3_close_v2(st->db);
+	free(st->path);
+	free(st);
+}
+
+/* See store.h. */
+int
+store_schema_version(struct store *st)
+{
+	return store_user_version(st);
+}
+
+/* See store.h. */
+sqlite3 *
+store_db(struct store *st)
+{
+	return st->db;
+}
+
+/* See store.h. */
+enum gc_err
+store_ping(struct store *st, char *why, size_t whysz)
+{
+	struct stat sb;
+	int v;
+
+	if (stat(st->path, &sb) != 0) {
+		snprintf(why, whysz, "database file: %s", strerror(errno));
+		return GC_ESTORE;
+	}
+	if (sb.st_dev != st->dev || sb.st_ino != st->ino) {
+		snprintf(why, whysz, "database file was replaced");
+		return GC_ESTORE;
+	}
+	if (access(st->path, R_OK | W_OK) != 0) {
+		snprintf(why, whysz, "database file: %s", strerror(errno));
+		return GC_ESTORE;
+	}
+	if ((v = store_user_version(st)) != NMIGRATIONS) {
+		snprintf(why, whysz, "database does not answer: %s",
+		         sqlite3_errmsg(st->db));
+		return GC_ESTORE;
+	}
+	return GC_OK;
+}
+
+/* See store.h. */
+enum gc_err
+store_brand_put(struct store *st, const char *slug, const char *doc,
+                int *created)
+{
+	sqlite3_stmt *stmt;
+	int64_t now = store_now_ms();
+	int rc;
+
+	*created = 0;
+	if (store_begin(st) != GC_OK)
+		return GC_ESTORE;
+	stmt = store_prepare(st, "SELECT 1 FROM brands WHERE slug = ?");
+	if (stmt == NULL)
+		goto fail;
+	sqlite3_bind_text(stmt, 1, slug, -1, SQLITE_STATIC);
+	rc = sqlite3_step(stmt);
+	sqlite3_finalize(stmt);
+	if (rc != SQLITE_ROW && rc != SQLITE_DONE)
+		goto fail;
+	*created = rc == SQLITE_DONE;
+	stmt = store_prepare(st, "INSERT INTO brands(slug, doc, created_at, "
+	                         "updated_at) VALUES (?1, ?2, ?3, ?3) "
+	                         "ON CONFLICT(slug) DO UPDATE SET doc = ?2, "
+	                         "updated_at = ?3");
+	if (stmt == NULL)
+		goto fail;
+	sqlite3_bind_text(stmt, 1, slug, -1, SQLITE_STATIC);
+	sqlite3_bind_text(stmt, 2, doc, -1, SQLITE_STATIC);
+	sqlite3_bind_int64(stmt, 3, now);
+	rc = sqlite3_step(stmt);
+	sqlite3_finalize(stmt);
+	if (rc != SQLITE_DONE || store_commit(st) != GC_OK)
+		goto fail;
+	return GC_OK;
+fail:
+	store_fail(st, "brand put");
+	store_rollback(st);
+	return GC_ESTORE;
+}
+
+/* See store.h. */
+enum gc_err
+store_brand_get(struct store *st, const char *slug, char **doc)
+{
+	sqlite3_stmt *stmt;
+	enum gc_err err = GC_OK;
+	int rc;
+
+	*doc = NULL;
+	stmt = store_prepare(st, "SELECT doc FROM brands WHERE slug = ?");
+	if (stmt == NULL)
+		return GC_ESTORE;
+	sqlite3_bind_text(stmt, 1, slug, -1, SQLITE_STATIC);
+	rc = sqlite3_step(stmt);
+	if (rc == SQLITE_ROW) {
+		if ((*doc = store_col_text(stmt, 0)) == NULL)
+			err = GC_ENOMEM;
+	} else if (rc == SQLITE_DONE)
+		err = GC_ENOTFOUND;
+	else
+		err = store_fail(st, "brand get");
+	sqlite3_finalize(stmt);
+	return err;
+}
+
+/* See store.h. */
+enum gc_err
+store_brand_delete(struct store *st, const char *slug)
+{
+	sqlite3_stmt *stmt;
+	int rc;
+
+	stmt = store_prepare(st, "DELETE FROM brands WHERE slug = ?");
+	if (stmt == NULL)
+		return GC_ESTORE;
+	sqlite3_bind_text(stmt, 1, slug, -1, SQLITE_STATIC);
+	rc = sqlite3_step(stmt);
+	sqlite3_finalize(stmt);
+	if (rc != SQLITE_DONE)
+		return store_fail(st, "brand delete");
+	return sqlite3_changes(st->db) > 0 ? GC_OK : GC_ENOTFOUND;
+}
+
+/* See store.h. */
+enum gc_err
+store_brand_list(struct store *st, json_t **docs)
+{
+	sqlite3_stmt *stmt;
+	json_t *arr;
+	int rc;
+
+	*docs = NULL;
+	if ((arr = json_array()) == NULL)
+		return GC_ENOMEM;
+	stmt = store_prepare(st, "SELECT doc FROM brands ORDER BY slug");
+	if (stmt == NULL) {
+		json_decref(arr);
+		return GC_ESTORE;
+	}
+	while ((rc = sqlite3_step(stmt)) == SQLITE_ROW)
+		json_array_append_new(
+		    arr,
+		    json_string((const char *)sqlite3_column_text(stmt, 0)));
+	sqlite3_finalize(stmt);
+	if (rc != SQLITE_DONE) {
+		json_decref(arr);
+		return store_fail(st, "brand list");
+	}
+	*docs = arr;
+	return GC_OK;
+}

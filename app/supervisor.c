@@ -1,0 +1,457 @@
+#include <errno.h>
+#include <grp.h>
+#include <netinet/in.h>
+#include <arpa/inet.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/time.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "log.h"
+#include "metrics.h"
+#include "supervisor.h"
+#include "worker.h"
+
+#define MAX_CHILDREN   257 /* workers (max 256) + the retrier */
+#define CRASH_WINDOW_S 5   /* a child dying sooner than this "crashed" */
+#define MAX_BACKOFF_S  30
+
+enum child_kind { CHILD_WORKER, CHILD_RETRIER };
+
+struct child {
+	pid_t pid; /* 0 when not running */
+	enum child_kind kind;
+	unsigned generation; /* config generation it was started with */
+	time_t started;
+	int crashes;       /* consecutive quick abnormal exits */
+	time_t respawn_at; /* when pid == 0: when to start it */
+};
+
+struct master {
+	struct app_config *cfg;
+	int listen_fd;
+	unsigned generation;
+	struct child slots[MAX_CHILDREN]; /* current generation */
+	int nslots;
+	pid_t old[MAX_CHILDREN * 4]; /* older generations, stopping */
+	int nold;
+};
+
+static volatile sig_atomic_t got_chld, got_hup, got_term, got_alrm;
+
+static void
+master_on_signal(int sig)
+{
+	switch (sig) {
+	case SIGCHLD:
+		got_chld = 1;
+		break;
+	case SIGHUP:
+		got_hup = 1;
+		break;
+	case SIGALRM:
+		got_alrm = 1;
+		break;
+	default:
+		got_term = 1;
+	}
+}
+
+/* Install handlers and block the signals outside sigsuspend. */
+static void
+master_signals(sigset_t *waitmask)
+{
+	struct sigaction sa;
+	sigset_t block;
+	int sigs[] = {SIGCHLD, SIGHUP, SIGTERM, SIGINT, SIGALRM};
+
+	memset(&sa, 0, sizeof(sa));
+	sa.sa_handler = master_on_signal;
+	sigemptyset(&sa.sa_mask);
+	sigemptyset(&block);
+	for (size_t i = 0; i < sizeof(sigs) / sizeof(sigs[0]); i++) {
+		sigaction(sigs[i], &sa, NULL);
+		sigaddset(&block, sigs[i]);
+	}
+	signal(SIGPIPE, SIG_IGN);
+	sigprocmask(SIG_BLOCK, &block, waitmask);
+	sigdelset(waitmask, SIGCHLD);
+	sigdelset(waitmask, SIGHUP);
+	sigdelset(waitmask, SIGTERM);
+	sigdelset(waitmask, SIGINT);
+	sigdelset(waitmask, SIGALRM);
+}
+
+static int
+listen_inherited(void)
+{
+	const char *pid = getenv("LISTEN_PID"), *fds = getenv("LISTEN_FDS");
+	int acc = 0;
+	socklen_t len = sizeof(acc);
+
+	if (pid != NULL && fds != NULL && strtol(pid, NULL, 10) == getpid() &&
+	    strtol(fds, NULL, 10) >= 1) {
+		unsetenv("LISTEN_PID");
+		unsetenv("LISTEN_FDS");
+		return 3; /* SD_LISTEN_FDS_START */
+	}
+	if (getsockopt(0, SOL_SOCKET, SO_ACCEPTCONN, &acc, &len) == 0 && acc)
+		return 0;
+	return -1;
+}
+
+static int
+listen_unix(const struct app_config *cfg, char *why, size_t whysz)
+{
+	struct sockaddr_un sun;
+	struct group *gr;
+	int fd;
+
+	memset(&sun, 0, sizeof(sun));
+	sun.sun_family = AF_UNIX;
+	snprintf(sun.sun_path, sizeof(sun.sun_path), "%s", cfg->listen_socket);
+	if ((fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0)) < 0)
+		goto fail;
+	if (unlink(cfg->listen_socket) != 0 && errno != ENOENT)
+		goto fail;
+	if (bind(fd, (struct sockaddr *)&sun, sizeof(sun)) != 0 ||
+	    chmod(cfg->listen_socket, cfg->listen_mode) != 0)
+		goto fail;
+	if (cfg->listen_group != NULL) {
+		if ((gr = getgrnam(cfg->listen_group)) == NULL) {
+			snprintf(why, whysz, "listen.group %s: no such group",
+			         cfg->listen_group);
+			close(fd);
+			return -1;
+		}
+		if (chown(cfg->listen_socket, (uid_t)-1, gr->gr_gid) != 0)
+			goto fail;
+	}
+	if (listen(fd, cfg->listen_backlog) != 0)
+		goto fail;
+	return fd;
+fail:
+	snprintf(why, whysz, "listen on %s: %s", cfg->listen_socket,
+	         strerror(errno));
+	if (fd >= 0)
+		close(fd);
+	return -1;
+}
+
+static int
+listen_tcp(const struct app_config *cfg, char *why, size_t whysz)
+{
+	struct sockaddr_in sin;
+	int fd, one = 1;
+
+	memset(&sin, 0, sizeof(sin));
+	sin.sin_family = AF_INET;
+	sin.sin_port = htons((uint16_t)cfg->listen_port);
+	sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	if ((fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0)) < 0 ||
+	    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) != 0 ||
+	    bind(fd, (struct sockaddr *)&sin, sizeof(sin)) != 0 ||
+	    listen(fd, cfg->listen_backlog) != 0) {
+		snprintf(why, whysz, "listen on 127.0.0.1:%d: %s",
+		         cfg->listen_port, strerror(errno));
+		if (fd >= 0)
+			close(fd);
+		return -1;
+	}
+	return fd;
+}
+
+/* See supervisor.h. */
+int
+supervisor_listen(const struct app_config *cfg, int *created, char *why,
+                  size_t whysz)
+{
+	int fd;
+
+	*created = 0;
+	if ((fd = listen_inherited()) >= 0) {
+		log_info("using the inherited listening socket on fd %d", fd);
+		return fd;
+	}
+	if (cfg->listen_socket == NULL)
+		return listen_tcp(cfg, why, whysz);
+	if ((fd = listen_unix(cfg, why, whysz)) >= 0)
+		*created = 1;
+	return fd;
+}
+
+static void
+child_start(struct master *m, struct child *c)
+{
+	pid_t pid;
+
+	if ((pid = fork()) < 0) {
+		log_warn("fork");
+		c->respawn_at = time(NULL) + 1;
+		return;
+	}
+	if (pid == 0) {
+		signal(SIGCHLD, SIG_DFL);
+		signal(SIGHUP, SIG_IGN);
+		signal(SIGALRM, SIG_DFL);
+		worker_signals();
+		sigset_t none;
+		sigemptyset(&none);
+		sigprocmask(SIG_SETMASK, &none, NULL);
+		if (c->kind == CHILD_WORKER)
+			worker_main(m->cfg, m->listen_fd);
+		retrier_main(m->cfg);
+	}
+	c->pid = pid;
+	c->generation = m->generation;
+	c->started = time(NULL);
+	c->respawn_at = 0;
+}
+
+/* (Re)build the slot table for the current config and start everyone. */
+static void
+master_spawn_all(struct master *m)
+{
+	int want = m->cfg->workers + 1;
+
+	for (int i = 0; i < want; i++) {
+		struct child *c = &m->slots[i];
+		memset(c, 0, sizeof(*c));
+		c->kind = i < m->cfg->workers ? CHILD_WORKER : CHILD_RETRIER;
+		child_start(m, c);
+	}
+	m->nslots = want;
+	log_info("started %d workers and the retrier (generation %u)",
+	         m->cfg->workers, m->generation);
+}
+
+static void
+log_exit(pid_t pid, int status, const char *what)
+{
+	if (WIFSIGNALED(status))
+		log_warnx("%s %ld killed by signal %d", what, (long)pid,
+		          WTERMSIG(status));
+	else if (WEXITSTATUS(status) != 0)
+		log_warnx("%s %ld exited with status %d", what, (long)pid,
+		          WEXITSTATUS(status));
+	else
+		log_info("%s %ld exited", what, (long)pid);
+}
+
+/* A current-generation child died: schedule its replacement. */
+static void
+master_child_died(struct child *c, int status, int stopping)
+{
+	time_t now = time(NULL);
+	int abnormal = WIFSIGNALED(status) || WEXITSTATUS(status) != 0;
+
+	log_exit(c->pid, status,
+	         c->kind == CHILD_WORKER ? "worker" : "retrier");
+	c->pid = 0;
+	if (stopping)
+		return;
+	metrics_child_restart();
+	if (abnormal && now - c->started < CRASH_WINDOW_S)
+		c->crashes++;
+	else
+		c->crashes = 0;
+	c->respawn_at = now;
+	if (c->crashes > 0) {
+		int delay = 1 << (c->crashes > 5 ? 5 : c->crashes - 1);
+		c->respawn_at += delay > MAX_BACKOFF_S ? MAX_BACKOFF_S : delay;
+		log_warnx("child keeps crashing; respawning in %d s",
+		          (int)(c->respawn_at - now));
+	}
+}
+
+static void
+master_reap(struct master *m, int stopping)
+{
+	pid_t pid;
+	int status, i;
+
+	while ((pid = waitpid(-1, &status, WNOHANG)) > 0) {
+		for (i = 0; i < m->nslots; i++)
+			if (m->slots[i].pid == pid) {
+				master_child_died(&m->slots[i], status,
+				                  stopping);
+				break;
+			}
+		if (i < m->nslots)
+			continue;
+		for (i = 0; i < m->nold; i++)
+			if (m->old[i] == pid) {
+				log_exit(pid, status, "old child");
+				m->old[i] = m->old[--m->nold];
+				break;
+			}
+	}
+}
+
+/* Start children whose respawn time has come; returns the next due time. */
+static time_t
+master_respawn(struct master *m)
+{
+	time_t now = time(NULL), next = 0;
+
+	for (int i = 0; i < m->nslots; i++) {
+		struct child *c = &m->slots[i];
+		if (c->pid != 0)
+			continue;
+		if (c->respawn_at <= now)
+			child_start(m, c);
+		else if (next == 0 || c->respawn_at < next)
+			next = c->respawn_at;
+	}
+	return next;
+}
+
+static int
+same_listen(const struct app_config *a, const struct app_config *b)
+{
+	if ((a->listen_socket == NULL) != (b->listen_socket == NULL))
+		return 0;
+	if (a->listen_socket != NULL)
+		return strcmp(a->listen_socket, b->listen_socket) == 0;
+	return a->listen_port == b->listen_port;
+}
+
+/* SIGHUP: validate the new config; on success replace the workers. */
+static void
+master_reload(struct master *m)
+{
+	struct app_config *ncfg;
+	char err[512];
+
+	if ((ncfg = malloc(sizeof(*ncfg))) == NULL) {
+		log_warnx("reload: out of memory; keeping the old config");
+		return;
+	}
+	if (cfg_load(m->cfg->path, ncfg, err, sizeof(err)) != GC_OK) {
+		log_errorx("reload failed, keeping the old config: %s", err);
+		free(ncfg);
+		return;
+	}
+	if (!same_listen(m->cfg, ncfg))
+		log_warnx("reload: listen settings changed; they take effect "
+		          "after a restart");
+	log_set_level(ncfg->log_level);
+	for (int i = 0; i < m->nslots; i++) {
+		if (m->slots[i].pid == 0)
+			continue;
+		kill(m->slots[i].pid, SIGTERM);
+		if (m->nold < (int)(sizeof(m->old) / sizeof(m->old[0])))
+			m->old[m->nold++] = m->slots[i].pid;
+	}
+	cfg_fini(m->cfg);
+	free(m->cfg);
+	m->cfg = ncfg;
+	m->generation++;
+	log_info("reloaded %s", ncfg->path);
+	master_spawn_all(m);
+}
+
+static int
+master_alive(struct master *m)
+{
+	int n = m->nold;
+
+	for (int i = 0; i < m->nslots; i++)
+		if (m->slots[i].pid != 0)
+			n++;
+	return n;
+}
+
+static void
+master_signal_all(struct master *m, int sig)
+{
+	for (int i = 0; i < m->nslots; i++)
+		if (m->slots[i].pid != 0)
+			kill(m->slots[i].pid, sig);
+	for (int i = 0; i < m->nold; i++)
+		kill(m->old[i], sig);
+}
+
+static void
+arm_timer(long ms)
+{
+	struct itimerval it;
+
+	memset(&it, 0, sizeof(it));
+	it.it_value.tv_sec = ms / 1000;
+	it.it_value.tv_usec = (ms % 1000) * 1000;
+	setitimer(ITIMER_REAL, &it, NULL);
+}
+
+/*
+ * Graceful stop: SIGTERM everyone, repeat it every second (a child that
+ * was between its stop check and accept() only notices the second one),
+ * SIGKILL after the grace period.
+ */
+static void
+master_stop(struct master *m, const sigset_t *waitmask)
+{
+	time_t deadline = time(NULL) + m->cfg->shutdown_grace_s;
+
+	log_info("stopping: waiting for in-flight requests");
+	while (master_alive(m) > 0) {
+		if (time(NULL) >= deadline) {
+			log_warnx("grace period over; killing %d children",
+			          master_alive(m));
+			master_signal_all(m, SIGKILL);
+			deadline = time(NULL) + 3600;
+		} else
+			master_signal_all(m, SIGTERM);
+		arm_timer(1000);
+		got_alrm = 0;
+		while (!got_chld && !got_alrm)
+			sigsuspend(waitmask);
+		got_chld = 0;
+		master_reap(m, 1);
+	}
+	arm_timer(0);
+}
+
+/* See supervisor.h. */
+int
+supervisor_run(struct app_config *cfg, int listen_fd)
+{
+	struct master m;
+	sigset_t waitmask;
+	time_t next;
+
+	memset(&m, 0, sizeof(m));
+	m.cfg = cfg;
+	m.listen_fd = listen_fd;
+	master_signals(&waitmask);
+	master_spawn_all(&m);
+	for (;;) {
+		if (got_term)
+			break;
+		if (got_chld) {
+			got_chld = 0;
+			master_reap(&m, 0);
+		}
+		if (got_hup) {
+			got_hup = 0;
+			master_reload(&m);
+		}
+		got_alrm = 0;
+		next = master_respawn(&m);
+		arm_timer(next ? (long)(next - time(NULL)) * 1000 + 10 : 0);
+		if (!got_chld && !got_hup && !got_term && !got_alrm)
+			sigsuspend(&waitmask);
+	}
+	master_stop(&m, &waitmask);
+	log_info("stopped");
+	cfg_fini(m.cfg);
+	free(m.cfg);
+	return 0;
+}

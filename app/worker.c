@@ -1,0 +1,182 @@
+#include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <fcgiapp.h>
+
+#include "crypto.h"
+#include "engine.h"
+#include "handlers.h"
+#include "log.h"
+#include "metrics.h"
+#include "store.h"
+#include "worker.h"
+
+volatile sig_atomic_t worker_stop;
+
+static void
+worker_on_stop(int sig)
+{
+	(void)sig;
+	worker_stop = 1;
+}
+
+/* See worker.h. */
+void
+worker_signals(void)
+{
+	struct sigaction sa;
+
+	memset(&sa, 0, sizeof(sa));
+	sa.sa_handler = worker_on_stop;
+	sigemptyset(&sa.sa_mask);
+	/* No SA_RESTART: a blocked accept() must return EINTR. */
+	sigaction(SIGTERM, &sa, NULL);
+	sigaction(SIGINT, &sa, NULL);
+	signal(SIGPIPE, SIG_IGN);
+}
+
+static const char *
+fcgi_param(void *ctx, const char *name)
+{
+	FCGX_Request *r = ctx;
+
+	return FCGX_GetParam(name, r->envp);
+}
+
+static long
+fcgi_read(void *ctx, char *dst, size_t n)
+{
+	FCGX_Request *r = ctx;
+	int got = FCGX_GetStr(dst, (int)n, r->in);
+
+	if (got < 0 || FCGX_GetError(r->in) != 0)
+		return -1;
+	return got;
+}
+
+static double
+elapsed_ms(const struct timespec *t0)
+{
+	struct timespec t1;
+
+	clock_gettime(CLOCK_MONOTONIC, &t1);
+	return (double)(t1.tv_sec - t0->tv_sec) * 1e3 +
+	       (double)(t1.tv_nsec - t0->tv_nsec) / 1e6;
+}
+
+/*
+ * Write status line, headers and body to FastCGI stdout.  The head is
+ * formatted by us: libfcgi's own printf knows no %zu.
+ */
+static void
+worker_respond(FCGX_Request *r, struct request *req)
+{
+	struct buf head;
+
+	buf_init(&head, 0);
+	buf_printf(&head,
+	           "Status: %d %s\r\nContent-Type: %s\r\n"
+	           "Content-Length: %zu\r\nCache-Control: no-store\r\n"
+	           "%s\r\n",
+	           req->status, request_reason(req->status),
+	           req->content_type ? req->content_type : "text/plain",
+	           req->out.len, buf_str(&req->headers));
+	FCGX_PutStr(buf_str(&head), (int)head.len, r->out);
+	buf_free(&head);
+	if (req->out.len > 0)
+		FCGX_PutStr(req->out.ptr, (int)req->out.len, r->out);
+}
+
+/* Make a request id when nginx did not pass one. */
+static void
+worker_reqid(struct request *req)
+{
+	uint8_t raw[8];
+	static const char hex[] = "0123456789abcdef";
+
+	if (req->reqid[0] != '\0')
+		return;
+	if (crypto_random(raw, sizeof(raw)) != GC_OK)
+		memset(raw, 0, sizeof(raw));
+	for (size_t i = 0; i < sizeof(raw); i++) {
+		req->reqid[2 * i] = hex[raw[i] >> 4];
+		req->reqid[2 * i + 1] = hex[raw[i] & 0xf];
+	}
+	req->reqid[2 * sizeof(raw)] = '\0';
+}
+
+static void
+worker_serve(FCGX_Request *r, const struct app_config *cfg, struct store *st,
+             struct engine *eng)
+{
+	struct request req;
+	struct timespec t0;
+
+	clock_gettime(CLOCK_MONOTONIC, &t0);
+	memset(&req, 0, sizeof(req));
+	req.param = fcgi_param;
+	req.read = fcgi_read;
+	req.io_ctx = r;
+	req.cfg = cfg;
+	req.st = st;
+	req.eng = eng;
+	if (request_init(&req) != GC_OK) {
+		worker_reqid(&req);
+		request_problem(&req, 400, "bad_request",
+		                "request method or URI missing or too long",
+		                NULL);
+	} else {
+		worker_reqid(&req);
+		log_set_reqid(req.reqid);
+		router_dispatch(&req);
+	}
+	if (req.status == 0)
+		request_problem(&req, 500, "internal", "no response", NULL);
+	request_header(&req, "X-Request-Id", req.reqid);
+	worker_respond(r, &req);
+	metrics_request(req.route_index < 0 ? 23 : req.route_index, req.status);
+	log_request(req.method ? req.method : "-", req.route, req.status,
+	            elapsed_ms(&t0));
+	log_set_reqid(NULL);
+	request_fini(&req);
+}
+
+/* See worker.h. */
+void
+worker_main(const struct app_config *cfg, int listen_fd)
+{
+	FCGX_Request r;
+	struct store *st;
+	struct engine *eng;
+	char why[512];
+
+	log_init("worker", cfg->log_level);
+	if (store_open(cfg, &st, why, sizeof(why)) != GC_OK)
+		fatalx("store: %s", why);
+	if ((eng = engine_alloc(cfg, st)) == NULL)
+		fatalx("engine: out of memory");
+	if (FCGX_Init() != 0 ||
+	    FCGX_InitRequest(&r, listen_fd, FCGI_FAIL_ACCEPT_ON_INTR) != 0)
+		fatalx("FCGX_Init failed");
+	while (!worker_stop) {
+		if (FCGX_Accept_r(&r) < 0) {
+			if (worker_stop || errno == EINTR)
+				continue;
+			log_warn("accept");
+			usleep(100 * 1000);
+			continue;
+		}
+		worker_serve(&r, cfg, st, eng);
+		FCGX_Finish_r(&r);
+	}
+	FCGX_Free(&r, 1);
+	engine_free(eng);
+	store_close(st);
+	log_info("worker stopped");
+	exit(0);
+}

@@ -1,0 +1,839 @@
+/*
+ * The Emarsys destination (DESIGN.md, Emarsys; reference/emarsys-api.md).
+ *
+ * One delivery is a small plan worked out step by step: get a token (from
+ * the shared cache or the token endpoint), resolve the ids it needs by
+ * name (SMS opt-in field, gocertify_*_verified_at fields, the external
+ * event), creating what is missing, upsert the contact, then trigger the
+ * event with the Gocertify payload.  next() looks at what is known and
+ * asks for the first missing piece; response() records what a reply
+ * taught.  A retry of the whole delivery is safe: the upsert is
+ * idempotent and the trigger carries a deterministic trigger_id.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <time.h>
+
+#include <openssl/crypto.h>
+
+#include "crypto.h"
+#include "dest.h"
+#include "emarsys.h"
+#include "jsonutil.h"
+#include "log.h"
+#include "payload.h"
+#include "store.h"
+
+#define SMS_FIELD_NAME  "mobile sms opt-in" /* matched case-insensitively */
+#define NO_SUCH_FIELD   "none"              /* cached: the account has none */
+#define TOKEN_MARGIN_MS 60000
+#define MAX_LISTS       3
+
+enum em_req {
+	EM_NONE,
+	EM_TOKEN,
+	EM_LIST_FIELDS,
+	EM_CREATE_FIELD,
+	EM_LIST_EVENTS,
+	EM_CREATE_EVENT,
+	EM_UPSERT,
+	EM_TRIGGER
+};
+
+struct em_field {
+	char name[96];
+	char id[32]; /* "" until known */
+	int create_tried;
+};
+
+struct em_state {
+	char scope[320]; /* brand:client_id, the cache scope */
+	char *sealed;    /* the cached token as stored, for forgetting */
+	char token[4096];
+	char auth[4200]; /* "Authorization: Bearer ..." */
+	char userpwd[1100];
+	int reauths;
+
+	int want_sms;
+	char sms_id[32];
+	struct em_field vf[2];
+	int nvf;
+	int fields_listed, field_lists;
+
+	char ev_name[48];
+	char ev_id[32];
+	int ev_create_tried, events_listed, event_lists;
+
+	char key_id[24];
+	const char *key_value;
+	char trigger_id[48];
+	int upserted, reresolved, reupserted, ev_reresolved;
+
+	enum em_req inflight;
+	int inflight_field;
+	int finished;
+	struct buf body;
+};
+
+static const char *const step_names[] = {
+    [EM_NONE] = "none",
+    [EM_TOKEN] = "token",
+    [EM_LIST_FIELDS] = "list_fields",
+    [EM_CREATE_FIELD] = "create_field",
+    [EM_LIST_EVENTS] = "list_events",
+    [EM_CREATE_EVENT] = "create_event",
+    [EM_UPSERT] = "upsert_contact",
+    [EM_TRIGGER] = "trigger_event",
+};
+
+/* ---- reply helpers (emarsys.h) ---- */
+
+/* See emarsys.h. */
+void
+emarsys_reply_parse(const struct http_resp *r, struct em_reply *rep)
+{
+	json_t *c;
+
+	memset(rep, 0, sizeof(*rep));
+	rep->code = -1;
+	rep->text = "";
+	rep->root = json_loadb(buf_str(&r->body), r->body.len, 0, NULL);
+	if (!json_is_object(rep->root))
+		return;
+	c = json_object_get(rep->root, "replyCode");
+	if (json_is_integer(c))
+		rep->code = (long)json_integer_value(c);
+	else if (json_is_string(c))
+		rep->code = strtol(json_string_value(c), NULL, 10);
+	if (json_str(rep->root, "replyText") != NULL)
+		rep->text = json_str(rep->root, "replyText");
+	rep->data = json_object_get(rep->root, "data");
+}
+
+/* See emarsys.h. */
+void
+emarsys_reply_fini(struct em_reply *rep)
+{
+	json_decref(rep->root);
+	memset(rep, 0, sizeof(*rep));
+}
+
+/* See emarsys.h. */
+int
+emarsys_contact_error(const struct em_reply *rep, const char *key_value,
+                      long *code, char *msg, size_t n)
+{
+	json_t *errs = json_object_get(rep->data, "errors"), *mine, *v;
+	const char *k;
+
+	/* errors may be absent, {} or [] (PHP's empty array). */
+	if (!json_is_object(errs) ||
+	    (mine = json_object_get(errs, key_value)) == NULL)
+		return 0;
+	*code = 0;
+	snprintf(msg, n, "contact rejected");
+	if (json_is_object(mine))
+		json_object_foreach(mine, k, v)
+		{
+			*code = strtol(k, NULL, 10);
+			snprintf(msg, n, "%s",
+			         json_is_string(v) ? json_string_value(v) : "");
+			break;
+		}
+	return 1;
+}
+
+/* See emarsys.h. */
+int
+emarsys_id_text(const json_t *v, char out[32])
+{
+	if (json_is_integer(v))
+		snprintf(out, 32, "%lld", (long long)json_integer_value(v));
+	else if (json_is_string(v) && json_string_length(v) > 0 &&
+	         json_string_length(v) < 32)
+		snprintf(out, 32, "%s", json_string_value(v));
+	else
+		return 0;
+	return 1;
+}
+
+/* See emarsys.h. */
+void
+emarsys_trigger_id(const char *event_id, const char *event_name, char out[48])
+{
+	char hex[65];
+	struct buf b;
+
+	buf_init(&b, 0);
+	buf_printf(&b, "%s\n%s", event_id, event_name);
+	crypto_sha256_hex(buf_str(&b), b.len, hex);
+	buf_free(&b);
+	snprintf(out, 48, "gcrelay-%.32s", hex);
+}
+
+/* ---- building requests ---- */
+
+static void
+em_url(struct job *j, const char *path)
+{
+	const char *base = j->cfg->emarsys_api_base;
+	size_t n = strlen(base);
+
+	snprintf(j->req.url, sizeof(j->req.url), "%s%s%s", base,
+	         n > 0 && base[n - 1] == '/' ? "" : "/", path);
+}
+
+static void
+em_request(struct job *j, enum em_req kind, const char *method,
+           const char *path)
+{
+	struct em_state *s = j->state;
+
+	memset(&j->req, 0, sizeof(j->req));
+	j->req.method = method;
+	em_url(j, path);
+	http_req_header(&j->req, "Content-Type: application/json");
+	http_req_header(&j->req, "Accept: application/json");
+	http_req_header(&j->req, s->auth);
+	if (s->body.len > 0) {
+		j->req.body = s->body.ptr;
+		j->req.bodylen = s->body.len;
+	}
+	s->inflight = kind;
+	j->step = step_names[kind];
+}
+
+/* Body from a JSON value (reference stolen). */
+static void
+em_body(struct em_state *s, json_t *v)
+{
+	char *text = json_compact(v);
+
+	buf_reset(&s->body);
+	if (text != NULL)
+		buf_puts(&s->body, text);
+	free(text);
+	json_decref(v);
+}
+
+static void
+em_token_request(struct job *j)
+{
+	struct em_state *s = j->state;
+
+	memset(&j->req, 0, sizeof(j->req));
+	j->req.method = "POST";
+	snprintf(j->req.url, sizeof(j->req.url), "%s",
+	         j->cfg->emarsys_token_url);
+	http_req_header(&j->req,
+	                "Content-Type: application/x-www-form-urlencoded");
+	http_req_header(&j->req, "Accept: application/json");
+	snprintf(s->userpwd, sizeof(s->userpwd), "%s:%s",
+	         j->brand->em_client_id, j->brand->em_client_secret);
+	j->req.userpwd = s->userpwd;
+	buf_reset(&s->body);
+	buf_puts(&s->body, "grant_type=client_credentials");
+	j->req.body = s->body.ptr;
+	j->req.bodylen = s->body.len;
+	s->inflight = EM_TOKEN;
+	j->step = step_names[EM_TOKEN];
+}
+
+static void
+em_set_token(struct em_state *s, const char *token)
+{
+	snprintf(s->token, sizeof(s->token), "%s", token);
+	snprintf(s->auth, sizeof(s->auth), "Authorization: Bearer %s", token);
+}
+
+/* Use the shared cached token when it is still good for a minute. */
+static void
+em_cached_token(struct job *j)
+{
+	struct em_state *s = j->state;
+	char aad[200], *clear = NULL;
+	int64_t exp;
+
+	if (store_em_token_get(j->st, j->brand->slug, j->brand->em_client_id,
+	                       &s->sealed, &exp) != GC_OK)
+		return;
+	snprintf(aad, sizeof(aad), "emarsys-token:%s", j->brand->slug);
+	if (exp - TOKEN_MARGIN_MS > store_now_ms() &&
+	    crypto_open(j->cfg->secrets_key, s->sealed, aad, &clear) == GC_OK)
+		em_set_token(s, clear);
+	if (clear != NULL) {
+		OPENSSL_cleanse(clear, strlen(clear));
+		free(clear);
+	}
+}
+
+static void
+em_upsert_request(struct job *j)
+{
+	struct em_state *s = j->state;
+	const struct brand *b = j->brand;
+	const struct gc_event *ev = j->ev;
+	json_t *c = json_object();
+	char id[32], date[16];
+	struct tm tm;
+
+	snprintf(id, sizeof(id), "%s", s->key_id);
+	json_object_set_new(c, id, json_string(s->key_value));
+	if (ev->email != NULL) {
+		snprintf(id, sizeof(id), "%ld", b->em_field_email);
+		json_object_set_new(c, id, json_string(ev->email));
+		if (ev->email_opt_in == EV_OPT_YES) {
+			snprintf(id, sizeof(id), "%ld", b->em_field_opt_in);
+			json_object_set_new(c, id, json_integer(1));
+		}
+	}
+	if (ev->mobile != NULL) {
+		snprintf(id, sizeof(id), "%ld", b->em_field_mobile);
+		json_object_set_new(c, id, json_string(ev->mobile));
+		if (s->want_sms && strcmp(s->sms_id, NO_SUCH_FIELD) != 0)
+			json_object_set_new(c, s->sms_id, json_integer(1));
+	}
+	gmtime_r(&ev->occurred_at, &tm);
+	strftime(date, sizeof(date), "%Y-%m-%d", &tm);
+	for (int i = 0; i < s->nvf; i++)
+		json_object_set_new(c, s->vf[i].id, json_string(date));
+	em_body(s,
+	        json_pack("{s:s, s:[o]}", "key_id", s->key_id, "contacts", c));
+	em_request(j, EM_UPSERT, "PUT", "contact/?create_if_not_exists=1");
+}
+
+static void
+em_trigger_request(struct job *j)
+{
+	struct em_state *s = j->state;
+	char path[96];
+
+	em_body(s, json_pack("{s:s, s:s, s:s, s:O}", "key_id", s->key_id,
+	                     "external_id", s->key_value, "trigger_id",
+	                     s->trigger_id, "data", j->payload));
+	snprintf(path, sizeof(path), "event/%s/trigger", s->ev_id);
+	em_request(j, EM_TRIGGER, "POST", path);
+}
+
+/* ---- the plan ---- */
+
+static int
+em_skip(const struct gc_event *ev, const struct brand *b, char *buf, size_t n)
+{
+	if (b->em_key_field == BRAND_KEY_EMAIL && ev->email == NULL) {
+		snprintf(buf, n,
+		         "event has no email, the brand's Emarsys key "
+		         "field");
+		return 1;
+	}
+	if (b->em_key_field == BRAND_KEY_MOBILE && ev->mobile == NULL) {
+		snprintf(buf, n,
+		         "event has no mobile, the brand's Emarsys key "
+		         "field");
+		return 1;
+	}
+	return 0;
+}
+
+static void
+em_cached_ids(struct job *j)
+{
+	struct em_state *s = j->state;
+
+	if (s->want_sms && s->sms_id[0] == '\0')
+		store_em_id_get(j->st, s->scope, "field", SMS_FIELD_NAME,
+		                s->sms_id);
+	for (int i = 0; i < s->nvf; i++)
+		if (s->vf[i].id[0] == '\0')
+			store_em_id_get(j->st, s->scope, "field", s->vf[i].name,
+			                s->vf[i].id);
+	if (s->ev_id[0] == '\0')
+		store_em_id_get(j->st, s->scope, "event", s->ev_name, s->ev_id);
+}
+
+static enum job_next
+em_start(struct job *j)
+{
+	const struct brand *b = j->brand;
+	const struct gc_event *ev = j->ev;
+	const char *groups[2];
+	struct em_state *s = calloc(1, sizeof(*s));
+
+	if ((j->state = s) == NULL)
+		return job_done(j, DEST_RETRY, "out of memory");
+	buf_init(&s->body, 0);
+	snprintf(s->scope, sizeof(s->scope), "%s:%s", b->slug, b->em_client_id);
+	snprintf(s->key_id, sizeof(s->key_id), "%ld",
+	         b->em_key_field == BRAND_KEY_MOBILE ? b->em_field_mobile
+	                                             : b->em_field_email);
+	s->key_value =
+	    b->em_key_field == BRAND_KEY_MOBILE ? ev->mobile : ev->email;
+	s->want_sms = ev->mobile != NULL && ev->sms_opt_in == EV_OPT_YES;
+	if (s->want_sms && b->em_field_sms > 0)
+		snprintf(s->sms_id, sizeof(s->sms_id), "%ld", b->em_field_sms);
+	if (ev->kind == EV_OFFER_CLAIMED) {
+		int n = payload_verified_groups(ev, groups);
+		for (int i = 0; i < n; i++)
+			if (payload_verified_field(
+			        groups[i], s->vf[s->nvf].name,
+			        sizeof(s->vf[0].name)) == GC_OK)
+				s->nvf++;
+	}
+	snprintf(s->ev_name, sizeof(s->ev_name), "gocertify_%s",
+	         ev_kind_names[ev->kind]);
+	emarsys_trigger_id(j->event_id, s->ev_name, s->trigger_id);
+	em_cached_token(j);
+	em_cached_ids(j);
+	return JOB_REQUEST;
+}
+
+/* The next field id to resolve: request to make, or 0 when all known. */
+static int
+em_next_field(struct job *j)
+{
+	struct em_state *s = j->state;
+
+	if (s->want_sms && s->sms_id[0] == '\0' && !s->fields_listed) {
+		em_request(j, EM_LIST_FIELDS, "GET", "field/translate/en");
+		return 1;
+	}
+	for (int i = 0; i < s->nvf; i++) {
+		if (s->vf[i].id[0] != '\0')
+			continue;
+		if (!s->fields_listed) {
+			em_request(j, EM_LIST_FIELDS, "GET",
+			           "field/translate/en");
+			return 1;
+		}
+		if (s->vf[i].create_tried) {
+			job_done(j, DEST_RETRY,
+			         "field %s was neither found nor created",
+			         s->vf[i].name);
+			s->finished = 1;
+			return 1;
+		}
+		s->vf[i].create_tried = 1;
+		s->inflight_field = i;
+		em_body(s, json_pack("{s:s, s:s}", "name", s->vf[i].name,
+		                     "application_type", "date"));
+		em_request(j, EM_CREATE_FIELD, "POST", "field");
+		return 1;
+	}
+	return 0;
+}
+
+static int
+em_next_event(struct job *j)
+{
+	struct em_state *s = j->state;
+
+	if (s->ev_id[0] != '\0')
+		return 0;
+	if (!s->events_listed) {
+		buf_reset(&s->body);
+		em_request(j, EM_LIST_EVENTS, "GET", "event");
+		return 1;
+	}
+	if (s->ev_create_tried) {
+		job_done(j, DEST_RETRY,
+		         "external event %s was neither found nor created",
+		         s->ev_name);
+		s->finished = 1;
+		return 1;
+	}
+	s->ev_create_tried = 1;
+	em_body(s, json_pack("{s:s}", "name", s->ev_name));
+	em_request(j, EM_CREATE_EVENT, "POST", "event");
+	return 1;
+}
+
+static enum job_next
+em_next(struct job *j)
+{
+	struct em_state *s = j->state;
+
+	if (s->finished)
+		return JOB_DONE;
+	if (s->token[0] == '\0') {
+		em_token_request(j);
+		return JOB_REQUEST;
+	}
+	buf_reset(&s->body);
+	if (em_next_field(j) || em_next_event(j))
+		return s->finished ? JOB_DONE : JOB_REQUEST;
+	if (!s->upserted) {
+		em_upsert_request(j);
+		return JOB_REQUEST;
+	}
+	em_trigger_request(j);
+	return JOB_REQUEST;
+}
+
+/* ---- interpreting replies ---- */
+
+static void
+em_finish(struct job *j, enum dest_outcome o, const struct em_reply *rep,
+          const char *what)
+{
+	struct em_state *s = j->state;
+
+	if (rep != NULL && rep->code >= 0)
+		job_done(j, o, "%s: Emarsys replyCode %ld: %.200s", what,
+		         rep->code, rep->text);
+	else
+		job_done(j, o, "%s", what);
+	s->finished = 1;
+}
+
+/* 429: wait for X-RateLimit-Reset when it falls within the budget. */
+static void
+em_rate_limited(struct job *j, const struct http_resp *r)
+{
+	struct em_state *s = j->state;
+	char v[32];
+	int64_t reset_ms = store_now_ms() + 60000;
+
+	if (http_resp_header(r, "X-RateLimit-Reset", v, sizeof(v)) &&
+	    strtoll(v, NULL, 10) > 0)
+		reset_ms = strtoll(v, NULL, 10) * 1000 + 100;
+	if (reset_ms < j->deadline_ms - 500) {
+		j->wait_until_ms = reset_ms;
+		return;
+	}
+	j->retry_at_ms = reset_ms;
+	job_done(j, DEST_RETRY, "rate limited by Emarsys (429) until %lld",
+	         (long long)(reset_ms / 1000));
+	s->finished = 1;
+}
+
+/*
+ * What every API reply shares: transport errors, 401, 403, 429, 5xx.
+ * Returns 1 when the reply was handled here.
+ */
+static int
+em_common(struct job *j, const struct http_resp *r, const struct em_reply *rep)
+{
+	struct em_state *s = j->state;
+
+	if (r->result != HTTP_OK) {
+		job_done(j, DEST_RETRY, "%s: %s", step_names[s->inflight],
+		         r->error);
+		s->finished = 1;
+		return 1;
+	}
+	if (r->status == 401) {
+		if (s->reauths++ == 0) {
+			if (s->sealed != NULL)
+				store_em_token_forget(j->st, j->brand->slug,
+				                      s->sealed);
+			s->token[0] = '\0';
+			return 1;
+		}
+		em_finish(j, DEST_FAILED, rep,
+		          "Emarsys rejected a fresh access token (401): check "
+		          "the API user");
+		return 1;
+	}
+	if (r->status == 403) {
+		job_done(j, DEST_FAILED,
+		         "Emarsys refused %s (403): the API user lacks that "
+		         "endpoint permission",
+		         step_names[s->inflight]);
+		s->finished = 1;
+		return 1;
+	}
+	if (r->status == 429) {
+		em_rate_limited(j, r);
+		return 1;
+	}
+	if (r->status >= 500 ||
+	    (r->status >= 200 && r->status < 300 && rep->root == NULL)) {
+		job_done(j, DEST_RETRY, "%s: HTTP %ld from Emarsys",
+		         step_names[s->inflight], r->status);
+		s->finished = 1;
+		return 1;
+	}
+	return 0;
+}
+
+static void
+em_on_token(struct job *j, const struct http_resp *r)
+{
+	struct em_state *s = j->state;
+	json_t *root = json_loadb(buf_str(&r->body), r->body.len, 0, NULL);
+	json_t *exp = json_object_get(root, "expires_in");
+	const char *tok = json_str(root, "access_token");
+	char aad[200], *sealed;
+	int64_t life = json_is_integer(exp) ? json_integer_value(exp) : 3600;
+
+	j->excerpt[0] = '\0'; /* never record the token */
+	if (r->result != HTTP_OK || r->status >= 500 || r->status == 429) {
+		job_done(j, DEST_RETRY, "token endpoint: %s",
+		         r->result != HTTP_OK ? r->error : "server error");
+		s->finished = 1;
+	} else if (r->status != 200 || tok == NULL || *tok == '\0') {
+		job_excerpt(j, r);
+		job_done(
+		    j, DEST_FAILED,
+		    "Emarsys token endpoint refused the client credentials "
+		    "(HTTP %ld)",
+		    r->status);
+		s->finished = 1;
+	} else {
+		em_set_token(s, tok);
+		snprintf(aad, sizeof(aad), "emarsys-token:%s", j->brand->slug);
+		if ((sealed = crypto_seal(j->cfg->secrets_key, tok, aad)) !=
+		    NULL) {
+			store_em_token_put(j->st, j->brand->slug,
+			                   j->brand->em_client_id, sealed,
+			                   store_now_ms() + life * 1000);
+			free(s->sealed);
+			s->sealed = sealed;
+		}
+	}
+	json_decref(root);
+}
+
+static void
+em_on_list_fields(struct job *j, const struct em_reply *rep)
+{
+	struct em_state *s = j->state;
+	json_t *f;
+	size_t i;
+
+	s->fields_listed = 1;
+	if (++s->field_lists > MAX_LISTS || rep->code != 0 ||
+	    !json_is_array(rep->data)) {
+		em_finish(j, DEST_RETRY, rep, "could not list fields");
+		return;
+	}
+	json_array_foreach(rep->data, i, f)
+	{
+		const char *name = json_str(f, "name");
+		char id[32];
+		if (name == NULL ||
+		    !emarsys_id_text(json_object_get(f, "id"), id))
+			continue;
+		if (s->want_sms && s->sms_id[0] == '\0' &&
+		    strcasecmp(name, SMS_FIELD_NAME) == 0) {
+			snprintf(s->sms_id, sizeof(s->sms_id), "%s", id);
+			store_em_id_put(j->st, s->scope, "field",
+			                SMS_FIELD_NAME, id);
+		}
+		for (int k = 0; k < s->nvf; k++)
+			if (s->vf[k].id[0] == '\0' &&
+			    strcasecmp(name, s->vf[k].name) == 0) {
+				snprintf(s->vf[k].id, sizeof(s->vf[k].id), "%s",
+				         id);
+				store_em_id_put(j->st, s->scope, "field",
+				                s->vf[k].name, id);
+			}
+	}
+	if (s->want_sms && s->sms_id[0] == '\0') {
+		snprintf(s->sms_id, sizeof(s->sms_id), NO_SUCH_FIELD);
+		store_em_id_put(j->st, s->scope, "field", SMS_FIELD_NAME,
+		                NO_SUCH_FIELD);
+	}
+}
+
+static void
+em_on_create(struct job *j, const struct em_reply *rep, int is_field)
+{
+	struct em_state *s = j->state;
+	char id[32];
+	char *dst = is_field ? s->vf[s->inflight_field].id : s->ev_id;
+	const char *name =
+	    is_field ? s->vf[s->inflight_field].name : s->ev_name;
+
+	if (rep->code == 0 &&
+	    emarsys_id_text(json_object_get(rep->data, "id"), id)) {
+		snprintf(dst, 32, "%s", id);
+		store_em_id_put(j->st, s->scope, is_field ? "field" : "event",
+		                name, id);
+		return;
+	}
+	/* Someone created it meanwhile: list again and take its id. */
+	if (is_field && rep->code == 9002)
+		s->fields_listed = 0;
+	else if (!is_field && (rep->code == 5003 || rep->code == 7001))
+		s->events_listed = 0;
+	else
+		em_finish(j, DEST_FAILED, rep,
+		          is_field ? "could not create a verified-at field"
+		                   : "could not create the external event");
+}
+
+static void
+em_on_list_events(struct job *j, const struct em_reply *rep)
+{
+	struct em_state *s = j->state;
+	json_t *e;
+	size_t i;
+
+	s->events_listed = 1;
+	if (++s->event_lists > MAX_LISTS || rep->code != 0 ||
+	    !json_is_array(rep->data)) {
+		em_finish(j, DEST_RETRY, rep, "could not list external events");
+		return;
+	}
+	json_array_foreach(rep->data, i, e)
+	{
+		const char *name = json_str(e, "name");
+		char id[32];
+		if (name != NULL && strcasecmp(name, s->ev_name) == 0 &&
+		    emarsys_id_text(json_object_get(e, "id"), id)) {
+			snprintf(s->ev_id, sizeof(s->ev_id), "%s", id);
+			store_em_id_put(j->st, s->scope, "event", s->ev_name,
+			                id);
+			break;
+		}
+	}
+}
+
+/* Cached field ids turned out stale: resolve them again once. */
+static int
+em_reresolve_fields(struct job *j)
+{
+	struct em_state *s = j->state;
+
+	if (s->reresolved++ > 0)
+		return 0;
+	store_em_id_forget(j->st, s->scope, "field");
+	if (j->brand->em_field_sms <= 0)
+		s->sms_id[0] = '\0';
+	for (int i = 0; i < s->nvf; i++) {
+		s->vf[i].id[0] = '\0';
+		s->vf[i].create_tried = 0;
+	}
+	s->fields_listed = 0;
+	return 1;
+}
+
+static void
+em_on_upsert(struct job *j, const struct http_resp *r,
+             const struct em_reply *rep)
+{
+	struct em_state *s = j->state;
+	char msg[200];
+	long code = rep->code;
+
+	if (r->status == 200 && rep->code == 0 &&
+	    !emarsys_contact_error(rep, s->key_value, &code, msg,
+	                           sizeof(msg))) {
+		s->upserted = 1;
+		return;
+	}
+	if (code == 2006 && em_reresolve_fields(j))
+		return;
+	if (r->status == 200 && rep->code == 0) {
+		snprintf(j->reply_code, sizeof(j->reply_code), "%ld", code);
+		job_done(j, DEST_FAILED,
+		         "Emarsys rejected the contact: replyCode %ld: %.200s",
+		         code, msg);
+		s->finished = 1;
+		return;
+	}
+	em_finish(j, DEST_FAILED, rep, "contact upsert failed");
+}
+
+static void
+em_on_trigger(struct job *j, const struct http_resp *r,
+              const struct em_reply *rep)
+{
+	struct em_state *s = j->state;
+	json_t *conn = json_object_get(rep->data, "connectedTo");
+
+	if (r->status == 200 && rep->code == 0) {
+		if (json_is_false(conn))
+			snprintf(j->warning, sizeof(j->warning),
+			         "%s is not connected to any program",
+			         s->ev_name);
+		else if (s->want_sms && strcmp(s->sms_id, NO_SUCH_FIELD) == 0)
+			snprintf(j->warning, sizeof(j->warning),
+			         "the account has no Mobile SMS Opt-in field; "
+			         "SMS opt-in not set");
+		job_done(j, j->warning[0] ? DEST_WARNING : DEST_DELIVERED, "%s",
+		         "");
+		s->finished = 1;
+	} else if (rep->code == 5005) {
+		snprintf(j->warning, sizeof(j->warning),
+		         "Emarsys 5005: %s triggers no program or campaign yet",
+		         s->ev_name);
+		job_done(j, DEST_WARNING, "%s", "");
+		s->finished = 1;
+	} else if ((rep->code == 5001 || rep->code == 5004) &&
+	           s->ev_reresolved++ == 0) {
+		store_em_id_forget(j->st, s->scope, "event");
+		s->ev_id[0] = '\0';
+		s->events_listed = s->ev_create_tried = 0;
+	} else if (rep->code == 2008 && s->reupserted++ == 0)
+		s->upserted = 0; /* contact not visible yet: upsert again */
+	else
+		em_finish(j, DEST_FAILED, rep, "event trigger failed");
+}
+
+static void
+em_response(struct job *j, const struct http_resp *r)
+{
+	struct em_state *s = j->state;
+	struct em_reply rep;
+
+	if (s->inflight == EM_TOKEN) {
+		em_on_token(j, r);
+		return;
+	}
+	job_excerpt(j, r);
+	emarsys_reply_parse(r, &rep);
+	if (rep.code >= 0)
+		snprintf(j->reply_code, sizeof(j->reply_code), "%ld", rep.code);
+	if (!em_common(j, r, &rep)) {
+		switch (s->inflight) {
+		case EM_LIST_FIELDS:
+			em_on_list_fields(j, &rep);
+			break;
+		case EM_CREATE_FIELD:
+			em_on_create(j, &rep, 1);
+			break;
+		case EM_LIST_EVENTS:
+			em_on_list_events(j, &rep);
+			break;
+		case EM_CREATE_EVENT:
+			em_on_create(j, &rep, 0);
+			break;
+		case EM_UPSERT:
+			em_on_upsert(j, r, &rep);
+			break;
+		case EM_TRIGGER:
+			em_on_trigger(j, r, &rep);
+			break;
+		default:
+			break;
+		}
+	}
+	emarsys_reply_fini(&rep);
+}
+
+static void
+em_free(struct job *j)
+{
+	struct em_state *s = j->state;
+
+	if (s == NULL)
+		return;
+	buf_free(&s->body);
+	free(s->sealed);
+	OPENSSL_cleanse(s, sizeof(*s));
+	free(s);
+	j->state = NULL;
+}
+
+const struct dest_ops emarsys_ops = {
+    .name = "emarsys",
+    .skip = em_skip,
+    .start = em_start,
+    .next = em_next,
+    .response = em_response,
+    .finish = em_free,
+};

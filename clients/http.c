@@ -1,0 +1,363 @@
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include <curl/curl.h>
+
+#include "httpc.h"
+
+#define POOL_MAX 8
+
+/* One transfer in flight. */
+struct xfer {
+	CURL *easy;
+	struct curl_slist *hdrs;
+	struct http_resp resp;
+	void *owner;
+	size_t max;
+	int in_use;
+	int body_over;
+	char errbuf[CURL_ERROR_SIZE];
+};
+
+struct httpc {
+	CURLM *multi;
+	struct httpc_opts opts;
+	char *ca_file;
+	struct xfer pool[POOL_MAX];
+	int running;
+	long connects;
+};
+
+/* See httpc.h. */
+void
+http_resp_init(struct http_resp *r)
+{
+	memset(r, 0, sizeof(*r));
+	buf_init(&r->body, 0);
+	buf_init(&r->headers, 0);
+}
+
+/* See httpc.h. */
+void
+http_resp_fini(struct http_resp *r)
+{
+	buf_free(&r->body);
+	buf_free(&r->headers);
+}
+
+/* See httpc.h. */
+void
+http_req_header(struct http_req *req, const char *line)
+{
+	if (req->nheaders < HTTPC_MAX_HEADERS)
+		req->headers[req->nheaders++] = line;
+}
+
+/* See httpc.h. */
+struct httpc *
+httpc_alloc(const struct httpc_opts *opts)
+{
+	struct httpc *h = calloc(1, sizeof(*h));
+
+	if (h == NULL)
+		return NULL;
+	h->opts = *opts;
+	if (opts->ca_file != NULL &&
+	    (h->ca_file = strdup(opts->ca_file)) == NULL)
+		goto fail;
+	if ((h->multi = curl_multi_init()) == NULL)
+		goto fail;
+	/* Each remote host gets a handful of kept-alive connections. */
+	curl_multi_setopt(h->multi, CURLMOPT_MAXCONNECTS, 16L);
+	return h;
+fail:
+	free(h->ca_file);
+	free(h);
+	return NULL;
+}
+
+/* See httpc.h. */
+void
+httpc_free(struct httpc *h)
+{
+	if (h == NULL)
+		return;
+	for (int i = 0; i < POOL_MAX; i++) {
+		struct xfer *x = &h->pool[i];
+		if (x->easy == NULL)
+			continue;
+		if (x->in_use)
+			curl_multi_remove_handle(h->multi, x->easy);
+		curl_easy_cleanup(x->easy);
+		curl_slist_free_all(x->hdrs);
+		http_resp_fini(&x->resp);
+	}
+	curl_multi_cleanup(h->multi);
+	free(h->ca_file);
+	free(h);
+}
+
+static size_t
+on_body(char *data, size_t size, size_t n, void *arg)
+{
+	struct xfer *x = arg;
+	size_t len = size * n;
+
+	if (x->resp.body.len + len > x->max) {
+		x->body_over = 1;
+		return 0; /* aborts the transfer with CURLE_WRITE_ERROR */
+	}
+	if (buf_append(&x->resp.body, data, len) != GC_OK)
+		return 0;
+	return len;
+}
+
+static size_t
+on_header(char *data, size_t size, size_t n, void *arg)
+{
+	struct xfer *x = arg;
+	size_t len = size * n;
+
+	/* A new status line (redirects are off, but 100-continue) resets. */
+	if (len > 5 && strncmp(data, "HTTP/", 5) == 0)
+		buf_reset(&x->resp.headers);
+	if (x->resp.headers.len + len < 64 * 1024)
+		buf_append(&x->resp.headers, data, len);
+	return len;
+}
+
+static struct xfer *
+xfer_get(struct httpc *h)
+{
+	for (int i = 0; i < POOL_MAX; i++) {
+		struct xfer *x = &h->pool[i];
+		if (x->in_use)
+			continue;
+		if (x->easy == NULL && (x->easy = curl_easy_init()) == NULL)
+			return NULL;
+		curl_easy_reset(x->easy);
+		curl_slist_free_all(x->hdrs);
+		x->hdrs = NULL;
+		http_resp_fini(&x->resp);
+		http_resp_init(&x->resp);
+		x->body_over = 0;
+		x->errbuf[0] = '\0';
+		return x;
+	}
+	return NULL;
+}
+
+static enum gc_err
+xfer_setup(struct httpc *h, struct xfer *x, const struct http_req *req)
+{
+	CURL *e = x->easy;
+	long timeout = req->timeout_ms ? req->timeout_ms : h->opts.timeout_ms;
+
+	for (int i = 0; i < req->nheaders; i++)
+		if ((x->hdrs = curl_slist_append(x->hdrs, req->headers[i])) ==
+		    NULL)
+			return GC_ENOMEM;
+	/* No "Expect: 100-continue" round trip on uploads. */
+	x->hdrs = curl_slist_append(x->hdrs, "Expect:");
+	curl_easy_setopt(e, CURLOPT_URL, req->url);
+	curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR,
+	                 h->opts.allow_plain_http ? "http,https" : "https");
+	curl_easy_setopt(e, CURLOPT_SSL_VERIFYPEER, 1L);
+	curl_easy_setopt(e, CURLOPT_SSL_VERIFYHOST, 2L);
+	if (h->ca_file != NULL)
+		curl_easy_setopt(e, CURLOPT_CAINFO, h->ca_file);
+	curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS,
+	                 h->opts.connect_timeout_ms);
+	curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, timeout);
+	curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
+	curl_easy_setopt(e, CURLOPT_FOLLOWLOCATION, 0L);
+	curl_easy_setopt(e, CURLOPT_HTTPHEADER, x->hdrs);
+	curl_easy_setopt(e, CURLOPT_CUSTOMREQUEST, req->method);
+	curl_easy_setopt(e, CURLOPT_USERAGENT, "gcrelay/0.1");
+	curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, on_body);
+	curl_easy_setopt(e, CURLOPT_WRITEDATA, x);
+	curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, on_header);
+	curl_easy_setopt(e, CURLOPT_HEADERDATA, x);
+	curl_easy_setopt(e, CURLOPT_ERRORBUFFER, x->errbuf);
+	curl_easy_setopt(e, CURLOPT_PRIVATE, x);
+	if (req->userpwd != NULL) {
+		curl_easy_setopt(e, CURLOPT_HTTPAUTH, (long)CURLAUTH_BASIC);
+		curl_easy_setopt(e, CURLOPT_USERPWD, req->userpwd);
+	}
+	if (req->body != NULL) {
+		curl_easy_setopt(e, CURLOPT_POSTFIELDS, req->body);
+		curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE,
+		                 (curl_off_t)req->bodylen);
+	} else if (strcmp(req->method, "GET") == 0)
+		curl_easy_setopt(e, CURLOPT_HTTPGET, 1L);
+	return GC_OK;
+}
+
+/* See httpc.h. */
+enum gc_err
+httpc_start(struct httpc *h, const struct http_req *req, void *owner)
+{
+	struct xfer *x = xfer_get(h);
+	enum gc_err err;
+
+	if (x == NULL)
+		return GC_ENOMEM;
+	x->owner = owner;
+	x->max = h->opts.max_response_bytes;
+	buf_init(&x->resp.body, 0);
+	if ((err = xfer_setup(h, x, req)) != GC_OK)
+		return err;
+	if (curl_multi_add_handle(h->multi, x->easy) != CURLM_OK)
+		return GC_ENOMEM;
+	x->in_use = 1;
+	h->running++;
+	return GC_OK;
+}
+
+/* Classify a finished transfer into x->resp. */
+static void
+xfer_finish(struct httpc *h, struct xfer *x, CURLcode rc)
+{
+	long connects = 0, reqsize = 0;
+	struct http_resp *r = &x->resp;
+
+	curl_easy_getinfo(x->easy, CURLINFO_RESPONSE_CODE, &r->status);
+	curl_easy_getinfo(x->easy, CURLINFO_TOTAL_TIME, &r->seconds);
+	curl_easy_getinfo(x->easy, CURLINFO_NUM_CONNECTS, &connects);
+	curl_easy_getinfo(x->easy, CURLINFO_REQUEST_SIZE, &reqsize);
+	h->connects += connects;
+	r->timed_out = rc == CURLE_OPERATION_TIMEDOUT;
+	if (rc == CURLE_OK) {
+		r->result = HTTP_OK;
+		return;
+	}
+	snprintf(r->error, sizeof(r->error), "%.120s",
+	         x->errbuf[0] ? x->errbuf : curl_easy_strerror(rc));
+	if (x->body_over) {
+		r->result = HTTP_TOO_LARGE;
+		snprintf(r->error, sizeof(r->error),
+		         "response body over %zu bytes", x->max);
+	} else if (reqsize == 0 || rc == CURLE_COULDNT_CONNECT ||
+	           rc == CURLE_COULDNT_RESOLVE_HOST ||
+	           rc == CURLE_SSL_CONNECT_ERROR ||
+	           rc == CURLE_PEER_FAILED_VERIFICATION ||
+	           rc == CURLE_UNSUPPORTED_PROTOCOL ||
+	           rc == CURLE_URL_MALFORMAT)
+		r->result = HTTP_NOT_SENT;
+	else
+		r->result = HTTP_MAYBE_SENT;
+	r->status = r->status > 0 ? r->status : 0;
+}
+
+/* See httpc.h. */
+int
+httpc_next(struct httpc *h, long max_wait_ms, void **owner,
+           struct http_resp *resp)
+{
+	CURLMsg *msg;
+	int still, left;
+
+	*owner = NULL;
+	for (;;) {
+		curl_multi_perform(h->multi, &still);
+		while ((msg = curl_multi_info_read(h->multi, &left)) != NULL) {
+			struct xfer *x;
+			if (msg->msg != CURLMSG_DONE)
+				continue;
+			curl_easy_getinfo(msg->easy_handle, CURLINFO_PRIVATE,
+			                  (char **)&x);
+			xfer_finish(h, x, msg->data.result);
+			curl_multi_remove_handle(h->multi, x->easy);
+			x->in_use = 0;
+			h->running--;
+			*owner = x->owner;
+			*resp = x->resp;
+			http_resp_init(&x->resp);
+			return 1;
+		}
+		if (h->running == 0)
+			return -1;
+		if (max_wait_ms <= 0)
+			return 0;
+		long step = max_wait_ms < 100 ? max_wait_ms : 100;
+		curl_multi_poll(h->multi, NULL, 0, (int)step, NULL);
+		max_wait_ms -= step;
+	}
+}
+
+/* See httpc.h. */
+enum gc_err
+httpc_perform(struct httpc *h, const struct http_req *req,
+              struct http_resp *resp)
+{
+	static int marker;
+	void *owner;
+	enum gc_err err;
+	int rc;
+
+	http_resp_init(resp);
+	if ((err = httpc_start(h, req, &marker)) != GC_OK)
+		return err;
+	while ((rc = httpc_next(h, 1000, &owner, resp)) == 0)
+		;
+	return rc == 1 ? GC_OK : GC_ESYS;
+}
+
+/* See httpc.h. */
+long
+httpc_connects(const struct httpc *h)
+{
+	return h->connects;
+}
+
+/* See httpc.h. */
+int
+http_resp_header(const struct http_resp *r, const char *name, char *out,
+                 size_t n)
+{
+	const char *p = buf_str(&r->headers);
+	size_t nl = strlen(name);
+
+	while (*p != '\0') {
+		const char *eol = strstr(p, "\r\n");
+		size_t len = eol ? (size_t)(eol - p) : strlen(p);
+		if (len > nl && p[nl] == ':' && strncasecmp(p, name, nl) == 0) {
+			const char *v = p + nl + 1;
+			while (*v == ' ' || *v == '\t')
+				v++;
+			size_t vlen = len - (size_t)(v - p);
+			while (vlen > 0 &&
+			       (v[vlen - 1] == ' ' || v[vlen - 1] == '\t'))
+				vlen--;
+			snprintf(out, n, "%.*s", (int)vlen, v);
+			return 1;
+		}
+		p += len;
+		if (eol != NULL)
+			p += 2;
+	}
+	if (n > 0)
+		out[0] = '\0';
+	return 0;
+}
+
+/* See httpc.h. */
+enum gc_err
+httpc_escape(struct buf *b, const char *s)
+{
+	static const char hex[] = "0123456789ABCDEF";
+	enum gc_err err = GC_OK;
+
+	for (const unsigned char *p = (const unsigned char *)s;
+	     *p != '\0' && err == GC_OK; p++) {
+		if ((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') ||
+		    (*p >= '0' && *p <= '9') || strchr("-._~", *p))
+			err = buf_append(b, p, 1);
+		else
+			err = buf_printf(b, "%%%c%c", hex[*p >> 4],
+			                 hex[*p & 0xf]);
+	}
+	return err;
+}

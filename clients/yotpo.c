@@ -1,0 +1,459 @@
+/*
+ * The Yotpo Loyalty destination (DESIGN.md, Yotpo Loyalty).
+ *
+ * Yotpo has no idempotency key and the earning rules have no maximum, so
+ * one duplicate POST /actions gives points away twice.  Every award goes
+ * through the ledger (store_ledger_*), keyed by (brand, verification
+ * token, action name):
+ *
+ *   absent   -> claimed "sending" under a lease -> POST
+ *   2xx      -> "done": never sent again, whatever webhook id asks
+ *   sent, no answer (timeout after the body left, 5xx)
+ *            -> "unknown": before any new call, wait until Yotpo's
+ *               delayed writes are visible, look for the reference in
+ *               the customer's history, and send again only when it is
+ *               confirmed absent
+ *   not sent (connect error), 429, 423 -> claim released, retried
+ *   400/401/403/404/422 -> claim released, failed for an operator
+ *
+ * Calls for one brand are spaced by a throttle shared by all processes.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <openssl/crypto.h>
+
+#include "dest.h"
+#include "jsonutil.h"
+#include "log.h"
+#include "store.h"
+#include "yotpo.h"
+
+#define BUSY_POLL_MS 200
+
+enum yo_phase { YO_CLAIM, YO_RECONCILE, YO_SEND };
+enum yo_req { YO_NONE, YO_GET_CUSTOMER, YO_POST_ACTION };
+
+struct yo_state {
+	char action[160];
+	char title[300];
+	char guid[600];
+	char key[600];
+	enum yo_phase phase;
+	enum yo_req inflight;
+	int64_t sent_at;
+	int64_t slot_ms; /* throttle slot held, 0 when none */
+	int finished;
+	struct buf body;
+};
+
+/* See yotpo.h. */
+void
+yotpo_history_title(const char *campaign_title, const char *token, char *out,
+                    size_t n)
+{
+	snprintf(out, n, "%.80s (ref %s)", campaign_title, token);
+}
+
+static int
+json_mentions(const json_t *v, const char *needle)
+{
+	const char *k;
+	json_t *m;
+	size_t i;
+
+	if (json_is_string(v))
+		return strstr(json_string_value(v), needle) != NULL;
+	if (json_is_object(v)) {
+		json_object_foreach((json_t *)v, k,
+		                    m) if (json_mentions(m, needle)) return 1;
+	}
+	if (json_is_array(v)) {
+		json_array_foreach(v, i,
+		                   m) if (json_mentions(m, needle)) return 1;
+	}
+	return 0;
+}
+
+/* See yotpo.h. */
+int
+yotpo_history_has(const json_t *customer, const char *token)
+{
+	char needle[200];
+
+	snprintf(needle, sizeof(needle), "(ref %s)", token);
+	return json_mentions(json_object_get(customer, "history_items"),
+	                     needle);
+}
+
+static int
+yo_skip(const struct gc_event *ev, const struct brand *b, char *buf, size_t n)
+{
+	(void)b;
+	if (ev->kind != EV_OFFER_CLAIMED)
+		snprintf(buf, n, "nothing to award on %s",
+		         ev_kind_names[ev->kind]);
+	else if (ev->email == NULL)
+		snprintf(buf, n,
+		         "event has no email; Yotpo identifies "
+		         "customers by email");
+	else if (ev->campaign_slug == NULL)
+		snprintf(buf, n,
+		         "event has no campaign_slug, so no Custom "
+		         "Action to trigger");
+	else
+		return 0;
+	return 1;
+}
+
+static enum job_next
+yo_start(struct job *j)
+{
+	struct yo_state *s = calloc(1, sizeof(*s));
+
+	if ((j->state = s) == NULL)
+		return job_done(j, DEST_RETRY, "out of memory");
+	buf_init(&s->body, 0);
+	brand_action_name(j->brand, j->ev->campaign_slug, s->action,
+	                  sizeof(s->action));
+	yotpo_history_title(j->ev->campaign_title, j->ev->token, s->title,
+	                    sizeof(s->title));
+	snprintf(s->guid, sizeof(s->guid), "x-guid: %s", j->brand->yo_guid);
+	snprintf(s->key, sizeof(s->key), "x-api-key: %s", j->brand->yo_api_key);
+	return JOB_REQUEST;
+}
+
+static enum job_next
+yo_stop(struct job *j, enum dest_outcome o, const char *why)
+{
+	struct yo_state *s = j->state;
+
+	s->finished = 1;
+	return job_done(j, o, "%s", why);
+}
+
+/* Give the key back (nothing was sent) and retry later. */
+static void
+yo_release(struct job *j)
+{
+	store_ledger_release(j->st, j->brand->slug, j->ev->token,
+	                     ((struct yo_state *)j->state)->action);
+}
+
+/* The award may have happened: remember that and retry after a check. */
+static void
+yo_unknown(struct job *j, int64_t sent_at, const char *why)
+{
+	struct yo_state *s = j->state;
+
+	store_ledger_set(j->st, j->brand->slug, j->ev->token, s->action,
+	                 "unknown", sent_at);
+	j->retry_at_ms = sent_at + j->cfg->yotpo_reconcile_after_s * 1000;
+	yo_stop(j, DEST_RETRY, why);
+}
+
+static enum job_next
+yo_claim(struct job *j)
+{
+	struct yo_state *s = j->state;
+	struct ledger_view v;
+	enum ledger_claim c;
+	int64_t now = store_now_ms();
+
+	if (store_ledger_claim(j->st, j->brand->slug, j->ev->token, s->action,
+	                       j->event_id, j->ev->token, now,
+	                       j->deadline_ms + 60000, &c, &v) != GC_OK)
+		return yo_stop(j, DEST_RETRY, "store unavailable (ledger)");
+	switch (c) {
+	case LEDGER_CLAIMED:
+		s->phase = YO_SEND;
+		return JOB_WAIT; /* proceed at once */
+	case LEDGER_RECONCILE:
+		s->phase = YO_RECONCILE;
+		s->sent_at = v.sent_at;
+		return JOB_WAIT;
+	case LEDGER_DONE:
+		if (strcmp(v.event_id, j->event_id) == 0)
+			return yo_stop(j, DEST_DELIVERED, "");
+		s->finished = 1;
+		return job_done(j, DEST_SKIPPED,
+		                "points already awarded for verification %s "
+		                "(event %.100s)",
+		                j->ev->token, v.event_id);
+	case LEDGER_BUSY:
+		break;
+	}
+	/* Another process is on it: look again shortly. */
+	if (now + BUSY_POLL_MS < j->deadline_ms - 500) {
+		j->wait_until_ms = now + BUSY_POLL_MS;
+		return JOB_WAIT;
+	}
+	j->retry_at_ms = v.lease_until;
+	return yo_stop(j, DEST_RETRY,
+	               "another delivery of this verification is in progress");
+}
+
+/* Hold a throttle slot; JOB_WAIT until it comes, JOB_REQUEST when due. */
+static enum job_next
+yo_throttle(struct job *j)
+{
+	struct yo_state *s = j->state;
+	int rps = j->brand->yo_max_rps > 0 ? j->brand->yo_max_rps
+	                                   : j->cfg->yotpo_default_max_rps;
+	int64_t now = store_now_ms();
+
+	if (s->slot_ms == 0 && store_throttle_slot(j->st, j->brand->slug, rps,
+	                                           now, &s->slot_ms) != GC_OK)
+		s->slot_ms = now;
+	if (s->slot_ms <= now) {
+		s->slot_ms = 0;
+		return JOB_REQUEST;
+	}
+	j->wait_until_ms = s->slot_ms;
+	return JOB_WAIT;
+}
+
+static void
+yo_headers(struct job *j, const char *method)
+{
+	struct yo_state *s = j->state;
+
+	memset(&j->req, 0, sizeof(j->req));
+	j->req.method = method;
+	http_req_header(&j->req, "Accept: application/json");
+	http_req_header(&j->req, s->guid);
+	http_req_header(&j->req, s->key);
+}
+
+static void
+yo_get_customer(struct job *j)
+{
+	struct yo_state *s = j->state;
+
+	yo_headers(j, "GET");
+	buf_reset(&s->body);
+	buf_printf(&s->body,
+	           "%s/customers?customer_email=", j->cfg->yotpo_api_base);
+	httpc_escape(&s->body, j->ev->email);
+	buf_puts(&s->body, "&with_history=true");
+	snprintf(j->req.url, sizeof(j->req.url), "%s", buf_str(&s->body));
+	buf_reset(&s->body);
+	s->inflight = YO_GET_CUSTOMER;
+	j->step = "reconcile";
+}
+
+static void
+yo_post_action(struct job *j)
+{
+	struct yo_state *s = j->state;
+	char created[32];
+	struct tm tm;
+	json_t *body;
+	char *text;
+
+	gmtime_r(&j->ev->occurred_at, &tm);
+	strftime(created, sizeof(created), "%Y-%m-%dT%H:%M:%SZ", &tm);
+	body =
+	    json_pack("{s:s, s:s, s:s, s:s, s:s}", "type", "CustomAction",
+	              "customer_email", j->ev->email, "action_name", s->action,
+	              "created_at", created, "history_title", s->title);
+	text = json_compact(body);
+	json_decref(body);
+	buf_reset(&s->body);
+	if (text != NULL)
+		buf_puts(&s->body, text);
+	free(text);
+	yo_headers(j, "POST");
+	http_req_header(&j->req, "Content-Type: application/json");
+	snprintf(j->req.url, sizeof(j->req.url), "%s/actions",
+	         j->cfg->yotpo_api_base);
+	j->req.body = buf_str(&s->body);
+	j->req.bodylen = s->body.len;
+	s->inflight = YO_POST_ACTION;
+	j->step = "award";
+}
+
+static enum job_next
+yo_next(struct job *j)
+{
+	struct yo_state *s = j->state;
+	int64_t due;
+	enum job_next n;
+
+	if (s->finished)
+		return JOB_DONE;
+	switch (s->phase) {
+	case YO_CLAIM:
+		return yo_claim(j);
+	case YO_RECONCILE:
+		due = s->sent_at + j->cfg->yotpo_reconcile_after_s * 1000;
+		if (due > store_now_ms()) {
+			if (due < j->deadline_ms - 1000) {
+				j->wait_until_ms = due;
+				return JOB_WAIT;
+			}
+			yo_unknown(
+			    j, s->sent_at,
+			    "outcome of an earlier award unknown; waiting "
+			    "for Yotpo's history to settle");
+			return JOB_DONE;
+		}
+		if ((n = yo_throttle(j)) != JOB_REQUEST)
+			return n;
+		yo_get_customer(j);
+		return JOB_REQUEST;
+	case YO_SEND:
+		if ((n = yo_throttle(j)) != JOB_REQUEST)
+			return n;
+		yo_post_action(j);
+		return JOB_REQUEST;
+	}
+	return JOB_DONE;
+}
+
+/* Seconds to wait from ratelimit-reset / Retry-After, default 1. */
+static int64_t
+yo_reset_ms(const struct http_resp *r)
+{
+	char v[32];
+	long long secs = 1, x;
+
+	if (http_resp_header(r, "ratelimit-reset", v, sizeof(v)) &&
+	    (x = strtoll(v, NULL, 10)) > 0)
+		secs = x;
+	if (http_resp_header(r, "Retry-After", v, sizeof(v)) &&
+	    (x = strtoll(v, NULL, 10)) > secs)
+		secs = x;
+	return store_now_ms() + secs * 1000;
+}
+
+/* 429/423 on the award: nothing was applied; wait or give the key back. */
+static void
+yo_later(struct job *j, const struct http_resp *r)
+{
+	int64_t at = yo_reset_ms(r);
+
+	if (at < j->deadline_ms - 1000) {
+		j->wait_until_ms = at;
+		return;
+	}
+	yo_release(j);
+	j->retry_at_ms = at;
+	yo_stop(j, DEST_RETRY,
+	        r->status == 429 ? "rate limited by Yotpo (429)"
+	                         : "Yotpo record busy (423)");
+}
+
+static void
+yo_on_award(struct job *j, const struct http_resp *r)
+{
+	struct yo_state *s = j->state;
+	int64_t now = store_now_ms();
+	char why[300];
+
+	if (r->result == HTTP_NOT_SENT) {
+		yo_release(j);
+		snprintf(why, sizeof(why), "award not sent: %s", r->error);
+		yo_stop(j, DEST_RETRY, why);
+	} else if (r->result != HTTP_OK || r->status >= 500) {
+		snprintf(
+		    why, sizeof(why),
+		    "award outcome unknown (%s); will check the customer's "
+		    "history before any new call",
+		    r->result != HTTP_OK ? r->error : "server error");
+		yo_unknown(j, now, why);
+	} else if (r->status >= 200 && r->status < 300) {
+		store_ledger_set(j->st, j->brand->slug, j->ev->token, s->action,
+		                 "done", now);
+		yo_stop(j, DEST_DELIVERED, "");
+	} else if (r->status == 429 || r->status == 423)
+		yo_later(j, r);
+	else {
+		yo_release(j);
+		snprintf(why, sizeof(why),
+		         "Yotpo rejected the award (HTTP %ld): %.150s",
+		         r->status, j->excerpt);
+		yo_stop(j, DEST_FAILED, why);
+	}
+}
+
+static void
+yo_on_customer(struct job *j, const struct http_resp *r)
+{
+	struct yo_state *s = j->state;
+	json_t *cust;
+	int found;
+
+	if (r->result == HTTP_OK && (r->status == 429 || r->status == 423) &&
+	    yo_reset_ms(r) < j->deadline_ms - 1000) {
+		j->wait_until_ms = yo_reset_ms(r);
+		return;
+	}
+	if (r->result != HTTP_OK || (r->status != 200 && r->status != 404)) {
+		/* Still unknown: keep it so and check again later. */
+		yo_unknown(j, s->sent_at,
+		           r->status == 401 || r->status == 403
+		               ? "Yotpo refused the history check "
+		                 "(credentials?)"
+		               : "could not check the customer's history");
+		if (r->status == 401 || r->status == 403)
+			j->outcome = DEST_FAILED;
+		return;
+	}
+	cust = r->status == 200
+	           ? json_loadb(buf_str(&r->body), r->body.len, 0, NULL)
+	           : NULL;
+	found = cust != NULL && yotpo_history_has(cust, j->ev->token);
+	json_decref(cust);
+	metrics_yotpo_reconcile(found);
+	if (found) {
+		store_ledger_set(j->st, j->brand->slug, j->ev->token, s->action,
+		                 "done", s->sent_at);
+		yo_stop(j, DEST_DELIVERED, "");
+		snprintf(j->warning, sizeof(j->warning),
+		         "award confirmed in the customer's history after an "
+		         "unknown outcome");
+		j->outcome = DEST_WARNING;
+		return;
+	}
+	/* Confirmed absent after the visibility delay: send again. */
+	store_ledger_set(j->st, j->brand->slug, j->ev->token, s->action,
+	                 "sending", 0);
+	s->phase = YO_SEND;
+}
+
+static void
+yo_response(struct job *j, const struct http_resp *r)
+{
+	struct yo_state *s = j->state;
+
+	job_excerpt(j, r);
+	if (s->inflight == YO_POST_ACTION)
+		yo_on_award(j, r);
+	else
+		yo_on_customer(j, r);
+}
+
+static void
+yo_free(struct job *j)
+{
+	struct yo_state *s = j->state;
+
+	if (s == NULL)
+		return;
+	buf_free(&s->body);
+	OPENSSL_cleanse(s, sizeof(*s));
+	free(s);
+	j->state = NULL;
+}
+
+const struct dest_ops yotpo_ops = {
+    .name = "yotpo",
+    .skip = yo_skip,
+    .start = yo_start,
+    .next = yo_next,
+    .response = yo_response,
+    .finish = yo_free,
+};

@@ -1,0 +1,366 @@
+/*
+ * The admin JSON API (/admin/v1): signature check and brand configuration.
+ */
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "admin_sig.h"
+#include "brand.h"
+#include "engine.h"
+#include "handlers.h"
+#include "jsonutil.h"
+#include "log.h"
+#include "metrics.h"
+#include "store.h"
+
+/* See handlers.h. */
+int
+admin_authenticate(struct request *req)
+{
+	enum admin_sig_fail f;
+	enum gc_err err;
+
+	if ((err = request_read_body(req, req->cfg->max_body_bytes)) != GC_OK) {
+		if (err == GC_ETOOBIG)
+			request_problemf(req, 413, "body_too_large",
+			                 "body exceeds %zu bytes",
+			                 req->cfg->max_body_bytes);
+		else
+			request_problem(req, 400, "bad_body",
+			                "could not read the request body",
+			                NULL);
+		return -1;
+	}
+	f = admin_sig_check(req->cfg, request_param(req, "HTTP_X_GCRELAY_KEY"),
+	                    request_param(req, "HTTP_X_GCRELAY_TIMESTAMP"),
+	                    request_param(req, "HTTP_X_GCRELAY_SIGNATURE"),
+	                    req->method, req->uri, buf_str(&req->body),
+	                    req->body.len, time(NULL), &req->admin_key);
+	if (f != ADMIN_SIG_OK) {
+		metrics_auth_failure(M_AUTH_ADMIN, (int)f);
+		log_warnx("admin auth failed: %s", admin_sig_fail_names[f]);
+		request_problem(req, 401, "unauthorized",
+		                admin_sig_fail_names[f], NULL);
+		return -1;
+	}
+	return 0;
+}
+
+/* Slug from the path, or a 400 already in req. */
+static const char *
+admin_slug(struct request *req)
+{
+	const char *slug = req->captures[0];
+
+	if (slug == NULL || !brand_slug_valid(slug)) {
+		request_problem(req, 400, "invalid_slug",
+		                "brand slug must match [a-z0-9][a-z0-9-]{0,63}",
+		                NULL);
+		return NULL;
+	}
+	return slug;
+}
+
+static void
+admin_store_error(struct request *req, enum gc_err err)
+{
+	if (err == GC_ENOTFOUND)
+		request_problemf(req, 404, "not_found", "no brand %s",
+		                 req->captures[0] ? req->captures[0] : "");
+	else
+		request_problem(req, request_status_for(err), "store",
+		                gc_strerror(err), NULL);
+}
+
+/* Stored document of slug parsed, or NULL with *err set. */
+static json_t *
+admin_stored(struct request *req, const char *slug, enum gc_err *err)
+{
+	char *text = NULL;
+	json_t *doc;
+
+	if ((*err = store_brand_get(req->st, slug, &text)) != GC_OK)
+		return NULL;
+	doc = json_loads(text, 0, NULL);
+	free(text);
+	if (doc == NULL)
+		*err = GC_ESTORE;
+	return doc;
+}
+
+/* GET /admin/v1/brands */
+void
+admin_brands_list(struct request *req)
+{
+	json_t *docs, *out, *v;
+	enum gc_err err;
+	size_t i;
+
+	if ((err = store_brand_list(req->st, &docs)) != GC_OK) {
+		admin_store_error(req, err);
+		return;
+	}
+	out = json_array();
+	json_array_foreach(docs, i, v)
+	{
+		json_t *doc = json_loads(json_string_value(v), 0, NULL);
+		if (doc != NULL)
+			json_array_append_new(
+			    out, brand_doc_public(doc, req->cfg->secrets_key));
+		json_decref(doc);
+	}
+	json_decref(docs);
+	request_json(req, 200, json_pack("{s:o}", "brands", out));
+}
+
+/* GET /admin/v1/brands/{slug} */
+void
+admin_brand_get(struct request *req)
+{
+	const char *slug = admin_slug(req);
+	json_t *doc;
+	enum gc_err err;
+
+	if (slug == NULL)
+		return;
+	if ((doc = admin_stored(req, slug, &err)) == NULL) {
+		admin_store_error(req, err);
+		return;
+	}
+	request_json(req, 200, brand_doc_public(doc, req->cfg->secrets_key));
+	json_decref(doc);
+}
+
+/* Parse the JSON body, or a 415/400 already in req. */
+static json_t *
+admin_body_json(struct request *req)
+{
+	json_error_t jerr;
+	json_t *in;
+
+	if (!request_is_json(req)) {
+		request_problem(req, 415, "unsupported_media_type",
+		                "Content-Type must be application/json", NULL);
+		return NULL;
+	}
+	in = json_loadb(buf_str(&req->body), req->body.len,
+	                JSON_REJECT_DUPLICATES, &jerr);
+	if (in == NULL)
+		request_problemf(req, 400, "malformed_json",
+		                 "malformed JSON at line %d column %d: %s",
+		                 jerr.line, jerr.column, jerr.text);
+	return in;
+}
+
+/* PUT /admin/v1/brands/{slug} */
+void
+admin_brand_put(struct request *req)
+{
+	const char *slug = admin_slug(req);
+	json_t *in, *stored, *sealed = NULL, *errors;
+	enum gc_err err;
+	char *text;
+	int created;
+
+	if (slug == NULL || (in = admin_body_json(req)) == NULL)
+		return;
+	stored = admin_stored(req, slug, &err);
+	if (stored == NULL && err != GC_ENOTFOUND) {
+		json_decref(in);
+		admin_store_error(req, err);
+		return;
+	}
+	errors = json_array();
+	err = brand_doc_merge(in, stored, slug, req->cfg->secrets_key, &sealed,
+	                      errors);
+	json_decref(in);
+	json_decref(stored);
+	if (err != GC_OK) {
+		request_problem(req, 400, "invalid_brand",
+		                "the brand document has invalid fields",
+		                json_pack("{s:o}", "errors", errors));
+		return;
+	}
+	json_decref(errors);
+	text = json_compact(sealed);
+	err = text ? store_brand_put(req->st, slug, text, &created) : GC_ENOMEM;
+	free(text);
+	if (err != GC_OK) {
+		json_decref(sealed);
+		admin_store_error(req, err);
+		return;
+	}
+	log_info("brand %s %s by key %s", slug, created ? "created" : "updated",
+	         req->admin_key->id);
+	request_json(req, created ? 201 : 200,
+	             brand_doc_public(sealed, req->cfg->secrets_key));
+	json_decref(sealed);
+}
+
+/* DELETE /admin/v1/brands/{slug} */
+void
+admin_brand_delete(struct request *req)
+{
+	const char *slug = admin_slug(req);
+	enum gc_err err;
+
+	if (slug == NULL)
+		return;
+	if ((err = store_brand_delete(req->st, slug)) != GC_OK) {
+		admin_store_error(req, err);
+		return;
+	}
+	log_info("brand %s deleted by key %s", slug, req->admin_key->id);
+	buf_reset(&req->out);
+	req->status = 204;
+	req->content_type = "application/json";
+}
+
+/* GET /admin/v1/events?brand=&status=&since=&limit=&cursor= */
+void
+admin_events_list(struct request *req)
+{
+	static const char *const statuses[] = {"pending", "delivered", "failed",
+	                                       NULL};
+	char brand[80], status[16], since[40], limit[8], cursor[24];
+	struct event_filter f = {.limit = 50};
+	json_t *out;
+	enum gc_err err;
+	int i;
+
+	if (request_query(req, "brand", brand, sizeof(brand)) == 1)
+		f.brand = brand;
+	if (request_query(req, "status", status, sizeof(status)) == 1) {
+		for (i = 0; statuses[i] && strcmp(statuses[i], status); i++)
+			;
+		if (statuses[i] == NULL) {
+			request_problem(req, 400, "invalid_query",
+			                "status must be pending, delivered or "
+			                "failed",
+			                NULL);
+			return;
+		}
+		f.status = status;
+	}
+	if (request_query(req, "since", since, sizeof(since)) == 1 &&
+	    request_parse_time(since, &f.since_ms) != 0) {
+		request_problem(req, 400, "invalid_query",
+		                "since must be unix seconds or "
+		                "YYYY-MM-DDTHH:MM:SSZ",
+		                NULL);
+		return;
+	}
+	if (request_query(req, "limit", limit, sizeof(limit)) == 1) {
+		char *end;
+		long l = strtol(limit, &end, 10);
+		if (*end != '\0' || l < 1 || l > 500) {
+			request_problem(req, 400, "invalid_query",
+			                "limit must be 1 to 500", NULL);
+			return;
+		}
+		f.limit = (int)l;
+	}
+	if (request_query(req, "cursor", cursor, sizeof(cursor)) == 1) {
+		if (strspn(cursor, "0123456789") != strlen(cursor)) {
+			request_problem(req, 400, "invalid_query",
+			                "cursor is not one this API returned",
+			                NULL);
+			return;
+		}
+		f.cursor = cursor;
+	}
+	if ((err = store_events_list(req->st, &f, &out)) != GC_OK) {
+		request_problem(req, request_status_for(err), "store",
+		                gc_strerror(err), NULL);
+		return;
+	}
+	request_json(req, 200, out);
+}
+
+/* GET /admin/v1/events/{id} */
+void
+admin_event_get(struct request *req)
+{
+	json_t *out;
+	enum gc_err err = store_event_detail(req->st, req->captures[0], &out);
+
+	if (err == GC_ENOTFOUND)
+		request_problemf(req, 404, "not_found", "no event %.100s",
+		                 req->captures[0]);
+	else if (err != GC_OK)
+		request_problem(req, request_status_for(err), "store",
+		                gc_strerror(err), NULL);
+	else
+		request_json(req, 200, out);
+}
+
+/* POST /admin/v1/events/{id}/redeliver: run its undelivered parts now. */
+void
+admin_event_redeliver(struct request *req)
+{
+	json_t *out;
+	enum gc_err err;
+	int count = 0, ok;
+
+	err = engine_redeliver(req->eng, req->captures[0], &count);
+	if (err == GC_OK)
+		err = store_event_outcome(req->st, req->captures[0], &out, &ok);
+	if (err == GC_ENOTFOUND) {
+		request_problemf(req, 404, "not_found", "no event %.100s",
+		                 req->captures[0]);
+		return;
+	}
+	if (err != GC_OK) {
+		request_problem(req, request_status_for(err), "store",
+		                gc_strerror(err), NULL);
+		return;
+	}
+	log_info("event %s redelivered by key %s (%d requeued)",
+	         req->captures[0], req->admin_key->id, count);
+	json_object_set_new(out, "requeued", json_integer(count));
+	request_json(req, 200, out);
+}
+
+/*
+ * POST /admin/v1/brands/{slug}/redeliver {"since","until"}: make the
+ * brand's failed and dead deliveries in the window due now; the retrier
+ * runs them.
+ */
+void
+admin_brand_redeliver(struct request *req)
+{
+	const char *slug = admin_slug(req);
+	int64_t since = 0, until = INT64_MAX;
+	json_t *in = NULL;
+	const char *s, *u;
+	int count = 0;
+	enum gc_err err;
+
+	if (slug == NULL)
+		return;
+	if (req->body.len > 0 && (in = admin_body_json(req)) == NULL)
+		return;
+	s = json_str(in, "since");
+	u = json_str(in, "until");
+	if ((s != NULL && request_parse_time(s, &since) != 0) ||
+	    (u != NULL && request_parse_time(u, &until) != 0)) {
+		json_decref(in);
+		request_problem(req, 400, "invalid_window",
+		                "since and until must be unix seconds or "
+		                "YYYY-MM-DDTHH:MM:SSZ",
+		                NULL);
+		return;
+	}
+	json_decref(in);
+	err = store_brand_requeue(req->st, slug, since, until, &count);
+	if (err != GC_OK) {
+		admin_store_error(req, err);
+		return;
+	}
+	log_info("brand %s: %d deliveries requeued by key %s", slug, count,
+	         req->admin_key->id);
+	request_json(req, 202,
+	             json_pack("{s:s, s:i}", "brand", slug, "requeued", count));
+}

@@ -1,0 +1,52 @@
+/*
+ * Admin request signatures (DESIGN.md, Admin JSON API):
+ *   X-Gcrelay-Key: <key id>
+ *   X-Gcrelay-Timestamp: <unix seconds>
+ *   X-Gcrelay-Signature: v1,<base64(HMAC-SHA256(secret, canonical))>
+ * where canonical = METHOD "\n" REQUEST_URI "\n" timestamp "\n"
+ * lower-hex SHA-256 of the raw body.
+ */
+#ifndef GC_ADMIN_SIG_H
+#define GC_ADMIN_SIG_H
+
+#include <stddef.h>
+#include <time.h>
+
+#include "app_config.h"
+
+#define ADMIN_SIG_LEN 48 /* "v1," + 44 base64 characters + NUL */
+
+enum admin_sig_fail {
+	ADMIN_SIG_OK,
+	ADMIN_SIG_MISSING_KEY,
+	ADMIN_SIG_MISSING_TIMESTAMP,
+	ADMIN_SIG_MISSING_SIGNATURE,
+	ADMIN_SIG_UNKNOWN_KEY,
+	ADMIN_SIG_BAD_TIMESTAMP,
+	ADMIN_SIG_STALE,
+	ADMIN_SIG_FUTURE,
+	ADMIN_SIG_BAD_FORMAT,
+	ADMIN_SIG_MISMATCH,
+	ADMIN_SIG__MAX
+};
+
+/* What failed, for the 401 detail; static storage. */
+extern const char *const admin_sig_fail_names[ADMIN_SIG__MAX];
+
+/* Write the signature header value for a request into out. */
+void admin_sig_sign(const char *secret, const char *method, const char *uri,
+                    const char *timestamp, const char *body, size_t bodylen,
+                    char out[ADMIN_SIG_LEN]);
+
+/*
+ * Check a request.  On success *key is the configured key (borrowed).
+ * The signature is compared in constant time.
+ */
+enum admin_sig_fail admin_sig_check(const struct app_config *cfg,
+                                    const char *key_id, const char *timestamp,
+                                    const char *signature, const char *method,
+                                    const char *uri, const char *body,
+                                    size_t bodylen, time_t now,
+                                    const struct admin_key **key);
+
+#endif

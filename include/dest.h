@@ -1,0 +1,101 @@
+/*
+ * Destinations (Emarsys, Yotpo) as the delivery engine drives them.  A
+ * destination client is a small state machine: the engine asks it what to
+ * do next (send a request, wait, or stop with a result), performs the
+ * request on the shared curl multi handle, and hands the response back.
+ * This lets both destinations of one event run in parallel in one
+ * process without threads.
+ */
+#ifndef GC_DEST_H
+#define GC_DEST_H
+
+#include <stdint.h>
+#include <time.h>
+
+#include <jansson.h>
+
+#include "app_config.h"
+#include "brand.h"
+#include "buf.h"
+#include "event.h"
+#include "httpc.h"
+#include "metrics.h"
+
+struct store;
+
+enum dest_outcome {
+	DEST_DELIVERED,
+	DEST_WARNING, /* delivered, with something an operator should see */
+	DEST_SKIPPED, /* nothing to do for this destination */
+	DEST_RETRY,   /* retryable failure: try again later */
+	DEST_FAILED,  /* permanent failure: an operator must act */
+	DEST__MAX
+};
+extern const char *const dest_outcome_names[DEST__MAX];
+
+enum job_next { JOB_REQUEST, JOB_WAIT, JOB_DONE };
+
+/* One delivery (event x destination) being worked on. */
+struct job {
+	const struct dest_ops *ops;
+	enum m_dest dest;
+	const struct app_config *cfg;
+	struct store *st;
+	const char *event_id;
+	const struct gc_event *ev;
+	const struct brand *brand;
+	const json_t *payload;
+	int64_t deadline_ms; /* wall clock: finish (or give up) by then */
+
+	/* The request to send (JOB_REQUEST); body owned by the client. */
+	struct http_req req;
+	const char *step;      /* step name recorded with the attempt */
+	int64_t wait_until_ms; /* JOB_WAIT: resume then */
+
+	/* Filled by the client from each response, for the attempt row. */
+	char reply_code[24];
+	char excerpt[320];
+
+	/* Final result (JOB_DONE). */
+	enum dest_outcome outcome;
+	char reason[300];
+	char warning[200];
+	int64_t retry_at_ms; /* DEST_RETRY: not before (0 = schedule) */
+
+	void *state; /* client-private */
+};
+
+struct dest_ops {
+	const char *name;
+	/*
+	 * Why this event needs nothing from this destination (writes a
+	 * reason into buf and returns 1), or 0 when there is work.  The
+	 * engine has already checked that the brand configures and enables
+	 * the destination.
+	 */
+	int (*skip)(const struct gc_event *ev, const struct brand *b, char *buf,
+	            size_t n);
+	/* Prepare; may set j->outcome and return JOB_DONE at once. */
+	enum job_next (*start)(struct job *j);
+	/* What next: fill j->req (JOB_REQUEST), j->wait_until_ms or stop. */
+	enum job_next (*next)(struct job *j);
+	/* The response to j->req (any result, including transport errors). */
+	void (*response)(struct job *j, const struct http_resp *r);
+	/* Free j->state. */
+	void (*finish)(struct job *j);
+};
+
+extern const struct dest_ops emarsys_ops;
+extern const struct dest_ops yotpo_ops;
+
+/* Set the final result of j (printf-style reason); returns JOB_DONE. */
+enum job_next job_done(struct job *j, enum dest_outcome o, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+/* Copy a short, escaped excerpt of a response body into j->excerpt. */
+void job_excerpt(struct job *j, const struct http_resp *r);
+
+/* Whether there is time left for a request (at least 200 ms). */
+int job_time_left(const struct job *j);
+
+#endif

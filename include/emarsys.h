@@ -1,0 +1,40 @@
+/*
+ * SAP Emarsys Core API v3 client (reference/emarsys-api.md): builds the
+ * requests and interprets the replies for one delivery; the engine sends
+ * them (dest.h).
+ */
+#ifndef GC_EMARSYS_H
+#define GC_EMARSYS_H
+
+#include <jansson.h>
+
+#include "httpc.h"
+
+/* Parsed reply envelope {"replyCode","replyText","data"}. */
+struct em_reply {
+	json_t *root;     /* owned; NULL when the body is not JSON */
+	long code;        /* replyCode (string or number); -1 when absent */
+	const char *text; /* replyText, borrowed from root ("" when absent) */
+	json_t *data;     /* borrowed from root */
+};
+
+/* Parse r's body into rep (release with emarsys_reply_fini). */
+void emarsys_reply_parse(const struct http_resp *r, struct em_reply *rep);
+void emarsys_reply_fini(struct em_reply *rep);
+
+/*
+ * The error a contact got inside an upsert reply: looks up key_value in
+ * data.errors (an object, or an empty [] / {} / absent).  Returns 1 and
+ * fills code/msg when there is one.
+ */
+int emarsys_contact_error(const struct em_reply *rep, const char *key_value,
+                          long *code, char *msg, size_t n);
+
+/* Id member as text whether the API sent a string or a number. */
+int emarsys_id_text(const json_t *v, char out[32]);
+
+/* Deterministic trigger_id for an event id and external event name. */
+void emarsys_trigger_id(const char *event_id, const char *event_name,
+                        char out[48]);
+
+#endif

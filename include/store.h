@@ -1,0 +1,229 @@
+/*
+ * The store: one SQLite file (WAL) shared by every gcrelay process.  This
+ * module owns all SQL; handlers and the engine call these functions.  Each
+ * process opens its own connection after fork (store_open).
+ *
+ * Strings returned through out-parameters are owned by the caller (free());
+ * they are NULL on failure.
+ */
+#ifndef GC_STORE_H
+#define GC_STORE_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <time.h>
+
+#include <jansson.h>
+
+#include "app_config.h"
+#include "gc_err.h"
+
+struct store;
+
+/*
+ * Open (creating if needed) the database at cfg->store_path, set WAL, the
+ * durability and the busy timeout, and apply pending migrations.  *out is
+ * owned (store_close).  GC_ESTORE with a reason in why on failure.
+ */
+enum gc_err store_open(const struct app_config *cfg, struct store **out,
+                       char *why, size_t whysz);
+void store_close(struct store *st);
+
+/* Schema version after migrations. */
+int store_schema_version(struct store *st);
+
+/*
+ * Health: the file is still there, readable and writable, is the one the
+ * connection has open, and answers a query.  GC_ESTORE with why filled.
+ */
+enum gc_err store_ping(struct store *st, char *why, size_t whysz);
+
+/* Current time in milliseconds (wall clock) used for store timestamps. */
+int64_t store_now_ms(void);
+
+/* ---- brands ---- */
+
+/* Insert or replace a brand document (secrets already sealed). *created
+ * tells whether it was new. */
+enum gc_err store_brand_put(struct store *st, const char *slug, const char *doc,
+                            int *created);
+/* The stored document; GC_ENOTFOUND when absent. */
+enum gc_err store_brand_get(struct store *st, const char *slug, char **doc);
+/* GC_ENOTFOUND when absent. */
+enum gc_err store_brand_delete(struct store *st, const char *slug);
+/* All documents ordered by slug, as a JSON array of strings; new ref. */
+enum gc_err store_brand_list(struct store *st, json_t **docs);
+
+/* ---- events, deliveries, attempts (store_events.c) ---- */
+
+/* A delivery as created at intake. */
+struct delivery_init {
+	const char *destination; /* "emarsys", "yotpo" */
+	const char *status;      /* "pending" or "skipped" */
+	const char *reason;      /* why skipped, or NULL */
+};
+
+/*
+ * Record an event and its deliveries in one transaction.  Pending
+ * deliveries are leased to the caller until lease_until_ms.  GC_EEXISTS
+ * when the id is already recorded (nothing changes).
+ */
+enum gc_err store_event_insert(struct store *st, const char *id,
+                               const char *brand, const char *kind,
+                               const char *body, const struct delivery_init *d,
+                               size_t n, int64_t lease_until_ms);
+
+/*
+ * The outcome document of an event: {"id","status","deliveries":[...]},
+ * status "delivered" when every delivery is delivered or skipped, else
+ * "accepted".  *final_ok tells which.  GC_ENOTFOUND when unknown.
+ */
+enum gc_err store_event_outcome(struct store *st, const char *id, json_t **out,
+                                int *final_ok);
+
+/* Stored brand, kind and normalised body of an event (caller frees). */
+enum gc_err store_event_body(struct store *st, const char *id, char **brand,
+                             char **kind, char **body);
+
+/* Set a delivery's result and release its lease; recomputes the event's
+ * status.  next_at_ms only for "retrying". */
+enum gc_err store_delivery_finish(struct store *st, const char *event_id,
+                                  const char *dest, const char *status,
+                                  const char *reason, const char *warning,
+                                  int64_t next_at_ms);
+
+/* How many runs a delivery has had (for the retry schedule). */
+enum gc_err store_delivery_attempts(struct store *st, const char *event_id,
+                                    const char *dest, int *runs);
+
+/* One HTTP call made for a delivery. */
+struct attempt {
+	const char *event_id;
+	const char *destination;
+	const char *step;
+	const char *outcome;
+	long http_status;
+	const char *reply_code; /* may be NULL */
+	const char *excerpt;    /* may be NULL */
+	long latency_ms;
+};
+enum gc_err store_attempt_add(struct store *st, const struct attempt *a);
+
+/*
+ * Lease up to limit due deliveries (pending or retrying, next_at passed,
+ * lease expired) until lease_until_ms.  *claimed is an array of
+ * {"event_id","destination"} objects (new reference).  Each claimed
+ * delivery's run count is incremented.
+ */
+enum gc_err store_claim_due(struct store *st, int64_t now_ms,
+                            int64_t lease_until_ms, int limit,
+                            json_t **claimed);
+
+/*
+ * Lease the named deliveries of one event for a run now (intake right
+ * after insert does not need this; operators' redelivery does).
+ */
+enum gc_err store_delivery_lease(struct store *st, const char *event_id,
+                                 const char *dest, int64_t now_ms,
+                                 int64_t lease_until_ms, int *leased);
+
+/* Make failed/dead deliveries of an event due now.  *count = how many. */
+enum gc_err store_event_requeue(struct store *st, const char *event_id,
+                                int *count);
+
+/* Requeue failed/dead deliveries of a brand's events received within
+ * [since_ms, until_ms).  *count = how many. */
+enum gc_err store_brand_requeue(struct store *st, const char *brand,
+                                int64_t since_ms, int64_t until_ms, int *count);
+
+/* Deliveries waiting for a retry (pending or retrying). */
+enum gc_err store_outbox_depth(struct store *st, long *n);
+
+/* Events filter for listing. */
+struct event_filter {
+	const char *brand;  /* NULL: any */
+	const char *status; /* NULL: any */
+	int64_t since_ms;   /* 0: any */
+	int limit;          /* 1..500 */
+	const char *cursor; /* opaque, from the previous page; NULL: first */
+};
+/* {"events":[...], "next_cursor": "..."|null} (new reference). */
+enum gc_err store_events_list(struct store *st, const struct event_filter *f,
+                              json_t **out);
+/* Event with its deliveries and attempts; GC_ENOTFOUND when unknown. */
+enum gc_err store_event_detail(struct store *st, const char *id, json_t **out);
+
+/* Remove bodies (personal data) of events received before before_ms. */
+enum gc_err store_purge_bodies(struct store *st, int64_t before_ms, int *count);
+
+/* ---- Emarsys id and token caches (store_remote.c) ---- */
+
+/* Cached remote id of a field or event by name within scope (brand and
+ * client id); GC_ENOTFOUND when not cached. */
+enum gc_err store_em_id_get(struct store *st, const char *scope,
+                            const char *kind, const char *name, char out[32]);
+enum gc_err store_em_id_put(struct store *st, const char *scope,
+                            const char *kind, const char *name, const char *id);
+enum gc_err store_em_id_forget(struct store *st, const char *scope,
+                               const char *kind);
+
+/* Cached sealed token for brand and client id, valid until expires_ms;
+ * GC_ENOTFOUND when none. */
+enum gc_err store_em_token_get(struct store *st, const char *brand,
+                               const char *client_id, char **sealed,
+                               int64_t *expires_ms);
+enum gc_err store_em_token_put(struct store *st, const char *brand,
+                               const char *client_id, const char *sealed,
+                               int64_t expires_ms);
+/* Drop the cached token of brand if it is still the given one. */
+enum gc_err store_em_token_forget(struct store *st, const char *brand,
+                                  const char *sealed);
+
+/* ---- Yotpo award ledger and throttle (store_remote.c) ---- */
+
+enum ledger_claim {
+	LEDGER_CLAIMED,   /* new: we may send, holding the lease */
+	LEDGER_DONE,      /* already awarded */
+	LEDGER_BUSY,      /* another process holds it until lease_until */
+	LEDGER_RECONCILE, /* outcome unknown; we hold the lease to check */
+};
+
+struct ledger_view {
+	char event_id[260]; /* who claimed or awarded it */
+	int64_t lease_until;
+	int64_t sent_at; /* when the uncertain call was made */
+};
+
+/*
+ * Claim the award key (brand, token, action) for event_id in one
+ * transaction; see enum ledger_claim.
+ */
+enum gc_err store_ledger_claim(struct store *st, const char *brand,
+                               const char *token, const char *action,
+                               const char *event_id, const char *reference,
+                               int64_t now_ms, int64_t lease_until_ms,
+                               enum ledger_claim *res,
+                               struct ledger_view *view);
+
+/* Record the state after a call: "done", "unknown" or "sending" (before
+ * sending again after a reconciliation).  Releases the lease for "done"
+ * and "unknown". */
+enum gc_err store_ledger_set(struct store *st, const char *brand,
+                             const char *token, const char *action,
+                             const char *state, int64_t sent_at_ms);
+
+/* Forget a claim that sent nothing (the key may be claimed again). */
+enum gc_err store_ledger_release(struct store *st, const char *brand,
+                                 const char *token, const char *action);
+
+/*
+ * Reserve the next call slot for brand at most max_rps per second across
+ * every process; *slot_ms is when the call may go.
+ */
+enum gc_err store_throttle_slot(struct store *st, const char *brand,
+                                int max_rps, int64_t now_ms, int64_t *slot_ms);
+
+/* Low-level access for the modules below in store_*.c files. */
+struct sqlite3 *store_db(struct store *st);
+
+#endif

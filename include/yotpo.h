@@ -1,0 +1,26 @@
+/*
+ * Yotpo Loyalty API v2 client (reference/yotpo-api.md): requests and
+ * replies of the Custom Action award and of the history check that
+ * reconciles an award whose outcome is unknown.
+ */
+#ifndef GC_YOTPO_H
+#define GC_YOTPO_H
+
+#include <stddef.h>
+
+#include <jansson.h>
+
+/*
+ * The shopper-readable history title carrying the award's reference:
+ * "<campaign title> (ref <token>)".  Writes into out (size n).
+ */
+void yotpo_history_title(const char *campaign_title, const char *token,
+                         char *out, size_t n);
+
+/*
+ * Whether a GET /customers reply (parsed) shows an award with this
+ * reference in its history_items.
+ */
+int yotpo_history_has(const json_t *customer, const char *token);
+
+#endif

@@ -1,0 +1,46 @@
+"""Run one integration test module with unittest and print a summary line
+the suite runner reads:  RESULT {"passed": n, "failed": n, "names": [...]}"""
+
+import importlib.util
+import json
+import os
+import sys
+import time
+import unittest
+
+
+class Result(unittest.TextTestResult):
+    def __init__(self, *a, **kw):
+        super().__init__(*a, **kw)
+        self.passed = []
+        self.t0 = {}
+
+    def startTest(self, test):
+        self.t0[test.id()] = time.monotonic()
+        super().startTest(test)
+
+    def addSuccess(self, test):
+        super().addSuccess(test)
+        self.passed.append(test.id())
+
+
+def main(path):
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    name = os.path.splitext(os.path.basename(path))[0]
+    spec = importlib.util.spec_from_file_location(name, path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    suite = unittest.defaultTestLoader.loadTestsFromModule(mod)
+    runner = unittest.TextTestRunner(stream=sys.stderr, verbosity=2,
+                                     resultclass=Result)
+    res = runner.run(suite)
+    failed = [t.id() for t, _ in res.failures + res.errors +
+              res.unexpectedSuccesses]
+    print("RESULT " + json.dumps({"passed": len(res.passed),
+                                  "failed": len(failed),
+                                  "failures": failed}), flush=True)
+    return 0 if not failed else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1]))

@@ -1,0 +1,475 @@
+"""The real thing on loopback for integration tests: nginx in front of
+gcrelay (run as an unprivileged user when the tests run as root), with the
+Emarsys and Yotpo simulators behind it.
+
+    with Stack() as s:
+        s.put_brand("acme", {...})
+        status, body = s.post_event(event, webhook_id="msg_1")
+
+Everything lives in a fresh temporary directory; every process is stopped
+when the stack closes (and the simulators stop by themselves if the test
+process dies).
+"""
+
+import base64
+import glob
+import hashlib
+import hmac
+import http.client
+import json
+import os
+import pwd
+import grp
+import secrets
+import shutil
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(os.path.dirname(HERE))
+sys.path.insert(0, os.path.join(ROOT, "tests", "sim"))
+
+from certs import make_certs  # noqa: E402
+from client import start_sim, stop_sim  # noqa: E402
+
+BUILD = os.environ.get("GCRELAY_BUILD", os.path.join(ROOT, "build", "release"))
+SANITIZERS = os.environ.get("GCRELAY_SANITIZERS") == "1"
+VALGRIND = os.environ.get("GCRELAY_VALGRIND") == "1"
+
+ADMIN_WRITE = ("ops", "ops-secret-0123456789abcdef0123456789")
+ADMIN_READ = ("viewer", "viewer-secret-0123456789abcdef012345")
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def new_whsec():
+    return "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode()
+
+
+def sign_webhook(secret, msg_id, ts, body):
+    """Standard Webhooks v1 signature of body (bytes)."""
+    key = base64.b64decode(secret[len("whsec_"):])
+    mac = hmac.new(key, b"%s.%s.%s" % (msg_id.encode(), str(ts).encode(),
+                                       body), hashlib.sha256).digest()
+    return "v1," + base64.b64encode(mac).decode()
+
+
+def sign_admin(secret, method, uri, ts, body):
+    canon = "%s\n%s\n%s\n%s" % (method, uri, ts,
+                                hashlib.sha256(body).hexdigest())
+    mac = hmac.new(secret.encode(), canon.encode(), hashlib.sha256).digest()
+    return "v1," + base64.b64encode(mac).decode()
+
+
+def sample_event(kind="offer_claimed", **over):
+    ev = {
+        "event": kind,
+        "brand_slug": "acme",
+        "email": "Jane.Doe@Example.com ",
+        "mobile": "+44 7700 900123",
+        "campaign_slug": "students",
+        "type": "Code",
+        "pending_group_type": "Occupation",
+        "pending_group_parent": "Key Worker",
+        "pending_group_child": "NHS Worker",
+        "token": "TOK" + secrets.token_hex(6).upper(),
+        "subid": "user_1",
+        "brand_country": "GB",
+        "campaign_id": 1234,
+        "campaign_title": "20% OFF for Key Workers",
+        "campaign_url": "https://secure.gocertify.me/at/acme",
+        "occurred_at": "2026-11-21T10:15:00Z",
+    }
+    for k, v in over.items():
+        if v is None:
+            ev.pop(k, None)
+        else:
+            ev[k] = v
+    return ev
+
+
+class Response:
+    def __init__(self, status, headers, body):
+        self.status = status
+        self.headers = headers
+        self.raw = body
+        try:
+            self.json = json.loads(body) if body else None
+        except ValueError:
+            self.json = None
+
+    def __repr__(self):
+        return "<%d %s>" % (self.status, self.raw[:300])
+
+
+class Stack:
+    """nginx + gcrelay (+ simulators) on loopback ports chosen at run time."""
+
+    def __init__(self, workers=2, sims=True, config_extra="",
+                 webhook_secrets=None, start=True, budget_ms=8000,
+                 retry_schedule="[1, 1, 1]", reconcile_after_s=1,
+                 http_timeout_ms=3000):
+        self.dir = tempfile.mkdtemp(prefix="gcrelay-it-")
+        os.chmod(self.dir, 0o755)
+        self.workers = workers
+        self.webhook_secrets = webhook_secrets or [new_whsec()]
+        self.config_extra = config_extra
+        self.budget_ms = budget_ms
+        self.retry_schedule = retry_schedule
+        self.reconcile_after_s = reconcile_after_s
+        self.http_timeout_ms = http_timeout_ms
+        self.procs = []
+        self.gcrelay = None
+        self.nginx = None
+        self.emarsys = self.yotpo = None
+        self.user = self._user()
+        self.state_dir = os.path.join(self.dir, "state")
+        os.mkdir(self.state_dir, 0o700)
+        self._chown(self.state_dir)
+        self.db_path = os.path.join(self.state_dir, "gcrelay.db")
+        self.socket_path = os.path.join(self.state_dir, "gcrelay.sock")
+        self.log_path = os.path.join(self.dir, "gcrelay.log")
+        self.port = free_port()
+        self.certs = make_certs(os.path.join(self.dir, "certs"))
+        if sims:
+            self._start_sims()
+        self.config_path = os.path.join(self.dir, "gcrelay.conf")
+        self.write_config()
+        if start:
+            self.start()
+
+    # ---- set-up -----------------------------------------------------------
+
+    def _user(self):
+        if os.getuid() != 0:
+            return None
+        for name in ("gcrelay", "nobody"):
+            try:
+                pw = pwd.getpwnam(name)
+                return pw
+            except KeyError:
+                continue
+        raise RuntimeError("no unprivileged user to run gcrelay as")
+
+    def _chown(self, path):
+        if self.user is not None:
+            os.chown(path, self.user.pw_uid, self.user.pw_gid)
+
+    def _start_sims(self):
+        err = open(os.path.join(self.dir, "sims.log"), "ab")
+        p, self.emarsys_port, self.emarsys = start_sim(
+            "emarsys", self.certs, stderr=err)
+        self.procs.append(p)
+        p, self.yotpo_port, self.yotpo = start_sim(
+            "yotpo", self.certs, stderr=err)
+        self.procs.append(p)
+
+    def write_config(self, extra=None):
+        key_path = os.path.join(self.dir, "secrets.key")
+        if not os.path.exists(key_path):
+            with open(key_path, "w") as f:
+                f.write(secrets.token_hex(32) + "\n")
+            os.chmod(key_path, 0o400)
+            self._chown(key_path)
+        secrets_list = ", ".join('"%s"' % s for s in self.webhook_secrets)
+        em = ("https://127.0.0.1:%d" % self.emarsys_port) if self.emarsys \
+            else "https://127.0.0.1:9"
+        yo = ("https://127.0.0.1:%d" % self.yotpo_port) if self.yotpo \
+            else "https://127.0.0.1:9"
+        text = """
+listen = { socket = "%(sock)s"; mode = "0666"; };
+workers = %(workers)d;
+log_level = "info";
+shutdown_grace_s = 20;
+store = { path = "%(db)s"; busy_timeout_ms = 5000; };
+secrets_key_file = "%(key)s";
+limits = { max_body_bytes = 65536; };
+webhook = { secrets = [ %(whsec)s ]; tolerance_s = 300; };
+admin = {
+  keys = (
+    { id = "%(wid)s"; secret = "%(wsec)s"; role = "write"; },
+    { id = "%(rid)s"; secret = "%(rsec)s"; role = "read"; }
+  );
+};
+http = { connect_timeout_ms = 2000; timeout_ms = %(http_timeout)d;
+         ca_file = "%(ca)s"; };
+delivery = { budget_ms = %(budget)d; retry_schedule = %(sched)s; };
+retrier = { interval_ms = 200; };
+emarsys = { token_url = "%(em)s/oauth2/token"; api_base = "%(em)s/api/v3/"; };
+yotpo = { api_base = "%(yo)s/api/v2"; reconcile_after_s = %(recon)d; };
+%(extra)s
+""" % {
+            "sock": self.socket_path, "workers": self.workers,
+            "db": self.db_path, "key": key_path, "whsec": secrets_list,
+            "wid": ADMIN_WRITE[0], "wsec": ADMIN_WRITE[1],
+            "rid": ADMIN_READ[0], "rsec": ADMIN_READ[1],
+            "ca": self.certs["ca"], "em": em, "yo": yo,
+            "budget": self.budget_ms, "sched": self.retry_schedule,
+            "recon": self.reconcile_after_s,
+            "http_timeout": self.http_timeout_ms,
+            "extra": self.config_extra if extra is None else extra,
+        }
+        with open(self.config_path, "w") as f:
+            f.write(text)
+        os.chmod(self.config_path, 0o644)
+        return self.config_path
+
+    def _preexec(self):
+        os.setsid()
+
+    def _gcrelay_cmd(self):
+        cmd = [os.path.join(BUILD, "gcrelay"), "-c", self.config_path]
+        if VALGRIND:
+            cmd = ["valgrind", "--quiet", "--trace-children=yes",
+                   "--leak-check=full", "--show-leak-kinds=definite,indirect",
+                   "--errors-for-leak-kinds=definite,indirect",
+                   "--log-file=%s/valgrind.%%p" % self.dir] + cmd
+        return cmd
+
+    def _gcrelay_env(self):
+        env = dict(os.environ)
+        if SANITIZERS:
+            env["ASAN_OPTIONS"] = ("detect_leaks=1:log_path=%s/asan"
+                                   % self.dir)
+            env["UBSAN_OPTIONS"] = ("print_stacktrace=1:halt_on_error=1:"
+                                    "log_path=%s/ubsan" % self.dir)
+        return env
+
+    def start(self):
+        self.start_gcrelay()
+        self.start_nginx()
+        self.wait_healthy()
+
+    def start_gcrelay(self):
+        log = open(self.log_path, "ab")
+        kw = {}
+        if self.user is not None:
+            kw = {"user": self.user.pw_uid, "group": self.user.pw_gid,
+                  "extra_groups": []}
+        self.gcrelay = subprocess.Popen(
+            self._gcrelay_cmd(), stdin=subprocess.DEVNULL, stdout=log,
+            stderr=log, env=self._gcrelay_env(), cwd=self.dir, **kw)
+        deadline = time.monotonic() + (60 if VALGRIND else 10)
+        while not os.path.exists(self.socket_path):
+            if self.gcrelay.poll() is not None:
+                raise RuntimeError("gcrelay exited with %d:\n%s" % (
+                    self.gcrelay.returncode, self.log()))
+            if time.monotonic() > deadline:
+                raise RuntimeError("gcrelay did not create its socket")
+            time.sleep(0.02)
+
+    def start_nginx(self):
+        nd = os.path.join(self.dir, "nginx")
+        os.mkdir(nd)
+        self._chown(nd)
+        shutil.copy("/etc/nginx/fastcgi_params", nd)
+        shutil.copy(os.path.join(ROOT, "nginx", "gcrelay-locations.conf"), nd)
+        user = ""
+        if self.user is not None:
+            user = "user %s %s;" % (self.user.pw_name,
+                                    grp.getgrgid(self.user.pw_gid).gr_name)
+        conf = """
+%(user)s
+worker_processes 2;
+daemon off;
+pid %(nd)s/nginx.pid;
+error_log %(nd)s/error.log warn;
+events { worker_connections 1024; }
+http {
+  access_log %(nd)s/access.log;
+  client_body_temp_path %(nd)s/body;
+  fastcgi_temp_path %(nd)s/fastcgi;
+  proxy_temp_path %(nd)s/proxy;
+  uwsgi_temp_path %(nd)s/uwsgi;
+  scgi_temp_path %(nd)s/scgi;
+  upstream gcrelay { server unix:%(sock)s; }
+  server {
+    listen 127.0.0.1:%(port)d;
+    add_header X-Request-Id $request_id always;
+    include %(nd)s/gcrelay-locations.conf;
+  }
+}
+""" % {"user": user, "nd": nd, "sock": self.socket_path, "port": self.port}
+        path = os.path.join(nd, "nginx.conf")
+        with open(path, "w") as f:
+            f.write(conf)
+        self.nginx = subprocess.Popen(
+            ["nginx", "-p", nd, "-c", path], stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL, stderr=open(nd + "/stderr", "ab"),
+            preexec_fn=self._preexec)
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", self.port), 0.2).close()
+                return
+            except OSError:
+                if self.nginx.poll() is not None or \
+                        time.monotonic() > deadline:
+                    raise RuntimeError("nginx did not start: " +
+                                       open(nd + "/stderr").read())
+                time.sleep(0.02)
+
+    def wait_healthy(self, timeout=None):
+        timeout = timeout or (120 if VALGRIND else 15)
+        deadline = time.monotonic() + timeout
+        last = None
+        while time.monotonic() < deadline:
+            try:
+                last = self.request("GET", "/healthz")
+                if last.status == 200:
+                    return last
+            except OSError:
+                pass
+            time.sleep(0.05)
+        raise AssertionError("gcrelay not healthy: %r\n%s" % (last, self.log()))
+
+    # ---- HTTP -------------------------------------------------------------
+
+    def request(self, method, path, body=None, headers=None, timeout=60):
+        conn = http.client.HTTPConnection("127.0.0.1", self.port,
+                                          timeout=timeout)
+        try:
+            if isinstance(body, (dict, list)):
+                body = json.dumps(body).encode()
+            elif isinstance(body, str):
+                body = body.encode()
+            conn.request(method, path, body, headers or {})
+            r = conn.getresponse()
+            return Response(r.status, dict(r.getheaders()), r.read())
+        finally:
+            conn.close()
+
+    def post_event(self, event, webhook_id=None, ts=None, secret=None,
+                   body=None, headers=None, sig=None):
+        """POST /v1/events signed like the Gocertify platform."""
+        if body is None:
+            body = json.dumps(event).encode()
+        webhook_id = webhook_id or "msg_" + secrets.token_hex(8)
+        ts = int(time.time()) if ts is None else ts
+        h = {"Content-Type": "application/json", "webhook-id": webhook_id,
+             "webhook-timestamp": str(ts),
+             "webhook-signature": sig or sign_webhook(
+                 secret or self.webhook_secrets[0], webhook_id, ts, body)}
+        h.update(headers or {})
+        h = {k: v for k, v in h.items() if v is not None}
+        return self.request("POST", "/v1/events", body, h)
+
+    def admin(self, method, uri, body=None, key=ADMIN_WRITE, ts=None,
+              headers=None, sign_body=None):
+        if isinstance(body, (dict, list)):
+            body = json.dumps(body).encode()
+        raw = body or b""
+        ts = int(time.time()) if ts is None else ts
+        h = {"X-Gcrelay-Key": key[0], "X-Gcrelay-Timestamp": str(ts),
+             "X-Gcrelay-Signature": sign_admin(
+                 key[1], method, uri, ts,
+                 raw if sign_body is None else sign_body)}
+        if body is not None:
+            h["Content-Type"] = "application/json"
+        h.update(headers or {})
+        h = {k: v for k, v in h.items() if v is not None}
+        return self.request(method, uri, body, h)
+
+    def put_brand(self, slug, doc):
+        r = self.admin("PUT", "/admin/v1/brands/" + slug, doc)
+        assert r.status in (200, 201), r
+        return r
+
+    def demo_brand(self, slug="acme", emarsys=True, yotpo=True, **over):
+        doc = {"name": "Acme UK"}
+        if emarsys:
+            doc["emarsys"] = {"client_id": "demo_client",
+                              "client_secret": "demo_secret"}
+        if yotpo:
+            doc["yotpo"] = {"guid": "demo_guid", "api_key": "demo_api_key"}
+        doc.update(over)
+        return self.put_brand(slug, doc)
+
+    # ---- inspection ---------------------------------------------------------
+
+    def log(self):
+        try:
+            with open(self.log_path, errors="replace") as f:
+                return f.read()
+        except OSError:
+            return ""
+
+    def db(self):
+        return sqlite3.connect(self.db_path, timeout=10)
+
+    def query(self, sql, *args):
+        with self.db() as c:
+            return c.execute(sql, args).fetchall()
+
+    def worker_pids(self):
+        out = subprocess.run(["pgrep", "-P", str(self.gcrelay.pid)],
+                             capture_output=True, text=True).stdout
+        return [int(p) for p in out.split()]
+
+    def wait(self, predicate, timeout=10.0, interval=0.05, what="condition"):
+        deadline = time.monotonic() + timeout
+        while True:
+            v = predicate()
+            if v:
+                return v
+            if time.monotonic() > deadline:
+                raise AssertionError("%s not met within %.1fs" % (what, timeout))
+            time.sleep(interval)
+
+    # ---- tear-down ----------------------------------------------------------
+
+    def stop_gcrelay(self, timeout=30):
+        if self.gcrelay is None or self.gcrelay.poll() is not None:
+            return self.gcrelay.returncode if self.gcrelay else None
+        self.gcrelay.send_signal(signal.SIGTERM)
+        try:
+            return self.gcrelay.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.gcrelay.kill()
+            self.gcrelay.wait()
+            raise AssertionError("gcrelay did not stop on SIGTERM")
+
+    def sanitizer_reports(self):
+        out = []
+        for path in sorted(glob.glob(os.path.join(self.dir, "asan*")) +
+                           glob.glob(os.path.join(self.dir, "ubsan*")) +
+                           glob.glob(os.path.join(self.dir, "valgrind.*"))):
+            with open(path, errors="replace") as f:
+                text = f.read()
+            if text.strip():
+                out.append("%s:\n%s" % (path, text))
+        return out
+
+    def close(self):
+        try:
+            self.stop_gcrelay()
+        finally:
+            if self.nginx and self.nginx.poll() is None:
+                self.nginx.send_signal(signal.SIGQUIT)
+                try:
+                    self.nginx.wait(10)
+                except subprocess.TimeoutExpired:
+                    self.nginx.kill()
+            for p in self.procs:
+                stop_sim(p)
+        reports = self.sanitizer_reports()
+        if reports:
+            raise AssertionError("sanitizer/valgrind reports:\n" +
+                                 "\n".join(reports)[:20000])
+        if os.environ.get("GCRELAY_KEEP") != "1":
+            shutil.rmtree(self.dir, ignore_errors=True)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()

@@ -1,0 +1,149 @@
+#!/usr/bin/env python3
+"""Runs every test suite of gcrelay and prints "N passed, N failed".
+
+  unit         cmocka unit tests (tests/unit), TAP output
+  sims         the simulators' own self-test (tests/sim)
+  integration  nginx + gcrelay + simulators (tests/integration)
+  lint         clang-format and banned calls (tests/lint.sh)
+
+--sanitizers: the build has ASan/UBSan; gcrelay's reports fail the test.
+--valgrind: unit tests and integration tests run under valgrind.
+"""
+
+import argparse
+import glob
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+passed = failed = 0
+failures = []
+
+
+def record(ok, name, detail=""):
+    global passed, failed
+    if ok:
+        passed += 1
+    else:
+        failed += 1
+        failures.append(name)
+        if detail:
+            sys.stdout.write(detail if detail.endswith("\n") else
+                             detail + "\n")
+    print("%s %s" % ("ok  " if ok else "FAIL", name), flush=True)
+
+
+def run_unit(build, valgrind):
+    env = dict(os.environ, CMOCKA_MESSAGE_OUTPUT="TAP",
+               GC_TEST_DATA=os.path.join(ROOT, "tests", "data"))
+    for binary in sorted(glob.glob(os.path.join(build, "tests", "test_*"))):
+        name = os.path.basename(binary)
+        cmd = [binary]
+        if valgrind:
+            cmd = ["valgrind", "--quiet", "--error-exitcode=99",
+                   "--leak-check=full", "--errors-for-leak-kinds=all"] + cmd
+        p = subprocess.run(cmd, capture_output=True, text=True, env=env,
+                           cwd=ROOT, timeout=900)
+        out = p.stdout + p.stderr
+        oks = re.findall(r"^ok \d+ - (.*)$", out, re.M)
+        bad = re.findall(r"^not ok \d+ - (.*)$", out, re.M)
+        for t in oks:
+            record(True, "unit/%s/%s" % (name, t))
+        for t in bad:
+            record(False, "unit/%s/%s" % (name, t), out[-4000:])
+        if p.returncode != 0 and not bad:
+            record(False, "unit/%s (exit %d)" % (name, p.returncode),
+                   out[-4000:])
+
+
+def run_module(path, env, timeout, label):
+    t0 = time.monotonic()
+    try:
+        p = subprocess.run([sys.executable, os.path.join(ROOT, "tests", "lib",
+                                                         "itrun.py"), path],
+                           capture_output=True, text=True, env=env,
+                           cwd=ROOT, timeout=timeout)
+        out, err, rc = p.stdout, p.stderr, p.returncode
+    except subprocess.TimeoutExpired as e:
+        out = (e.stdout or b"").decode(errors="replace") \
+            if isinstance(e.stdout, bytes) else (e.stdout or "")
+        err = "timed out after %ds" % timeout
+        rc = -1
+    m = re.search(r"^RESULT (.*)$", out, re.M)
+    if m is None:
+        record(False, "%s (crashed or timed out)" % label,
+               (err or "")[-6000:])
+        return
+    res = json.loads(m.group(1))
+    for line in err.splitlines():
+        mm = re.match(r"^(test\w+) \(([\w.]+)\)(.*?) \.\.\. (ok|FAIL|ERROR|"
+                      r"skipped.*|expected failure|unexpected success)$",
+                      line)
+        if mm and mm.group(4) == "ok":
+            record(True, "%s/%s" % (label, mm.group(1)))
+    for name in res["failures"]:
+        record(False, "%s/%s" % (label, name.split(".")[-1]), err[-8000:])
+    print("     %s: %.1fs" % (label, time.monotonic() - t0), flush=True)
+
+
+def run_integration(build, sanitizers, valgrind, only):
+    env = dict(os.environ, GCRELAY_BUILD=os.path.abspath(build))
+    if sanitizers:
+        env["GCRELAY_SANITIZERS"] = "1"
+    if valgrind:
+        env["GCRELAY_VALGRIND"] = "1"
+    pattern = os.path.join(ROOT, "tests", "integration", "test_*.py")
+    for path in sorted(glob.glob(pattern)):
+        label = "integration/" + os.path.basename(path)[5:-3]
+        if only and not any(o in label for o in only):
+            continue
+        if valgrind and "smoke" not in label:
+            continue
+        run_module(path, env, 1500 if valgrind else 900, label)
+
+
+def run_sims():
+    path = os.path.join(ROOT, "tests", "sim", "test_sims.py")
+    run_module(path, dict(os.environ), 300, "sims")
+
+
+def run_lint():
+    p = subprocess.run(["sh", os.path.join(ROOT, "tests", "lint.sh")],
+                       capture_output=True, text=True, cwd=ROOT)
+    record(p.returncode == 0, "lint", p.stdout + p.stderr)
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--build", default="build/release")
+    ap.add_argument("--sanitizers", action="store_true")
+    ap.add_argument("--valgrind", action="store_true")
+    ap.add_argument("--suites", default="unit,sims,integration,lint")
+    ap.add_argument("--only", default="",
+                    help="comma-separated integration module names")
+    a = ap.parse_args()
+    suites = a.suites.split(",")
+    only = [o for o in a.only.split(",") if o]
+    t0 = time.monotonic()
+    if "unit" in suites:
+        run_unit(a.build, a.valgrind)
+    if "sims" in suites and not a.valgrind:
+        run_sims()
+    if "integration" in suites:
+        run_integration(a.build, a.sanitizers, a.valgrind, only)
+    if "lint" in suites and not (a.sanitizers or a.valgrind):
+        run_lint()
+    print("\n%d passed, %d failed (%.0fs)" % (passed, failed,
+                                             time.monotonic() - t0))
+    if failures:
+        print("failed: " + ", ".join(failures[:30]))
+    print("%d passed, %d failed" % (passed, failed))
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
