@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/time.h>
@@ -42,6 +43,7 @@ struct master {
 	int nslots;
 	pid_t old[MAX_CHILDREN * 4]; /* older generations, stopping */
 	int nold;
+	pid_t master_pid;
 };
 
 static volatile sig_atomic_t got_chld, got_hup, got_term, got_alrm;
@@ -198,6 +200,10 @@ child_start(struct master *m, struct child *c)
 		return;
 	}
 	if (pid == 0) {
+		/* A child never outlives its master (e.g. after SIGKILL). */
+		prctl(PR_SET_PDEATHSIG, SIGTERM);
+		if (getppid() != m->master_pid)
+			_exit(0);
 		signal(SIGCHLD, SIG_DFL);
 		signal(SIGHUP, SIG_IGN);
 		signal(SIGALRM, SIG_DFL);
@@ -430,6 +436,7 @@ supervisor_run(struct app_config *cfg, int listen_fd)
 	memset(&m, 0, sizeof(m));
 	m.cfg = cfg;
 	m.listen_fd = listen_fd;
+	m.master_pid = getpid();
 	master_signals(&waitmask);
 	master_spawn_all(&m);
 	for (;;) {

@@ -39,7 +39,8 @@ enum em_req {
 	EM_LIST_EVENTS,
 	EM_CREATE_EVENT,
 	EM_UPSERT,
-	EM_TRIGGER
+	EM_TRIGGER,
+	EM__MAX
 };
 
 struct em_field {
@@ -87,6 +88,22 @@ static const char *const step_names[] = {
     [EM_UPSERT] = "upsert_contact",
     [EM_TRIGGER] = "trigger_event",
 };
+_Static_assert(sizeof(step_names) / sizeof(step_names[0]) == EM__MAX,
+               "step_names[] out of step");
+
+/* The API user's endpoint permission each step needs (reference 2.3). */
+static const char *const step_perms[] = {
+    [EM_NONE] = "-",
+    [EM_TOKEN] = "-",
+    [EM_LIST_FIELDS] = "field.list",
+    [EM_CREATE_FIELD] = "field.create",
+    [EM_LIST_EVENTS] = "externalevent.list",
+    [EM_CREATE_EVENT] = "externalevent.create",
+    [EM_UPSERT] = "contact.update",
+    [EM_TRIGGER] = "externalevent.trigger",
+};
+_Static_assert(sizeof(step_perms) / sizeof(step_perms[0]) == EM__MAX,
+               "step_perms[] out of step");
 
 /* ---- reply helpers (emarsys.h) ---- */
 
@@ -538,9 +555,9 @@ em_common(struct job *j, const struct http_resp *r, const struct em_reply *rep)
 	}
 	if (r->status == 403) {
 		job_done(j, DEST_FAILED,
-		         "Emarsys refused %s (403): the API user lacks that "
-		         "endpoint permission",
-		         step_names[s->inflight]);
+		         "Emarsys refused %s (403): the API user lacks the "
+		         "endpoint permission %s",
+		         step_names[s->inflight], step_perms[s->inflight]);
 		s->finished = 1;
 		return 1;
 	}

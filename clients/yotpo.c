@@ -32,6 +32,7 @@
 #include "yotpo.h"
 
 #define BUSY_POLL_MS 200
+#define TITLE_MAX    80 /* bytes of the campaign title in history_title */
 
 enum yo_phase { YO_CLAIM, YO_RECONCILE, YO_SEND };
 enum yo_req { YO_NONE, YO_GET_CUSTOMER, YO_POST_ACTION };
@@ -54,7 +55,15 @@ void
 yotpo_history_title(const char *campaign_title, const char *token, char *out,
                     size_t n)
 {
-	snprintf(out, n, "%.80s (ref %s)", campaign_title, token);
+	size_t len = strnlen(campaign_title, TITLE_MAX);
+
+	/*
+	 * Cut before a character, never inside one: half a UTF-8 sequence
+	 * makes the body invalid JSON (json_pack refuses it).
+	 */
+	while (len > 0 && ((unsigned char)campaign_title[len] & 0xc0) == 0x80)
+		len--;
+	snprintf(out, n, "%.*s (ref %s)", (int)len, campaign_title, token);
 }
 
 static int
@@ -244,7 +253,8 @@ yo_get_customer(struct job *j)
 	j->step = "reconcile";
 }
 
-static void
+/* Fill j->req with the award; JOB_DONE (claim released) when it cannot. */
+static enum job_next
 yo_post_action(struct job *j)
 {
 	struct yo_state *s = j->state;
@@ -262,8 +272,12 @@ yo_post_action(struct job *j)
 	text = json_compact(body);
 	json_decref(body);
 	buf_reset(&s->body);
-	if (text != NULL)
-		buf_puts(&s->body, text);
+	/* Never send an empty body: nothing left, so give the key back. */
+	if (text == NULL || buf_puts(&s->body, text) != GC_OK) {
+		free(text);
+		yo_release(j);
+		return yo_stop(j, DEST_RETRY, "could not build the award body");
+	}
 	free(text);
 	yo_headers(j, "POST");
 	http_req_header(&j->req, "Content-Type: application/json");
@@ -273,6 +287,7 @@ yo_post_action(struct job *j)
 	j->req.bodylen = s->body.len;
 	s->inflight = YO_POST_ACTION;
 	j->step = "award";
+	return JOB_REQUEST;
 }
 
 static enum job_next
@@ -307,8 +322,7 @@ yo_next(struct job *j)
 	case YO_SEND:
 		if ((n = yo_throttle(j)) != JOB_REQUEST)
 			return n;
-		yo_post_action(j);
-		return JOB_REQUEST;
+		return yo_post_action(j);
 	}
 	return JOB_DONE;
 }

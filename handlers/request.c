@@ -255,15 +255,18 @@ hexval(char c)
 	return -1;
 }
 
-/* Percent-decode [p, end) into out; -1 when malformed or too long. */
+/*
+ * Percent-decode [p, end) into out ('+' is a space in queries only); -1
+ * when malformed or too long.
+ */
 static int
-query_decode(const char *p, const char *end, char *out, size_t n)
+query_decode(const char *p, const char *end, char *out, size_t n, int plus)
 {
 	size_t o = 0;
 
 	for (; p < end; p++) {
 		char c = *p;
-		if (c == '+')
+		if (c == '+' && plus)
 			c = ' ';
 		else if (c == '%') {
 			if (end - p < 3 || hexval(p[1]) < 0 || hexval(p[2]) < 0)
@@ -281,6 +284,21 @@ query_decode(const char *p, const char *end, char *out, size_t n)
 
 /* See request.h. */
 int
+request_pct_decode(char *s)
+{
+	char tmp[1024];
+	size_t n = strlen(s);
+
+	if (n >= sizeof(tmp) || !strchr(s, '%'))
+		return n >= sizeof(tmp) ? -1 : 0;
+	if (query_decode(s, s + n, tmp, sizeof(tmp), 0) < 0)
+		return -1;
+	memcpy(s, tmp, strlen(tmp) + 1);
+	return 0;
+}
+
+/* See request.h. */
+int
 request_query(const struct request *req, const char *name, char *out, size_t n)
 {
 	const char *p = req->query, *amp, *eq;
@@ -293,7 +311,7 @@ request_query(const struct request *req, const char *name, char *out, size_t n)
 		eq = memchr(p, '=', (size_t)(amp - p));
 		if (eq != NULL && (size_t)(eq - p) == nl &&
 		    strncmp(p, name, nl) == 0)
-			return query_decode(eq + 1, amp, out, n);
+			return query_decode(eq + 1, amp, out, n, 1);
 		p = *amp ? amp + 1 : amp;
 	}
 	return 0;

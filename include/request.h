@@ -93,6 +93,9 @@ void request_header(struct request *req, const char *name, const char *value);
 int request_query(const struct request *req, const char *name, char *out,
                   size_t n);
 
+/* Percent-decode s in place; -1 when malformed or it decodes a NUL. */
+int request_pct_decode(char *s);
+
 /*
  * Parse a time given as unix seconds or "YYYY-MM-DDTHH:MM:SSZ" into
  * milliseconds.  Returns 0 on success, -1 when malformed.

@@ -12,14 +12,16 @@
 
 /*
  * The shopper-readable history title carrying the award's reference:
- * "<campaign title> (ref <token>)".  Writes into out (size n).
+ * "<campaign title> (ref <token>)", the title cut to at most 80 bytes on
+ * a UTF-8 character boundary.  Writes into out (size n).
  */
 void yotpo_history_title(const char *campaign_title, const char *token,
                          char *out, size_t n);
 
 /*
  * Whether a GET /customers reply (parsed) shows an award with this
- * reference in its history_items.
+ * reference ("(ref <token>)", exactly) in any string of its
+ * history_items: 1 when it does, 0 when not or when there is no history.
  */
 int yotpo_history_has(const json_t *customer, const char *token);
 

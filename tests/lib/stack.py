@@ -29,6 +29,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import ctypes
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))
@@ -43,6 +44,16 @@ VALGRIND = os.environ.get("GCRELAY_VALGRIND") == "1"
 
 ADMIN_WRITE = ("ops", "ops-secret-0123456789abcdef0123456789")
 ADMIN_READ = ("viewer", "viewer-secret-0123456789abcdef012345")
+
+
+_libc = ctypes.CDLL(None, use_errno=True)
+PR_SET_PDEATHSIG = 1
+
+
+def die_with_parent(sig=signal.SIGTERM):
+    """preexec_fn: the child gets sig when the test process dies, so no
+    server outlives a killed test run."""
+    _libc.prctl(PR_SET_PDEATHSIG, int(sig), 0, 0, 0)
 
 
 def free_port():
@@ -117,8 +128,12 @@ class Stack:
     def __init__(self, workers=2, sims=True, config_extra="",
                  webhook_secrets=None, start=True, budget_ms=8000,
                  retry_schedule="[1, 1, 1]", reconcile_after_s=1,
-                 http_timeout_ms=3000):
-        self.dir = tempfile.mkdtemp(prefix="gcrelay-it-")
+                 http_timeout_ms=3000, base_dir=None, port=None):
+        if base_dir is None:
+            self.dir = tempfile.mkdtemp(prefix="gcrelay-it-")
+        else:
+            self.dir = base_dir
+            os.makedirs(self.dir)
         os.chmod(self.dir, 0o755)
         self.workers = workers
         self.webhook_secrets = webhook_secrets or [new_whsec()]
@@ -138,7 +153,7 @@ class Stack:
         self.db_path = os.path.join(self.state_dir, "gcrelay.db")
         self.socket_path = os.path.join(self.state_dir, "gcrelay.sock")
         self.log_path = os.path.join(self.dir, "gcrelay.log")
-        self.port = free_port()
+        self.port = port or free_port()
         self.certs = make_certs(os.path.join(self.dir, "certs"))
         if sims:
             self._start_sims()
@@ -225,6 +240,7 @@ yotpo = { api_base = "%(yo)s/api/v2"; reconcile_after_s = %(recon)d; };
 
     def _preexec(self):
         os.setsid()
+        die_with_parent(signal.SIGQUIT)
 
     def _gcrelay_cmd(self):
         cmd = [os.path.join(BUILD, "gcrelay"), "-c", self.config_path]
@@ -257,7 +273,8 @@ yotpo = { api_base = "%(yo)s/api/v2"; reconcile_after_s = %(recon)d; };
                   "extra_groups": []}
         self.gcrelay = subprocess.Popen(
             self._gcrelay_cmd(), stdin=subprocess.DEVNULL, stdout=log,
-            stderr=log, env=self._gcrelay_env(), cwd=self.dir, **kw)
+            stderr=log, env=self._gcrelay_env(), cwd=self.dir,
+            preexec_fn=die_with_parent, **kw)
         deadline = time.monotonic() + (60 if VALGRIND else 10)
         while not os.path.exists(self.socket_path):
             if self.gcrelay.poll() is not None:

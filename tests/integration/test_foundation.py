@@ -1,0 +1,622 @@
+"""Issue 2: process model, config, store, signed admin API, brands,
+gcrelayctl, health, logging, nginx and systemd files."""
+
+import json
+import os
+import re
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import threading
+import time
+import unittest
+
+import stack
+from stack import ADMIN_READ, ADMIN_WRITE, BUILD, ROOT, Stack, sample_event
+
+GCRELAY = os.path.join(BUILD, "gcrelay")
+GCRELAYCTL = os.path.join(BUILD, "gcrelayctl")
+
+BRAND = {
+    "name": "Acme UK",
+    "emarsys": {"client_id": "demo_client",
+                "client_secret": "demo_secret_0123456789abcdef",
+                "key_field": "email",
+                "fields": {"sms_opt_in": 12817}},
+    "yotpo": {"guid": "demo_guid_0123456789abcdef",
+              "api_key": "yotpo_key_0123456789abcdef_XYZ9",
+              "max_rps": 5,
+              "actions": {"students": "gocertify-students"}},
+}
+
+
+def run(cmd, **kw):
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=60,
+                          **kw)
+
+
+class ConfigCheck(unittest.TestCase):
+    """gcrelay -t: every key validated, errors as file:line: message."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.s = Stack(sims=False, start=False)
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.s.close()
+
+    def check(self, text):
+        path = os.path.join(self.s.dir, "t.conf")
+        with open(self.s.config_path) as f:
+            base = f.read()
+        with open(path, "w") as f:
+            f.write(base + "\n" + text)
+        return run([GCRELAY, "-t", "-c", path]), path
+
+    def test_valid_config_passes(self):
+        r = run([GCRELAY, "-t", "-c", self.s.config_path])
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertIn("configuration ok", r.stdout)
+
+    def test_errors_name_file_and_line(self):
+        cases = [
+            ("workers = 0;", "workers must be between 1 and 256"),
+            ("wrokers = 3;", "unknown setting 'wrokers'"),
+            ("log_level = \"loud\";", "log_level must be one of"),
+            ("limits = { max_body_bytes = 10; };",
+             "limits.max_body_bytes must be between"),
+            ("retrier = { interval_ms = \"fast\"; };",
+             "retrier.interval_ms must be an integer"),
+            ("emarsys = { api_base = \"http://x/\"; };",
+             "emarsys.api_base must be an https:// URL"),
+        ]
+        for text, want in cases:
+            with self.subTest(text=text):
+                # Settings are appended after the base file: a repeated
+                # group is itself an error, so use a fresh file per case.
+                base = open(self.s.config_path).read()
+                name = text.split("=")[0].strip()
+                kept = "\n".join(l for l in base.splitlines()
+                                 if not l.strip().startswith(name + " ")
+                                 and not l.strip().startswith(name + "="))
+                path = os.path.join(self.s.dir, "c.conf")
+                content = kept + "\n" + text + "\n"
+                with open(path, "w") as f:
+                    f.write(content)
+                r = run([GCRELAY, "-t", "-c", path])
+                self.assertEqual(r.returncode, 1)
+                line = content[:content.rindex(text)].count("\n") + 1
+                self.assertRegex(r.stderr, r"^%s:%d: " % (re.escape(path),
+                                                         line))
+                self.assertIn(want, r.stderr)
+
+    def test_admin_key_rules(self):
+        base = open(self.s.config_path).read()
+        for bad, want in [
+                ('role = "write";', 'role = "admin";'),
+                ('secret = "%s";' % ADMIN_WRITE[1], 'secret = "short";')]:
+            path = os.path.join(self.s.dir, "k.conf")
+            with open(path, "w") as f:
+                f.write(base.replace(bad, want, 1))
+            r = run([GCRELAY, "-t", "-c", path])
+            self.assertEqual(r.returncode, 1)
+            self.assertRegex(r.stderr, r":\d+: admin.keys\[0\]\.(role|secret)")
+
+    def test_bad_webhook_secret_and_missing_key_file(self):
+        base = open(self.s.config_path).read()
+        path = os.path.join(self.s.dir, "w.conf")
+        with open(path, "w") as f:
+            f.write(base.replace(self.s.webhook_secrets[0], "whsec_!!!"))
+        r = run([GCRELAY, "-t", "-c", path])
+        self.assertIn("webhook.secrets[0] must be", r.stderr)
+        with open(path, "w") as f:
+            f.write(re.sub(r'secrets_key_file = "[^"]*"',
+                           'secrets_key_file = "/nonexistent/key"', base))
+        r = run([GCRELAY, "-t", "-c", path])
+        self.assertEqual(r.returncode, 1)
+        self.assertIn("cannot read key file /nonexistent/key", r.stderr)
+
+    def test_syntax_error_and_missing_file(self):
+        path = os.path.join(self.s.dir, "s.conf")
+        with open(path, "w") as f:
+            f.write("workers = 2;\nstore = { path = ; };\n")
+        r = run([GCRELAY, "-t", "-c", path])
+        self.assertEqual(r.returncode, 1)
+        self.assertRegex(r.stderr, r"s\.conf:2: ")
+        r = run([GCRELAY, "-t", "-c", "/nonexistent.conf"])
+        self.assertEqual(r.returncode, 1)
+        self.assertIn("/nonexistent.conf:0: cannot read", r.stderr)
+
+    def test_example_config_is_valid(self):
+        """deploy/gcrelay.conf.example passes -t once its placeholders are
+        filled in, so it documents real, accepted settings."""
+        text = open(os.path.join(ROOT, "deploy", "gcrelay.conf.example")).read()
+        key = os.path.join(self.s.dir, "secrets.key")
+        text = text.replace("/etc/gcrelay/secrets.key", key)
+        text = re.sub(r'"whsec_REPLACE_ME[^"]*"',
+                      '"%s"' % stack.new_whsec(), text)
+        path = os.path.join(self.s.dir, "example.conf")
+        with open(path, "w") as f:
+            f.write(text)
+        r = run([GCRELAY, "-t", "-c", path])
+        self.assertEqual(r.returncode, 0, r.stderr)
+
+    @unittest.skipUnless(os.getuid() == 0, "needs root to test the refusal")
+    def test_refuses_to_run_as_root(self):
+        r = run([GCRELAY, "-c", self.s.config_path])
+        self.assertEqual(r.returncode, 1)
+        self.assertIn("refusing to run as root", r.stderr)
+
+
+class AdminAuth(unittest.TestCase):
+    """HMAC-signed admin requests: every check has its own 401/403."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.s = Stack(sims=False)
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.s.close()
+
+    def assertProblem(self, r, status, detail):
+        self.assertEqual(r.status, status, r)
+        self.assertEqual(r.headers.get("Content-Type"),
+                         "application/problem+json")
+        self.assertEqual(r.json["status"], status)
+        self.assertIn(detail, r.json["detail"])
+        for _, secret in (ADMIN_WRITE, ADMIN_READ):
+            self.assertNotIn(secret, r.raw.decode())
+        self.assertEqual(self.s.request("GET", "/healthz").status, 200)
+
+    def test_valid_signature(self):
+        r = self.s.admin("GET", "/admin/v1/brands")
+        self.assertEqual(r.status, 200, r)
+        self.assertEqual(r.json, {"brands": []})
+
+    def test_read_key_may_read(self):
+        r = self.s.admin("GET", "/admin/v1/brands", key=ADMIN_READ)
+        self.assertEqual(r.status, 200)
+
+    def test_bad_signature(self):
+        r = self.s.admin("GET", "/admin/v1/brands",
+                         headers={"X-Gcrelay-Signature": "v1," +
+                                  "A" * 43 + "="})
+        self.assertProblem(r, 401, "signature does not match")
+
+    def test_malformed_signature(self):
+        r = self.s.admin("GET", "/admin/v1/brands",
+                         headers={"X-Gcrelay-Signature": "sha256=abc"})
+        self.assertProblem(r, 401, "must be \"v1,\"")
+
+    def test_stale_and_future_timestamps(self):
+        now = int(time.time())
+        r = self.s.admin("GET", "/admin/v1/brands", ts=now - 301)
+        self.assertProblem(r, 401, "too old")
+        r = self.s.admin("GET", "/admin/v1/brands", ts=now + 301)
+        self.assertProblem(r, 401, "in the future")
+        self.assertEqual(self.s.admin("GET", "/admin/v1/brands",
+                                      ts=now - 290).status, 200)
+
+    def test_wrong_role(self):
+        r = self.s.admin("PUT", "/admin/v1/brands/acme", BRAND,
+                         key=ADMIN_READ)
+        self.assertProblem(r, 403, 'has role "read"')
+        r = self.s.admin("DELETE", "/admin/v1/brands/acme", key=ADMIN_READ)
+        self.assertProblem(r, 403, "needs role \"write\"")
+
+    def test_unknown_key(self):
+        r = self.s.admin("GET", "/admin/v1/brands",
+                         key=("nobody", "x" * 40))
+        self.assertProblem(r, 401, "unknown key id")
+
+    def test_missing_headers(self):
+        for h, want in [("X-Gcrelay-Key", "missing X-Gcrelay-Key"),
+                        ("X-Gcrelay-Timestamp", "missing X-Gcrelay-Timestamp"),
+                        ("X-Gcrelay-Signature", "missing X-Gcrelay-Signature")]:
+            r = self.s.admin("GET", "/admin/v1/brands", headers={h: None})
+            self.assertProblem(r, 401, want)
+
+    def test_tampered_body(self):
+        body = json.dumps(BRAND).encode()
+        r = self.s.admin("PUT", "/admin/v1/brands/acme", body,
+                         sign_body=body.replace(b"Acme", b"Acne"))
+        self.assertProblem(r, 401, "signature does not match")
+        self.assertEqual(self.s.admin("GET", "/admin/v1/brands/acme").status,
+                         404)
+
+    def test_query_is_signed(self):
+        uri = "/admin/v1/events?limit=5"
+        ts = int(time.time())
+        sig = stack.sign_admin(ADMIN_WRITE[1], "GET", "/admin/v1/events", ts,
+                               b"")
+        r = self.s.request("GET", uri, headers={
+            "X-Gcrelay-Key": ADMIN_WRITE[0], "X-Gcrelay-Timestamp": str(ts),
+            "X-Gcrelay-Signature": sig})
+        self.assertProblem(r, 401, "signature does not match")
+        self.assertEqual(self.s.admin("GET", uri).status, 200)
+
+
+class Brands(unittest.TestCase):
+    """Brand CRUD, validation, write-only secrets encrypted at rest."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.s = Stack(sims=False)
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.s.close()
+
+    def test_round_trip(self):
+        s = self.s
+        r = s.admin("PUT", "/admin/v1/brands/rt", BRAND)
+        self.assertEqual(r.status, 201, r)
+        doc = r.json
+        self.assertEqual(doc["slug"], "rt")
+        self.assertEqual(doc["emarsys"]["client_secret"], "****cdef")
+        self.assertEqual(doc["yotpo"]["api_key"], "****XYZ9")
+        self.assertEqual(doc["yotpo"]["guid"], "****cdef")
+        self.assertEqual(doc["yotpo"]["actions"],
+                         {"students": "gocertify-students"})
+        self.assertEqual(doc["emarsys"]["fields"], {"sms_opt_in": 12817})
+        self.assertEqual(s.admin("GET", "/admin/v1/brands/rt").json, doc)
+        listed = s.admin("GET", "/admin/v1/brands", key=ADMIN_READ).json
+        self.assertIn(doc, listed["brands"])
+        # A PUT that omits secrets (or sends the mask back) keeps them.
+        upd = json.loads(json.dumps(BRAND))
+        del upd["emarsys"]["client_secret"]
+        upd["yotpo"]["api_key"] = "****XYZ9"
+        upd["name"] = "Acme United Kingdom"
+        r = s.admin("PUT", "/admin/v1/brands/rt", upd)
+        self.assertEqual(r.status, 200, r)
+        self.assertEqual(r.json["name"], "Acme United Kingdom")
+        self.assertEqual(r.json["emarsys"]["client_secret"], "****cdef")
+        self.assertEqual(r.json["yotpo"]["api_key"], "****XYZ9")
+        # Removing a destination object removes its configuration.
+        del upd["yotpo"]
+        r = s.admin("PUT", "/admin/v1/brands/rt", upd)
+        self.assertNotIn("yotpo", r.json)
+        r = s.admin("DELETE", "/admin/v1/brands/rt")
+        self.assertEqual(r.status, 204)
+        r = s.admin("GET", "/admin/v1/brands/rt")
+        self.assertEqual(r.status, 404)
+        self.assertEqual(r.headers["Content-Type"], "application/problem+json")
+        self.assertEqual(s.admin("DELETE", "/admin/v1/brands/rt").status, 404)
+
+    def test_validation_errors_name_fields(self):
+        bad = {"name": "", "emarsys": {"client_id": "x", "key_field": "phone",
+                                       "fields": {"email": "3"},
+                                       "clientSecret": "oops"},
+               "yotpo": {"guid": "g" * 10, "api_key": "k" * 10,
+                         "max_rps": 500, "actions": {"students": ""}},
+               "extra": 1}
+        r = self.s.admin("PUT", "/admin/v1/brands/bad", bad)
+        self.assertEqual(r.status, 400, r)
+        self.assertEqual(r.headers["Content-Type"], "application/problem+json")
+        fields = {e["field"]: e["detail"] for e in r.json["errors"]}
+        for f in ["name", "emarsys.key_field", "emarsys.fields.email",
+                  "emarsys.clientSecret", "emarsys.client_secret",
+                  "yotpo.max_rps", "yotpo.actions.students", "extra"]:
+            self.assertIn(f, fields)
+        self.assertEqual(fields["emarsys.client_secret"], "required")
+        self.assertEqual(self.s.admin("GET", "/admin/v1/brands/bad").status,
+                         404)
+
+    def test_bad_slug_json_and_media_type(self):
+        r = self.s.admin("PUT", "/admin/v1/brands/Bad_Slug", BRAND)
+        self.assertEqual(r.status, 400)
+        self.assertEqual(r.json["code"], "invalid_slug")
+        r = self.s.admin("PUT", "/admin/v1/brands/ok", b"{not json")
+        self.assertEqual(r.status, 400)
+        self.assertIn("malformed JSON", r.json["detail"])
+        r = self.s.admin("PUT", "/admin/v1/brands/ok", b"{}",
+                         headers={"Content-Type": "text/plain"})
+        self.assertEqual(r.status, 415)
+        r = self.s.admin("POST", "/admin/v1/brands")
+        self.assertEqual(r.status, 405)
+        self.assertIn("GET", r.headers["Allow"])
+
+    def test_secrets_encrypted_at_rest_and_never_logged(self):
+        s = self.s
+        self.assertEqual(s.admin("PUT", "/admin/v1/brands/sec",
+                                 BRAND).status, 201)
+        plain = [BRAND["emarsys"]["client_secret"], BRAND["yotpo"]["api_key"],
+                 BRAND["yotpo"]["guid"]]
+        with s.db() as c:  # checkpoint so the main file holds everything
+            c.execute("PRAGMA wal_checkpoint(FULL)")
+        for path in [s.db_path, s.db_path + "-wal"]:
+            if os.path.exists(path):
+                data = open(path, "rb").read()
+                for p in plain:
+                    self.assertNotIn(p.encode(), data, path)
+        doc = json.loads(s.query("SELECT doc FROM brands WHERE slug='sec'")[0][0])
+        self.assertTrue(doc["emarsys"]["client_secret"].startswith("v1:"))
+        log = s.log()
+        for p in plain + [ADMIN_WRITE[1], ADMIN_READ[1]]:
+            self.assertNotIn(p, log)
+
+
+class Processes(unittest.TestCase):
+    """Master supervision: respawn, reload, graceful stop, health."""
+
+    def test_killed_worker_is_replaced(self):
+        with Stack(sims=False) as s:
+            before = set(s.worker_pids())
+            self.assertEqual(len(before), 3)  # 2 workers + the retrier
+            victim = sorted(before)[0]
+            os.kill(victim, signal.SIGKILL)
+            s.wait(lambda: victim not in s.worker_pids() and
+                   len(s.worker_pids()) == 3, what="respawn")
+            for _ in range(6):
+                self.assertEqual(s.request("GET", "/healthz").status, 200)
+            self.assertIn("killed by signal 9", s.log())
+            m = s.request("GET", "/metrics").raw.decode()
+            self.assertIn("gcrelay_child_restarts_total 1", m)
+
+    def test_sighup_with_broken_config_keeps_serving(self):
+        with Stack(sims=False) as s:
+            pids = set(s.worker_pids())
+            good = open(s.config_path).read()
+            with open(s.config_path, "w") as f:
+                f.write(good + "\nworkers = banana;\n")
+            os.kill(s.gcrelay.pid, signal.SIGHUP)
+            s.wait(lambda: "reload failed" in s.log(), what="reload logged")
+            self.assertEqual(set(s.worker_pids()), pids)
+            self.assertEqual(s.request("GET", "/healthz").status, 200)
+            # A valid change is applied: new workers with the new count.
+            with open(s.config_path, "w") as f:
+                f.write(good.replace("workers = 2;", "workers = 3;"))
+            os.kill(s.gcrelay.pid, signal.SIGHUP)
+            s.wait(lambda: len(s.worker_pids()) == 4 and
+                   not (set(s.worker_pids()) & pids), what="new generation")
+            self.assertEqual(s.request("GET", "/healthz").status, 200)
+
+    def test_sigterm_finishes_in_flight_and_exits_0(self):
+        with Stack() as s:
+            s.demo_brand(yotpo=False)
+            s.emarsys.fault("delay", ms=1500, path_prefix="/api/v3/contact")
+            out = {}
+
+            def send():
+                out["r"] = s.post_event(sample_event("consent_intent"))
+            t = threading.Thread(target=send)
+            t.start()
+            s.emarsys.wait_for(lambda c: c.requests(
+                path_prefix="/api/v3/contact"), timeout=10)
+            s.gcrelay.send_signal(signal.SIGTERM)
+            t.join(30)
+            self.assertEqual(out["r"].status, 200, out["r"])
+            self.assertEqual(s.gcrelay.wait(30), 0)
+            self.assertIn('"msg":"stopped"', s.log())
+
+    def test_healthz_reports_unreadable_store(self):
+        with Stack(sims=False) as s:
+            self.assertEqual(s.request("GET", "/healthz").json,
+                             {"status": "ok"})
+            os.chmod(s.db_path, 0)
+            try:
+                r = s.request("GET", "/healthz")
+                self.assertEqual(r.status, 503)
+                self.assertEqual(r.json["status"], "unavailable")
+                self.assertIn("Permission denied", r.json["detail"])
+            finally:
+                os.chmod(s.db_path, 0o600)
+            self.assertEqual(s.request("GET", "/healthz").status, 200)
+
+    def test_inherited_socket_on_fd0(self):
+        """spawn-fcgi / systemd StandardInput=socket hand gcrelay a
+        listening socket on fd 0."""
+        with Stack(sims=False, start=False) as s:
+            lsock = socket.socket(socket.AF_UNIX)
+            lsock.bind(s.socket_path)
+            os.chmod(s.socket_path, 0o666)
+            lsock.listen(16)
+            kw = {}
+            if s.user is not None:
+                kw = {"user": s.user.pw_uid, "group": s.user.pw_gid,
+                      "extra_groups": []}
+            s.gcrelay = subprocess.Popen(
+                [GCRELAY, "-c", s.config_path], stdin=lsock.fileno(),
+                stdout=open(s.log_path, "ab"), stderr=subprocess.STDOUT,
+                env=s._gcrelay_env(), **kw)
+            lsock.close()
+            s.start_nginx()
+            s.wait_healthy()
+            self.assertIn("inherited listening socket on fd 0", s.log())
+
+    def test_tcp_listener(self):
+        port = stack.free_port()
+        with Stack(sims=False, start=False) as s:
+            text = open(s.config_path).read().replace(
+                'listen = { socket = "%s"; mode = "0666"; };' % s.socket_path,
+                "listen = { port = %d; };" % port)
+            with open(s.config_path, "w") as f:
+                f.write(text)
+            s.start_gcrelay_tcp = True
+            log = open(s.log_path, "ab")
+            kw = {}
+            if s.user is not None:
+                kw = {"user": s.user.pw_uid, "group": s.user.pw_gid,
+                      "extra_groups": []}
+            s.gcrelay = subprocess.Popen([GCRELAY, "-c", s.config_path],
+                                         stdout=log, stderr=log,
+                                         env=s._gcrelay_env(), **kw)
+            s.wait(lambda: subprocess.run(
+                ["ss", "-ltn", "sport = :%d" % port], capture_output=True,
+                text=True).stdout.count("127.0.0.1:%d" % port) > 0,
+                what="tcp listener")
+            self.assertEqual(s.stop_gcrelay(), 0)
+
+
+class Observability(unittest.TestCase):
+
+    @classmethod
+    def setUpClass(cls):
+        cls.s = Stack(sims=False)
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.s.close()
+
+    def test_json_log_lines_with_request_id(self):
+        r = self.s.request("GET", "/healthz")
+        rid = r.headers["X-Request-Id"]
+        self.s.wait(lambda: rid in self.s.log(), what="log line")
+        line = [l for l in self.s.log().splitlines() if rid in l][-1]
+        rec = json.loads(line)
+        for k in ["time", "level", "pid", "req", "route", "status",
+                  "duration_ms", "method"]:
+            self.assertIn(k, rec)
+        self.assertEqual(rec["req"], rid)
+        self.assertEqual(rec["route"], "healthz")
+        self.assertEqual(rec["status"], 200)
+        for l in self.s.log().splitlines():
+            json.loads(l)  # every line is JSON
+
+    def test_metrics_text(self):
+        self.s.request("GET", "/healthz")
+        r = self.s.request("GET", "/metrics")
+        self.assertEqual(r.status, 200)
+        self.assertTrue(r.headers["Content-Type"].startswith("text/plain"))
+        text = r.raw.decode()
+        for name in ["gcrelay_http_requests_total{route=\"healthz\","
+                     "status=\"200\"}", "# TYPE gcrelay_events_total counter",
+                     "gcrelay_outbox_depth 0",
+                     "gcrelay_upstream_latency_seconds_bucket"]:
+            self.assertIn(name, text)
+
+    def test_unknown_route_is_problem_json(self):
+        r = self.s.request("GET", "/v2/nothing")
+        self.assertEqual(r.status, 404)
+        self.assertEqual(r.json["status"], 404)
+
+
+class Ctl(unittest.TestCase):
+    """gcrelayctl against the live admin API."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.s = Stack(sims=False)
+        cls.conf = os.path.join(cls.s.dir, "ctl.conf")
+        with open(cls.conf, "w") as f:
+            f.write('url = "http://127.0.0.1:%d";\nkey_id = "%s";\n'
+                    'secret = "%s";\n' % (cls.s.port, ADMIN_WRITE[0],
+                                          ADMIN_WRITE[1]))
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.s.close()
+
+    def ctl(self, *args, env=None, stdin=None):
+        e = {"PATH": os.environ["PATH"], "HOME": self.s.dir}
+        e.update(env or {})
+        return subprocess.run([GCRELAYCTL] + list(args), input=stdin,
+                              capture_output=True, text=True, env=e,
+                              timeout=30)
+
+    def test_put_list_get_delete(self):
+        r = self.ctl("--config", self.conf, "brands", "put", "ctl-acme",
+                     stdin=json.dumps(BRAND))
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertIn('"client_secret": "****cdef"', r.stdout)
+        r = self.ctl("--config", self.conf, "brands", "list")
+        self.assertEqual(r.returncode, 0)
+        self.assertRegex(r.stdout, r"SLUG\s+NAME\s+EMARSYS\s+YOTPO")
+        self.assertRegex(r.stdout, r"ctl-acme\s+Acme UK\s+configured\s+"
+                                   r"configured")
+        r = self.ctl("--config", self.conf, "--json", "brands", "list")
+        self.assertIn("ctl-acme", [b["slug"] for b in
+                                   json.loads(r.stdout)["brands"]])
+        r = self.ctl("--config", self.conf, "brands", "delete", "ctl-acme")
+        self.assertEqual(r.returncode, 0)
+        self.assertIn("deleted brand ctl-acme", r.stdout)
+        r = self.ctl("--config", self.conf, "brands", "get", "ctl-acme")
+        self.assertEqual(r.returncode, 3)
+        self.assertIn("not found: no brand ctl-acme", r.stderr)
+
+    def test_environment_settings(self):
+        r = self.ctl("brands", "list", env={
+            "GCRELAY_URL": "http://127.0.0.1:%d" % self.s.port,
+            "GCRELAY_KEY_ID": ADMIN_READ[0],
+            "GCRELAY_KEY_SECRET": ADMIN_READ[1]})
+        self.assertEqual(r.returncode, 0, r.stderr)
+        r = self.ctl("brands", "delete", "x", env={
+            "GCRELAY_URL": "http://127.0.0.1:%d" % self.s.port,
+            "GCRELAY_KEY_ID": ADMIN_READ[0],
+            "GCRELAY_KEY_SECRET": ADMIN_READ[1]})
+        self.assertEqual(r.returncode, 4)
+        self.assertIn("403 forbidden", r.stderr)
+        self.assertIn('has role "read"', r.stderr)
+
+    def test_clear_errors(self):
+        r = self.ctl("brands", "list", env={
+            "GCRELAY_URL": "http://127.0.0.1:%d" % self.s.port,
+            "GCRELAY_KEY_ID": ADMIN_WRITE[0], "GCRELAY_KEY_SECRET": "wrong" * 8})
+        self.assertEqual(r.returncode, 4)
+        self.assertIn("401 unauthorized", r.stderr)
+        self.assertIn("signature does not match", r.stderr)
+        r = self.ctl("--url", "http://127.0.0.1:%d" % stack.free_port(),
+                     "--config", self.conf, "brands", "list")
+        self.assertEqual(r.returncode, 2)
+        self.assertIn("cannot reach", r.stderr)
+        r = self.ctl("--config", self.conf, "brands", "put", "bad",
+                     stdin='{"name": ""}')
+        self.assertEqual(r.returncode, 1)
+        self.assertIn("name: required", r.stderr)
+        r = self.ctl("brands", "list")
+        self.assertEqual(r.returncode, 64)
+        self.assertIn("no key", r.stderr)
+
+
+class DeployFiles(unittest.TestCase):
+
+    def test_shipped_nginx_site_passes_nginx_t(self):
+        d = tempfile.mkdtemp(prefix="gcrelay-nginx-")
+        try:
+            subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048",
+                            "-nodes", "-subj", "/CN=gcrelay.example.com",
+                            "-keyout", d + "/k.pem", "-out", d + "/c.pem",
+                            "-days", "1"], capture_output=True, check=True)
+            site = open(os.path.join(ROOT, "nginx", "gcrelay.conf")).read()
+            site = site.replace("/etc/ssl/certs/gcrelay.example.com.pem",
+                                d + "/c.pem")
+            site = site.replace("/etc/ssl/private/gcrelay.example.com.key",
+                                d + "/k.pem")
+            site = site.replace("/etc/nginx/snippets/gcrelay-locations.conf",
+                                os.path.join(ROOT, "nginx",
+                                             "gcrelay-locations.conf"))
+            site = site.replace("/var/log/nginx/", d + "/")
+            with open(d + "/site.conf", "w") as f:
+                f.write(site)
+            shutil.copy("/etc/nginx/fastcgi_params", d)
+            with open(d + "/nginx.conf", "w") as f:
+                f.write("pid %s/nginx.pid; error_log %s/e.log;\n"
+                        "events {}\nhttp { include %s/site.conf; }\n"
+                        % (d, d, d))
+            r = run(["nginx", "-t", "-p", d, "-c", d + "/nginx.conf"])
+            self.assertEqual(r.returncode, 0, r.stderr)
+        finally:
+            shutil.rmtree(d, ignore_errors=True)
+
+    def test_systemd_units_harden_and_run_unprivileged(self):
+        svc = open(os.path.join(ROOT, "deploy", "gcrelay.service")).read()
+        for k in ["User=gcrelay", "NoNewPrivileges=yes",
+                  "ProtectSystem=strict", "StateDirectory=gcrelay",
+                  "StandardInput=socket", "StandardOutput=journal",
+                  "ExecReload=/bin/kill -HUP $MAINPID"]:
+            self.assertIn(k, svc)
+        sock = open(os.path.join(ROOT, "deploy", "gcrelay.socket")).read()
+        self.assertIn("ListenStream=/run/gcrelay/gcrelay.sock", sock)
+        if shutil.which("systemd-analyze"):
+            r = run(["systemd-analyze", "verify",
+                     os.path.join(ROOT, "deploy", "gcrelay.service")])
+            self.assertNotIn("Unknown key", r.stderr)
+
+
+if __name__ == "__main__":
+    unittest.main()
