@@ -150,6 +150,9 @@ class Stack:
         self.state_dir = os.path.join(self.dir, "state")
         os.mkdir(self.state_dir, 0o700)
         self._chown(self.state_dir)
+        self.reports = os.path.join(self.dir, "reports")
+        os.mkdir(self.reports, 0o755)
+        self._chown(self.reports)
         self.db_path = os.path.join(self.state_dir, "gcrelay.db")
         self.socket_path = os.path.join(self.state_dir, "gcrelay.sock")
         self.log_path = os.path.join(self.dir, "gcrelay.log")
@@ -248,16 +251,16 @@ yotpo = { api_base = "%(yo)s/api/v2"; reconcile_after_s = %(recon)d; };
             cmd = ["valgrind", "--quiet", "--trace-children=yes",
                    "--leak-check=full", "--show-leak-kinds=definite,indirect",
                    "--errors-for-leak-kinds=definite,indirect",
-                   "--log-file=%s/valgrind.%%p" % self.dir] + cmd
+                   "--log-file=%s/valgrind.%%p" % self.reports] + cmd
         return cmd
 
     def _gcrelay_env(self):
         env = dict(os.environ)
         if SANITIZERS:
             env["ASAN_OPTIONS"] = ("detect_leaks=1:log_path=%s/asan"
-                                   % self.dir)
+                                   % self.reports)
             env["UBSAN_OPTIONS"] = ("print_stacktrace=1:halt_on_error=1:"
-                                    "log_path=%s/ubsan" % self.dir)
+                                    "log_path=%s/ubsan" % self.reports)
         return env
 
     def start(self):
@@ -457,9 +460,7 @@ http {
 
     def sanitizer_reports(self):
         out = []
-        for path in sorted(glob.glob(os.path.join(self.dir, "asan*")) +
-                           glob.glob(os.path.join(self.dir, "ubsan*")) +
-                           glob.glob(os.path.join(self.dir, "valgrind.*"))):
+        for path in sorted(glob.glob(os.path.join(self.reports, "*"))):
             with open(path, errors="replace") as f:
                 text = f.read()
             if text.strip():
