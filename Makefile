@@ -61,7 +61,8 @@ run: deps
 
 check: deps
 	@$(MAKE) --no-print-directory all
-	@python3 tests/runner.py --build $(BUILD) $(if $(SUITES),--suites $(SUITES))
+	@python3 tests/runner.py --build $(BUILD) --valgrind-pass \
+	   $(if $(SUITES),--suites $(SUITES))
 
 asan: deps
 	@$(MAKE) --no-print-directory BUILD=build/asan SAN=1 OPT=-O1 all

@@ -785,7 +785,9 @@ run_steps(struct ev_parse *p, enum gc_err (*const *steps)(struct ev_parse *),
 
 /*
  * A duplicate key: jansson's token is the key as written, in quotes.
- * Name it as the field when it is short and has no escapes.
+ * Name it as the field when it is short and looks like a field name
+ * (lower-case letters, digits, '_'): any other key, an email address
+ * say, is not quoted back.
  */
 static enum gc_err
 duplicate_key(struct ev_parse *p, const json_error_t *jerr, const char *near)
@@ -795,7 +797,8 @@ duplicate_key(struct ev_parse *p, const json_error_t *jerr, const char *near)
 
 	if (n >= 4 && n - 4 < sizeof(key) && near[0] == '\'' &&
 	    near[1] == '"' && near[n - 2] == '"' && near[n - 1] == '\'' &&
-	    memchr(near, '\\', n) == NULL) {
+	    strspn(near + 2, "abcdefghijklmnopqrstuvwxyz0123456789_") ==
+	        n - 4) {
 		memcpy(key, near + 2, n - 4);
 		key[n - 4] = '\0';
 		return bad(p, key, "duplicate key at line %d, column %d",
@@ -803,6 +806,24 @@ duplicate_key(struct ev_parse *p, const json_error_t *jerr, const char *near)
 	}
 	return bad(p, "", "duplicate key at line %d, column %d", jerr->line,
 	           jerr->column);
+}
+
+/*
+ * Whether jansson's "near" token ('<text>', in single quotes) may be quoted
+ * back.  A string token may be (the start of) an email address or a mobile
+ * number, and so may a run of digits: those are left out, the line and
+ * column say where the problem is.
+ */
+static int
+near_quotable(const char *near)
+{
+	int ndigits = 0;
+
+	if (*near == '\0' || near[1] == '"' || strchr(near, '@') != NULL)
+		return 0;
+	for (; *near != '\0'; near++)
+		ndigits += is_digit((unsigned char)*near);
+	return ndigits <= 4;
 }
 
 /* Turn a jansson error into a problem; user text is clipped. */
@@ -821,6 +842,8 @@ json_problem(struct ev_parse *p, const json_error_t *jerr)
 	}
 	if (json_error_code(jerr) == json_error_duplicate_key)
 		return duplicate_key(p, jerr, near);
+	if (!near_quotable(near))
+		near = "";
 	return bad(p, "", "malformed JSON at line %d, column %d: %s%s%s",
 	           jerr->line, jerr->column, msg, *near ? " near " : "",
 	           clip(near, q));

@@ -24,8 +24,12 @@ passed = failed = 0
 failures = []
 
 
+prefix = ""
+
+
 def record(ok, name, detail=""):
     global passed, failed
+    name = prefix + name
     if ok:
         passed += 1
     else:
@@ -122,6 +126,9 @@ def main():
     ap.add_argument("--build", default="build/release")
     ap.add_argument("--sanitizers", action="store_true")
     ap.add_argument("--valgrind", action="store_true")
+    ap.add_argument("--valgrind-pass", action="store_true",
+                    help="after the suites, run unit and smoke tests again "
+                    "under valgrind")
     ap.add_argument("--suites", default="unit,sims,integration,lint")
     ap.add_argument("--only", default="",
                     help="comma-separated integration module names")
@@ -137,6 +144,11 @@ def main():
         run_integration(a.build, a.sanitizers, a.valgrind, only)
     if "lint" in suites and not (a.sanitizers or a.valgrind):
         run_lint()
+    if a.valgrind_pass:
+        global prefix
+        prefix = "valgrind/"
+        run_unit(a.build, True)
+        run_integration(a.build, False, True, only)
     print("\n%d passed, %d failed (%.0fs)" % (passed, failed,
                                              time.monotonic() - t0))
     if failures:
