@@ -269,8 +269,9 @@ master_child_died(struct child *c, int status, int stopping)
 	else
 		c->crashes = 0;
 	c->respawn_at = now;
-	if (c->crashes > 0) {
-		int delay = 1 << (c->crashes > 5 ? 5 : c->crashes - 1);
+	/* The first quick death respawns at once; repeats back off. */
+	if (c->crashes > 1) {
+		int delay = 1 << (c->crashes > 6 ? 5 : c->crashes - 2);
 		c->respawn_at += delay > MAX_BACKOFF_S ? MAX_BACKOFF_S : delay;
 		log_warnx("child keeps crashing; respawning in %d s",
 		          (int)(c->respawn_at - now));

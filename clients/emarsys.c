@@ -142,12 +142,21 @@ int
 emarsys_contact_error(const struct em_reply *rep, const char *key_value,
                       long *code, char *msg, size_t n)
 {
-	json_t *errs = json_object_get(rep->data, "errors"), *mine, *v;
+	json_t *errs = json_object_get(rep->data, "errors"), *mine = NULL, *v;
 	const char *k;
 
 	/* errors may be absent, {} or [] (PHP's empty array). */
-	if (!json_is_object(errs) ||
-	    (mine = json_object_get(errs, key_value)) == NULL)
+	if (!json_is_object(errs))
+		return 0;
+	if (key_value != NULL)
+		mine = json_object_get(errs, key_value);
+	else
+		json_object_foreach(errs, k, v)
+		{
+			mine = v;
+			break;
+		}
+	if (mine == NULL)
 		return 0;
 	*code = 0;
 	snprintf(msg, n, "contact rejected");
@@ -735,17 +744,25 @@ em_on_upsert(struct job *j, const struct http_resp *r,
 	struct em_state *s = j->state;
 	char msg[200];
 	long code = rep->code;
+	int rejected = 0;
 
-	if (r->status == 200 && rep->code == 0 &&
-	    !emarsys_contact_error(rep, s->key_value, &code, msg,
-	                           sizeof(msg))) {
-		s->upserted = 1;
-		return;
+	if (r->status == 200 && rep->code == 0) {
+		/* One contact per upsert: any error in the reply is ours. */
+		rejected =
+		    emarsys_contact_error(rep, s->key_value, &code, msg,
+		                          sizeof(msg)) ||
+		    emarsys_contact_error(rep, NULL, &code, msg, sizeof(msg));
+		if (!rejected) {
+			s->upserted = 1;
+			return;
+		}
+		/* The attempt shows the contact's code, not the envelope's 0.
+		 */
+		snprintf(j->reply_code, sizeof(j->reply_code), "%ld", code);
 	}
 	if (code == 2006 && em_reresolve_fields(j))
 		return;
-	if (r->status == 200 && rep->code == 0) {
-		snprintf(j->reply_code, sizeof(j->reply_code), "%ld", code);
+	if (rejected) {
 		job_done(j, DEST_FAILED,
 		         "Emarsys rejected the contact: replyCode %ld: %.200s",
 		         code, msg);

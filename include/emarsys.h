@@ -24,8 +24,10 @@ void emarsys_reply_fini(struct em_reply *rep);
 
 /*
  * The error a contact got inside an upsert reply: looks up key_value in
- * data.errors (an object, or an empty [] / {} / absent).  Returns 1 and
- * fills code/msg when there is one.
+ * data.errors (an object, or an empty [] / {} / absent); with key_value
+ * NULL, the first error of any contact.  Returns 1 and fills code (0 when
+ * the entry names none) and msg (size n) when there is one, else 0 and
+ * leaves them alone.
  */
 int emarsys_contact_error(const struct em_reply *rep, const char *key_value,
                           long *code, char *msg, size_t n);

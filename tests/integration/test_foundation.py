@@ -358,6 +358,21 @@ class Processes(unittest.TestCase):
             m = s.request("GET", "/metrics").raw.decode()
             self.assertIn("gcrelay_child_restarts_total 1", m)
 
+    def test_crashing_worker_backs_off(self):
+        with Stack(sims=False) as s:
+            os.chmod(s.db_path, 0)  # a new worker cannot open the store
+            try:
+                os.kill(sorted(s.worker_pids())[0], signal.SIGKILL)
+                s.wait(lambda: "respawning in 2 s" in s.log(), timeout=15,
+                       what="backoff")
+                self.assertIn("respawning in 1 s", s.log())
+                # The others serve on meanwhile.
+                self.assertEqual(s.request("GET", "/metrics").status, 200)
+            finally:
+                os.chmod(s.db_path, 0o600)
+            s.wait(lambda: len(s.worker_pids()) == 3, timeout=15,
+                   what="recovered")
+
     def test_sighup_with_broken_config_keeps_serving(self):
         with Stack(sims=False) as s:
             pids = set(s.worker_pids())
