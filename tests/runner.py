@@ -83,12 +83,8 @@ def run_module(path, env, timeout, label):
                (err or "")[-6000:])
         return
     res = json.loads(m.group(1))
-    for line in err.splitlines():
-        mm = re.match(r"^(test\w+) \(([\w.]+)\)(.*?) \.\.\. (ok|FAIL|ERROR|"
-                      r"skipped.*|expected failure|unexpected success)$",
-                      line)
-        if mm and mm.group(4) == "ok":
-            record(True, "%s/%s" % (label, mm.group(1)))
+    for name in re.findall(r"^TEST ok (\S+)", out, re.M):
+        record(True, "%s/%s" % (label, name.split(".")[-1]))
     for name in res["failures"]:
         record(False, "%s/%s" % (label, name.split(".")[-1]), err[-8000:])
     print("     %s: %.1fs" % (label, time.monotonic() - t0), flush=True)

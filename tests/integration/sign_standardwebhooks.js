@@ -18,13 +18,17 @@ try {
 		path.join(__dirname, "..", "node_modules", "standardwebhooks"),
 	));
 } catch (e) {
-	process.stderr.write("standardwebhooks package not found: " + e.message + "\n");
+	process.stderr.write(
+		"standardwebhooks package not found: " + e.message + "\n",
+	);
 	process.exit(3);
 }
 
 const [secret, msgId, ts] = process.argv.slice(2);
 if (!secret || !msgId || !/^[0-9]+$/.test(ts || "")) {
-	process.stderr.write("usage: sign_standardwebhooks.js SECRET MSG_ID UNIX_TS < BODY\n");
+	process.stderr.write(
+		"usage: sign_standardwebhooks.js SECRET MSG_ID UNIX_TS < BODY\n",
+	);
 	process.exit(2);
 }
 
@@ -35,5 +39,6 @@ process.stdin.on("end", () => {
 	// signs its UTF-8 text.
 	const body = Buffer.concat(chunks);
 	const wh = new Webhook(secret);
-	process.stdout.write(wh.sign(msgId, new Date(Number(ts) * 1000), body) + "\n");
+	const date = new Date(Number(ts) * 1000);
+	process.stdout.write(wh.sign(msgId, date, body) + "\n");
 });

@@ -12,6 +12,7 @@ import http.client
 import json
 import os
 import shutil
+import socket
 import sqlite3
 import subprocess
 import threading
@@ -765,6 +766,41 @@ class Intake(IntakeCase):
         self.assertEqual(r.status, 200, r)
         self.assertEqual(r.json, dict(originals[0].json, duplicate=True))
 
+    def test_client_gone_mid_delivery(self):
+        # The sender gives up while the event is being delivered (nginx
+        # logs 499 and drops the FastCGI connection): the delivery still
+        # completes once, the worker lives on, a redelivery is a duplicate.
+        self.s.yotpo.fault("delay", ms=600, path_prefix="/api/v2/actions")
+        restarts = self.metrics().get("gcrelay_child_restarts_total", 0)
+        ev = sample_event("offer_claimed")
+        body = compact(ev)
+        ts = int(time.time())
+        sig = sign_webhook(self.s.webhook_secrets[0], "msg_gone", ts, body)
+        conn = socket.create_connection(("127.0.0.1", self.s.port), 10)
+        try:
+            conn.sendall(
+                b"POST /v1/events HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                b"Content-Type: application/json\r\nwebhook-id: msg_gone\r\n"
+                b"webhook-timestamp: %d\r\nwebhook-signature: %s\r\n"
+                b"Content-Length: %d\r\n\r\n%s"
+                % (ts, sig.encode(), len(body), body))
+            # Gone once the award is on its way.
+            self.s.yotpo.wait_for(lambda y: y.requests(
+                path_prefix="/api/v2/actions"))
+        finally:
+            conn.close()
+        self.s.wait(lambda: self.s.query(
+            "SELECT status FROM events WHERE id = 'msg_gone'")
+            == [("delivered",)], what="msg_gone delivered")
+        r = self.s.post_event(ev, webhook_id="msg_gone")
+        self.assertEqual(r.status, 200, r)
+        self.assertIs(r.json.get("duplicate"), True, r)
+        self.assertEqual(len(self.awards(ev["token"])), 1)
+        self.assertEqual(len(self.triggers(ev["token"])), 1)
+        self.assertHealthy()
+        self.assertEqual(self.metrics().get("gcrelay_child_restarts_total",
+                                            0), restarts)
+
     # ---- metrics -----------------------------------------------------------
 
     def metrics(self):
@@ -830,7 +866,9 @@ class Rotation(IntakeCase):
 
     @classmethod
     def setUpClass(cls):
-        cls.old, cls.new = new_whsec(), new_whsec()
+        # The old secret is 24 bytes, as Svix generates them.
+        cls.old = "whsec_" + base64.b64encode(os.urandom(24)).decode()
+        cls.new = new_whsec()
         cls.s = Stack(webhook_secrets=[cls.old, cls.new], sims=False)
         try:
             cls.s.demo_brand("bare", emarsys=False, yotpo=False)

@@ -22,6 +22,21 @@ class Result(unittest.TextTestResult):
     def addSuccess(self, test):
         super().addSuccess(test)
         self.passed.append(test.id())
+        print("TEST ok %s %.1fs" % (test.id(), time.monotonic() -
+                                     self.t0.get(test.id(), 0)), flush=True)
+
+    def addFailure(self, test, err):
+        super().addFailure(test, err)
+        print("TEST fail %s" % test.id(), flush=True)
+
+    def addError(self, test, err):
+        super().addError(test, err)
+        print("TEST fail %s" % test.id(), flush=True)
+
+    def addSubTest(self, test, subtest, err):
+        super().addSubTest(test, subtest, err)
+        if err is not None:
+            print("TEST fail %s" % subtest.id(), flush=True)
 
 
 def main(path):
