@@ -198,7 +198,9 @@ run_advance(struct engine *eng, struct run *r)
 				r->active = 0;
 				return;
 			}
-			if (j->req.timeout_ms == 0 || j->req.timeout_ms > left)
+			if (j->req.timeout_ms == 0)
+				j->req.timeout_ms = eng->cfg->http_timeout_ms;
+			if (j->req.timeout_ms > left)
 				j->req.timeout_ms = left;
 			j->reply_code[0] = j->excerpt[0] = '\0';
 			r->t0_ms = store_now_ms();

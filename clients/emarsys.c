@@ -10,6 +10,7 @@
  * taught.  A retry of the whole delivery is safe: the upsert is
  * idempotent and the trigger carries a deterministic trigger_id.
  */
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -107,7 +108,21 @@ _Static_assert(sizeof(step_perms) / sizeof(step_perms[0]) == EM__MAX,
 
 /* ---- reply helpers (emarsys.h) ---- */
 
-/* See emarsys.h. */
+/* s as a reply code or id: 1 to 18 ASCII digits; -1 otherwise. */
+static long long
+em_digits(const char *s)
+{
+	size_t n = strspn(s, "0123456789");
+
+	if (n == 0 || n > 18 || s[n] != '\0')
+		return -1;
+	return strtoll(s, NULL, 10);
+}
+
+/*
+ * See emarsys.h.  A replyCode that is neither a non-negative integer nor
+ * a string of digits counts as absent (-1), never as success.
+ */
 void
 emarsys_reply_parse(const struct http_resp *r, struct em_reply *rep)
 {
@@ -117,13 +132,18 @@ emarsys_reply_parse(const struct http_resp *r, struct em_reply *rep)
 	rep->code = -1;
 	rep->text = "";
 	rep->root = json_loadb(buf_str(&r->body), r->body.len, 0, NULL);
-	if (!json_is_object(rep->root))
+	if (!json_is_object(rep->root)) {
+		/* Valid JSON but no envelope is as good as no JSON. */
+		json_decref(rep->root);
+		rep->root = NULL;
 		return;
+	}
 	c = json_object_get(rep->root, "replyCode");
-	if (json_is_integer(c))
+	if (json_is_integer(c) && json_integer_value(c) >= 0 &&
+	    json_integer_value(c) <= LONG_MAX)
 		rep->code = (long)json_integer_value(c);
 	else if (json_is_string(c))
-		rep->code = strtol(json_string_value(c), NULL, 10);
+		rep->code = (long)em_digits(json_string_value(c));
 	if (json_str(rep->root, "replyText") != NULL)
 		rep->text = json_str(rep->root, "replyText");
 	rep->data = json_object_get(rep->root, "data");
@@ -171,14 +191,17 @@ emarsys_contact_error(const struct em_reply *rep, const char *key_value,
 	return 1;
 }
 
-/* See emarsys.h. */
+/*
+ * See emarsys.h.  Ids go into URL paths and JSON keys, so only digits are
+ * taken: a non-negative integer, or a string of 1 to 18 digits.
+ */
 int
 emarsys_id_text(const json_t *v, char out[32])
 {
-	if (json_is_integer(v))
+	out[0] = '\0';
+	if (json_is_integer(v) && json_integer_value(v) >= 0)
 		snprintf(out, 32, "%lld", (long long)json_integer_value(v));
-	else if (json_is_string(v) && json_string_length(v) > 0 &&
-	         json_string_length(v) < 32)
+	else if (json_is_string(v) && em_digits(json_string_value(v)) >= 0)
 		snprintf(out, 32, "%s", json_string_value(v));
 	else
 		return 0;

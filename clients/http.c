@@ -15,6 +15,10 @@ struct xfer {
 	struct curl_slist *hdrs;
 	struct http_resp resp;
 	void *owner;
+	const char *upload; /* request body, borrowed */
+	size_t upload_len;
+	size_t upload_pos;
+	int upload_read; /* curl has taken some of the body */
 	size_t max;
 	int in_use;
 	int body_over;
@@ -128,6 +132,38 @@ on_header(char *data, size_t size, size_t n, void *arg)
 	return len;
 }
 
+/* Hand the request body to curl. */
+static size_t
+on_read(char *dst, size_t size, size_t n, void *arg)
+{
+	struct xfer *x = arg;
+	size_t left = x->upload_len - x->upload_pos, len = size * n;
+
+	if (len > left)
+		len = left;
+	memcpy(dst, x->upload + x->upload_pos, len);
+	x->upload_pos += len;
+	x->upload_read = 1;
+	return len;
+}
+
+/*
+ * curl rewinds the body to resend a request, for instance when a kept-alive
+ * connection turns out dead after the request was written.  For a POST
+ * that is not safe (Yotpo would award twice), so once any of the body has
+ * been taken, refuse: the transfer fails and is classed "maybe sent".
+ */
+static int
+on_seek(void *arg, curl_off_t offset, int origin)
+{
+	struct xfer *x = arg;
+
+	if (x->upload_read || offset != 0 || origin != SEEK_SET)
+		return CURL_SEEKFUNC_FAIL;
+	x->upload_pos = 0;
+	return CURL_SEEKFUNC_OK;
+}
+
 static struct xfer *
 xfer_get(struct httpc *h)
 {
@@ -187,9 +223,17 @@ xfer_setup(struct httpc *h, struct xfer *x, const struct http_req *req)
 		curl_easy_setopt(e, CURLOPT_USERPWD, req->userpwd);
 	}
 	if (req->body != NULL) {
-		curl_easy_setopt(e, CURLOPT_POSTFIELDS, req->body);
+		x->upload = req->body;
+		x->upload_len = req->bodylen;
+		x->upload_pos = 0;
+		x->upload_read = 0;
+		curl_easy_setopt(e, CURLOPT_POST, 1L);
 		curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE,
 		                 (curl_off_t)req->bodylen);
+		curl_easy_setopt(e, CURLOPT_READFUNCTION, on_read);
+		curl_easy_setopt(e, CURLOPT_READDATA, x);
+		curl_easy_setopt(e, CURLOPT_SEEKFUNCTION, on_seek);
+		curl_easy_setopt(e, CURLOPT_SEEKDATA, x);
 	} else if (strcmp(req->method, "GET") == 0)
 		curl_easy_setopt(e, CURLOPT_HTTPGET, 1L);
 	return GC_OK;
@@ -239,7 +283,8 @@ xfer_finish(struct httpc *h, struct xfer *x, CURLcode rc)
 		r->result = HTTP_TOO_LARGE;
 		snprintf(r->error, sizeof(r->error),
 		         "response body over %zu bytes", x->max);
-	} else if (reqsize == 0 || rc == CURLE_COULDNT_CONNECT ||
+	} else if ((reqsize == 0 && !x->upload_read) ||
+	           rc == CURLE_COULDNT_CONNECT ||
 	           rc == CURLE_COULDNT_RESOLVE_HOST ||
 	           rc == CURLE_SSL_CONNECT_ERROR ||
 	           rc == CURLE_PEER_FAILED_VERIFICATION ||

@@ -12,8 +12,8 @@
 
 /* Parsed reply envelope {"replyCode","replyText","data"}. */
 struct em_reply {
-	json_t *root;     /* owned; NULL when the body is not JSON */
-	long code;        /* replyCode (string or number); -1 when absent */
+	json_t *root;     /* owned; NULL when the body is not a JSON object */
+	long code;        /* replyCode (digits as string or number); else -1 */
 	const char *text; /* replyText, borrowed from root ("" when absent) */
 	json_t *data;     /* borrowed from root */
 };
@@ -32,10 +32,18 @@ void emarsys_reply_fini(struct em_reply *rep);
 int emarsys_contact_error(const struct em_reply *rep, const char *key_value,
                           long *code, char *msg, size_t n);
 
-/* Id member as text whether the API sent a string or a number. */
+/*
+ * Id member as text whether the API sent a string or a number: returns 1
+ * and fills out, or 0 with out "" when v is neither a non-negative
+ * integer nor a string of 1 to 18 digits (v may be NULL).
+ */
 int emarsys_id_text(const json_t *v, char out[32]);
 
-/* Deterministic trigger_id for an event id and external event name. */
+/*
+ * Deterministic trigger_id for an event id and external event name:
+ * "gcrelay-" and 32 hex digits of SHA-256(event_id "\n" event_name), so a
+ * retry of the same trigger deduplicates and nothing else collides.
+ */
 void emarsys_trigger_id(const char *event_id, const char *event_name,
                         char out[48]);
 
