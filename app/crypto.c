@@ -211,8 +211,9 @@ done:
 	return GC_OK;
 }
 
-static int
-hex_val(char c)
+/* See crypto.h. */
+int
+crypto_hex_value(char c)
 {
 	if (c >= '0' && c <= '9')
 		return c - '0';
@@ -245,8 +246,8 @@ crypto_key_load(const char *path, uint8_t key[CRYPTO_KEY_LEN], char *why,
 		text[--n] = '\0';
 	if (n == 2 * CRYPTO_KEY_LEN) {
 		for (size_t i = 0; i < CRYPTO_KEY_LEN; i++) {
-			int hi = hex_val(text[2 * i]),
-			    lo = hex_val(text[2 * i + 1]);
+			int hi = crypto_hex_value(text[2 * i]),
+			    lo = crypto_hex_value(text[2 * i + 1]);
 			if (hi < 0 || lo < 0)
 				goto bad;
 			key[i] = (uint8_t)(hi << 4 | lo);

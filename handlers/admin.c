@@ -20,19 +20,9 @@ int
 admin_authenticate(struct request *req)
 {
 	enum admin_sig_fail f;
-	enum gc_err err;
 
-	if ((err = request_read_body(req, req->cfg->max_body_bytes)) != GC_OK) {
-		if (err == GC_ETOOBIG)
-			request_problemf(req, 413, "body_too_large",
-			                 "body exceeds %zu bytes",
-			                 req->cfg->max_body_bytes);
-		else
-			request_problem(req, 400, "bad_body",
-			                "could not read the request body",
-			                NULL);
+	if (request_body_or_problem(req) != 0)
 		return -1;
-	}
 	f = admin_sig_check(req->cfg, request_param(req, "HTTP_X_GCRELAY_KEY"),
 	                    request_param(req, "HTTP_X_GCRELAY_TIMESTAMP"),
 	                    request_param(req, "HTTP_X_GCRELAY_SIGNATURE"),

@@ -33,19 +33,9 @@ static int
 events_authenticate(struct request *req, const char **id)
 {
 	enum webhook_fail f;
-	enum gc_err err;
 
-	if ((err = request_read_body(req, req->cfg->max_body_bytes)) != GC_OK) {
-		if (err == GC_ETOOBIG)
-			request_problemf(req, 413, "body_too_large",
-			                 "body exceeds max_body_bytes (%zu)",
-			                 req->cfg->max_body_bytes);
-		else
-			request_problem(req, 400, "bad_body",
-			                "could not read the whole request body",
-			                NULL);
+	if (request_body_or_problem(req) != 0)
 		return -1;
-	}
 	*id = request_param(req, "HTTP_WEBHOOK_ID");
 	f = webhook_verify(req->cfg->webhook_keys, req->cfg->nwebhook_keys, *id,
 	                   request_param(req, "HTTP_WEBHOOK_TIMESTAMP"),

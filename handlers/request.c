@@ -5,6 +5,7 @@
 #include <strings.h>
 #include <time.h>
 
+#include "crypto.h"
 #include "jsonutil.h"
 #include "request.h"
 
@@ -83,6 +84,24 @@ request_read_body(struct request *req, size_t max)
 	if (req->body.ptr == NULL)
 		return buf_append(&req->body, "", 0);
 	return GC_OK;
+}
+
+/* See request.h. */
+int
+request_body_or_problem(struct request *req)
+{
+	enum gc_err err = request_read_body(req, req->cfg->max_body_bytes);
+
+	if (err == GC_OK)
+		return 0;
+	if (err == GC_ETOOBIG)
+		request_problemf(req, 413, "body_too_large",
+		                 "body exceeds max_body_bytes (%zu)",
+		                 req->cfg->max_body_bytes);
+	else
+		request_problem(req, 400, "bad_body",
+		                "could not read the whole request body", NULL);
+	return -1;
 }
 
 /* See request.h. */
@@ -243,18 +262,6 @@ request_reason(int status)
 	}
 }
 
-static int
-hexval(char c)
-{
-	if (c >= '0' && c <= '9')
-		return c - '0';
-	if (c >= 'a' && c <= 'f')
-		return c - 'a' + 10;
-	if (c >= 'A' && c <= 'F')
-		return c - 'A' + 10;
-	return -1;
-}
-
 /*
  * Percent-decode [p, end) into out ('+' is a space in queries only); -1
  * when malformed or too long.
@@ -269,9 +276,11 @@ query_decode(const char *p, const char *end, char *out, size_t n, int plus)
 		if (c == '+' && plus)
 			c = ' ';
 		else if (c == '%') {
-			if (end - p < 3 || hexval(p[1]) < 0 || hexval(p[2]) < 0)
+			if (end - p < 3 || crypto_hex_value(p[1]) < 0 ||
+			    crypto_hex_value(p[2]) < 0)
 				return -1;
-			c = (char)(hexval(p[1]) << 4 | hexval(p[2]));
+			c = (char)(crypto_hex_value(p[1]) << 4 |
+			           crypto_hex_value(p[2]));
 			p += 2;
 		}
 		if (c == '\0' || o + 1 >= n)

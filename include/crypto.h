@@ -38,6 +38,9 @@ size_t crypto_b64_encode(const void *in, size_t n, char *out, size_t outsz);
 enum gc_err crypto_b64_decode(const char *in, size_t n, uint8_t *out,
                               size_t outsz, size_t *outlen);
 
+/* Value of a hex digit (either case), or -1. */
+int crypto_hex_value(char c);
+
 /* Fill buf with n bytes from the OS CSPRNG; GC_ESYS on failure. */
 enum gc_err crypto_random(void *buf, size_t n);
 

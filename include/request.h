@@ -64,6 +64,12 @@ const char *request_param(const struct request *req, const char *name);
  */
 enum gc_err request_read_body(struct request *req, size_t max);
 
+/*
+ * Read the body up to the configured max_body_bytes.  Returns 0, or -1
+ * with the 413/400 problem already in req.
+ */
+int request_body_or_problem(struct request *req);
+
 /* Whether the request's Content-Type is JSON (application/json or +json). */
 int request_is_json(const struct request *req);
 
