@@ -505,21 +505,27 @@ engine_run_due(struct engine *eng, int limit)
 enum gc_err
 engine_redeliver(struct engine *eng, const char *event_id, int *count)
 {
-	int want[M_DEST__MAX] = {0}, any = 0;
+	int want[M_DEST__MAX] = {0};
 	int64_t now = store_now_ms();
+	json_t *taken, *v;
 	enum gc_err err;
+	size_t i;
 
-	if ((err = store_event_requeue(eng->st, event_id, count)) != GC_OK)
+	*count = 0;
+	err = store_event_take(
+	    eng->st, event_id, now,
+	    now + eng->cfg->delivery_budget_ms + LEASE_SLACK_MS, &taken);
+	if (err != GC_OK)
 		return err;
-	for (int d = 0; d < M_DEST__MAX; d++) {
-		if (store_delivery_lease(
-		        eng->st, event_id, m_dest_names[d], now,
-		        now + eng->cfg->delivery_budget_ms + LEASE_SLACK_MS,
-		        &want[d]) != GC_OK)
-			return GC_ESTORE;
-		any |= want[d];
+	json_array_foreach(taken, i, v)
+	{
+		for (int d = 0; d < M_DEST__MAX; d++)
+			if (strcmp(json_string_value(v), m_dest_names[d]) == 0)
+				want[d] = 1;
 	}
-	if (any)
+	*count = (int)json_array_size(taken);
+	json_decref(taken);
+	if (*count > 0)
 		engine_rerun(eng, event_id, want);
 	return GC_OK;
 }

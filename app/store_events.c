@@ -372,87 +372,54 @@ store_claim_due(struct store *st, int64_t now_ms, int64_t lease_until_ms,
 
 /* See store.h. */
 enum gc_err
-store_delivery_lease(struct store *st, const char *event_id, const char *dest,
-                     int64_t now_ms, int64_t lease_until_ms, int *leased)
-{
-	sqlite3_stmt *s = store_prepare(
-	    st, "UPDATE deliveries SET lease_until = ?1, "
-	        "attempts = attempts + 1, updated_at = ?2 "
-	        "WHERE event_id = ?3 AND destination = ?4 "
-	        "AND status IN ('pending','retrying') AND lease_until < ?2");
-
-	*leased = 0;
-	if (s == NULL)
-		return GC_ESTORE;
-	sqlite3_bind_int64(s, 1, lease_until_ms);
-	sqlite3_bind_int64(s, 2, now_ms);
-	sqlite3_bind_text(s, 3, event_id, -1, SQLITE_STATIC);
-	sqlite3_bind_text(s, 4, dest, -1, SQLITE_STATIC);
-	if (!step_done(st, s))
-		return GC_ESTORE;
-	*leased = sqlite3_changes(st->db) > 0;
-	return GC_OK;
-}
-
-static enum gc_err
-requeue(struct store *st, const char *sql, const char *a, int64_t b, int64_t c,
-        int *count)
+store_event_take(struct store *st, const char *event_id, int64_t now_ms,
+                 int64_t lease_until_ms, json_t **taken)
 {
 	sqlite3_stmt *s;
-	json_t *ids;
-	int rc;
-	size_t i;
-	json_t *v;
+	json_t *arr;
+	int rc, exists;
 
-	*count = 0;
+	*taken = NULL;
 	if (store_begin(st) != GC_OK)
 		return GC_ESTORE;
-	if ((s = store_prepare(st, sql)) == NULL)
+	if ((s = store_prepare(st, "SELECT 1 FROM events WHERE id = ?")) ==
+	    NULL)
 		goto fail;
-	sqlite3_bind_int64(s, 1, store_now_ms());
-	sqlite3_bind_text(s, 2, a, -1, SQLITE_STATIC);
-	sqlite3_bind_int64(s, 3, b);
-	sqlite3_bind_int64(s, 4, c);
-	ids = json_array();
-	while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
-		json_array_append_new(
-		    ids, json_string((const char *)sqlite3_column_text(s, 0)));
-		(*count)++;
-	}
-	sqlite3_finalize(s);
-	json_array_foreach(ids, i, v) event_refresh(st, json_string_value(v));
-	json_decref(ids);
-	if (rc != SQLITE_DONE || store_commit(st) != GC_OK)
-		goto fail;
-	return GC_OK;
-fail:
-	store_rollback(st);
-	return store_fail(st, "requeue");
-}
-
-/* See store.h. */
-enum gc_err
-store_event_requeue(struct store *st, const char *event_id, int *count)
-{
-	sqlite3_stmt *s =
-	    store_prepare(st, "SELECT 1 FROM events WHERE id = ?");
-	int rc;
-
-	if (s == NULL)
-		return GC_ESTORE;
 	sqlite3_bind_text(s, 1, event_id, -1, SQLITE_STATIC);
 	rc = sqlite3_step(s);
 	sqlite3_finalize(s);
-	if (rc == SQLITE_DONE)
+	if ((exists = rc == SQLITE_ROW) == 0 && rc != SQLITE_DONE)
+		goto fail;
+	if (!exists) {
+		store_rollback(st);
 		return GC_ENOTFOUND;
-	if (rc != SQLITE_ROW)
-		return store_fail(st, "requeue");
-	return requeue(st,
-	               "UPDATE deliveries SET status = 'retrying', next_at = "
-	               "?1, attempts = 0,"
-	               " updated_at = ?1 WHERE event_id = ?2 AND status IN "
-	               "('failed','dead') AND ?3 = ?4 RETURNING event_id",
-	               event_id, 0, 0, count);
+	}
+	s = store_prepare(
+	    st, "UPDATE deliveries SET status = 'retrying', attempts = 1,"
+	        " next_at = ?1, lease_until = ?2, updated_at = ?1 "
+	        "WHERE event_id = ?3 AND (status IN ('failed','dead') "
+	        "OR (status IN ('pending','retrying') AND "
+	        "lease_until < ?1)) RETURNING destination");
+	if (s == NULL)
+		goto fail;
+	sqlite3_bind_int64(s, 1, now_ms);
+	sqlite3_bind_int64(s, 2, lease_until_ms);
+	sqlite3_bind_text(s, 3, event_id, -1, SQLITE_STATIC);
+	arr = json_array();
+	while ((rc = sqlite3_step(s)) == SQLITE_ROW)
+		json_array_append_new(
+		    arr, json_string((const char *)sqlite3_column_text(s, 0)));
+	sqlite3_finalize(s);
+	if (rc != SQLITE_DONE || !event_refresh(st, event_id) ||
+	    store_commit(st) != GC_OK) {
+		json_decref(arr);
+		goto fail;
+	}
+	*taken = arr;
+	return GC_OK;
+fail:
+	store_rollback(st);
+	return store_fail(st, "event take");
 }
 
 /* See store.h. */
@@ -460,14 +427,40 @@ enum gc_err
 store_brand_requeue(struct store *st, const char *brand, int64_t since_ms,
                     int64_t until_ms, int *count)
 {
-	return requeue(
-	    st,
-	    "UPDATE deliveries SET status = 'retrying', next_at = ?1, attempts "
-	    "= 0, "
-	    "updated_at = ?1 WHERE status IN ('failed','dead') AND event_id IN "
-	    "(SELECT id FROM events WHERE brand = ?2 AND received_at >= ?3 "
-	    " AND received_at < ?4 AND body IS NOT NULL) RETURNING event_id",
-	    brand, since_ms, until_ms, count);
+	sqlite3_stmt *s;
+	json_t *ids, *v;
+	size_t i;
+	int rc;
+
+	*count = 0;
+	if (store_begin(st) != GC_OK)
+		return GC_ESTORE;
+	s = store_prepare(
+	    st, "UPDATE deliveries SET status = 'retrying', next_at = ?1, "
+	        "attempts = 0, updated_at = ?1 WHERE status IN "
+	        "('failed','dead') AND event_id IN (SELECT id FROM events "
+	        "WHERE brand = ?2 AND received_at >= ?3 AND received_at < ?4 "
+	        "AND body IS NOT NULL) RETURNING event_id");
+	if (s == NULL)
+		goto fail;
+	sqlite3_bind_int64(s, 1, store_now_ms());
+	sqlite3_bind_text(s, 2, brand, -1, SQLITE_STATIC);
+	sqlite3_bind_int64(s, 3, since_ms);
+	sqlite3_bind_int64(s, 4, until_ms);
+	ids = json_array();
+	while ((rc = sqlite3_step(s)) == SQLITE_ROW)
+		json_array_append_new(
+		    ids, json_string((const char *)sqlite3_column_text(s, 0)));
+	sqlite3_finalize(s);
+	*count = (int)json_array_size(ids);
+	json_array_foreach(ids, i, v) event_refresh(st, json_string_value(v));
+	json_decref(ids);
+	if (rc != SQLITE_DONE || store_commit(st) != GC_OK)
+		goto fail;
+	return GC_OK;
+fail:
+	store_rollback(st);
+	return store_fail(st, "brand requeue");
 }
 
 /* See store.h. */

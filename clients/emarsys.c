@@ -11,6 +11,7 @@
  * idempotent and the trigger carries a deterministic trigger_id.
  */
 #include <limits.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -894,3 +895,179 @@ const struct dest_ops emarsys_ops = {
     .response = em_response,
     .finish = em_free,
 };
+
+/* ---- preflight (POST /admin/v1/brands/{slug}/check) ---- */
+
+static void check_add(json_t *checks, const char *name, int ok, const char *fmt,
+                      ...) __attribute__((format(printf, 4, 5)));
+
+static void
+check_add(json_t *checks, const char *name, int ok, const char *fmt, ...)
+{
+	char detail[300];
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(detail, sizeof(detail), fmt, ap);
+	va_end(ap);
+	json_array_append_new(checks,
+	                      json_pack("{s:s, s:b, s:s}", "check", name, "ok",
+	                                ok, "detail", detail));
+}
+
+/* Perform j->req; the reply parsed into rep.  Returns the HTTP status. */
+static long
+pf_call(struct job *j, struct httpc *h, struct http_resp *r,
+        struct em_reply *rep)
+{
+	httpc_perform(h, &j->req, r);
+	emarsys_reply_parse(r, rep);
+	return r->result == HTTP_OK ? r->status : 0;
+}
+
+static const char *
+pf_why(long status, const struct http_resp *r, const char *perm)
+{
+	static char why[200];
+
+	if (status == 0)
+		snprintf(why, sizeof(why), "unreachable: %.150s", r->error);
+	else if (status == 403)
+		snprintf(why, sizeof(why),
+		         "403: grant the API user the %s permission", perm);
+	else
+		snprintf(why, sizeof(why), "HTTP %ld", status);
+	return why;
+}
+
+static int
+pf_token(struct job *j, struct httpc *h, json_t *checks)
+{
+	struct em_state *s = j->state;
+	struct http_resp r;
+	json_t *root;
+	const char *tok;
+
+	em_token_request(j);
+	httpc_perform(h, &j->req, &r);
+	root = json_loadb(buf_str(&r.body), r.body.len, 0, NULL);
+	tok = json_str(root, "access_token");
+	if (r.result == HTTP_OK && r.status == 200 && tok != NULL) {
+		em_set_token(s, tok);
+		check_add(checks, "emarsys.token", 1,
+		          "client credentials accepted");
+	} else
+		check_add(
+		    checks, "emarsys.token", 0, "%s",
+		    r.status == 401 || r.status == 400
+		        ? "the token endpoint refused the client id or "
+		          "secret"
+		        : pf_why(r.result == HTTP_OK ? r.status : 0, &r, ""));
+	json_decref(root);
+	http_resp_fini(&r);
+	return s->token[0] != '\0';
+}
+
+/* Names in a list reply matching name (case-insensitively): its id. */
+static int
+pf_find(const struct em_reply *rep, const char *name, char id[32])
+{
+	json_t *v;
+	size_t i;
+
+	json_array_foreach(rep->data, i, v)
+	{
+		const char *n = json_str(v, "name");
+		if (n != NULL && strcasecmp(n, name) == 0 &&
+		    emarsys_id_text(json_object_get(v, "id"), id))
+			return 1;
+	}
+	return 0;
+}
+
+static void
+pf_fields(struct job *j, struct httpc *h, json_t *checks)
+{
+	struct http_resp r;
+	struct em_reply rep;
+	char id[32];
+	long st;
+
+	em_request(j, EM_LIST_FIELDS, "GET", "field/translate/en");
+	st = pf_call(j, h, &r, &rep);
+	if (st != 200 || rep.code != 0 || !json_is_array(rep.data))
+		check_add(checks, "emarsys.field_list", 0, "%s",
+		          pf_why(st, &r, "field.list"));
+	else {
+		check_add(checks, "emarsys.field_list", 1, "%zu fields listed",
+		          json_array_size(rep.data));
+		if (j->brand->em_field_sms > 0)
+			check_add(checks, "emarsys.sms_opt_in_field", 1,
+			          "set by the brand: field %ld",
+			          j->brand->em_field_sms);
+		else if (pf_find(&rep, SMS_FIELD_NAME, id))
+			check_add(checks, "emarsys.sms_opt_in_field", 1,
+			          "\"Mobile SMS Opt-in\" is field %s", id);
+		else
+			check_add(checks, "emarsys.sms_opt_in_field", 0,
+			          "no \"Mobile SMS Opt-in\" field (SMS module "
+			          "off?): SMS opt-ins will not be set");
+	}
+	emarsys_reply_fini(&rep);
+	http_resp_fini(&r);
+}
+
+static void
+pf_events(struct job *j, struct httpc *h, json_t *checks)
+{
+	static const char *const names[] = {"gocertify_consent_intent",
+	                                    "gocertify_offer_claimed"};
+	struct http_resp r;
+	struct em_reply rep;
+	char id[32];
+	long st;
+
+	em_request(j, EM_LIST_EVENTS, "GET", "event");
+	st = pf_call(j, h, &r, &rep);
+	if (st != 200 || rep.code != 0 || !json_is_array(rep.data))
+		check_add(checks, "emarsys.event_list", 0, "%s",
+		          pf_why(st, &r, "externalevent.list"));
+	else
+		for (size_t i = 0; i < 2; i++) {
+			char name[64];
+			snprintf(name, sizeof(name), "emarsys.event.%s",
+			         names[i]);
+			if (pf_find(&rep, names[i], id))
+				check_add(checks, name, 1, "exists: id %s", id);
+			else
+				check_add(checks, name, 1,
+				          "not created yet: gcrelay creates it "
+				          "on first use (needs "
+				          "externalevent.create)");
+		}
+	emarsys_reply_fini(&rep);
+	http_resp_fini(&r);
+}
+
+/* See emarsys.h. */
+void
+emarsys_preflight(const struct app_config *cfg, const struct brand *b,
+                  struct httpc *h, json_t *checks)
+{
+	struct job j;
+	struct em_state *s = calloc(1, sizeof(*s));
+
+	if (s == NULL)
+		return;
+	memset(&j, 0, sizeof(j));
+	j.cfg = cfg;
+	j.brand = b;
+	j.state = s;
+	buf_init(&s->body, 0);
+	if (pf_token(&j, h, checks)) {
+		buf_reset(&s->body);
+		pf_fields(&j, h, checks);
+		pf_events(&j, h, checks);
+	}
+	em_free(&j);
+}

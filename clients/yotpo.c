@@ -419,6 +419,14 @@ yo_on_customer(struct job *j, const struct http_resp *r)
 	cust = r->status == 200
 	           ? json_loadb(buf_str(&r->body), r->body.len, 0, NULL)
 	           : NULL;
+	if (r->status == 200 &&
+	    !json_is_array(json_object_get(cust, "history_items"))) {
+		/* A reply we cannot read proves nothing: stay unknown. */
+		json_decref(cust);
+		yo_unknown(j, s->sent_at,
+		           "customer history unreadable (no history_items)");
+		return;
+	}
 	found = cust != NULL && yotpo_history_has(cust, j->ev->token);
 	json_decref(cust);
 	metrics_yotpo_reconcile(found);
@@ -471,3 +479,65 @@ const struct dest_ops yotpo_ops = {
     .response = yo_response,
     .finish = yo_free,
 };
+
+/* ---- preflight (POST /admin/v1/brands/{slug}/check) ---- */
+
+/* See yotpo.h. */
+void
+yotpo_preflight(const struct app_config *cfg, const struct brand *b,
+                struct httpc *h, json_t *checks)
+{
+	struct job j;
+	struct yo_state s;
+	struct http_resp r;
+	json_t *list, *c;
+	size_t i, custom = 0;
+	char detail[200];
+	int ok;
+
+	memset(&j, 0, sizeof(j));
+	memset(&s, 0, sizeof(s));
+	j.cfg = cfg;
+	j.brand = b;
+	j.state = &s;
+	snprintf(s.guid, sizeof(s.guid), "x-guid: %s", b->yo_guid);
+	snprintf(s.key, sizeof(s.key), "x-api-key: %s", b->yo_api_key);
+	yo_headers(&j, "GET");
+	snprintf(j.req.url, sizeof(j.req.url), "%s/campaigns",
+	         cfg->yotpo_api_base);
+	httpc_perform(h, &j.req, &r);
+	ok = r.result == HTTP_OK && r.status == 200;
+	if (r.result != HTTP_OK)
+		snprintf(detail, sizeof(detail), "unreachable: %.150s",
+		         r.error);
+	else if (r.status == 401 || r.status == 403)
+		snprintf(detail, sizeof(detail),
+		         "HTTP %ld: the GUID or API key is wrong", r.status);
+	else
+		snprintf(detail, sizeof(detail),
+		         ok ? "GUID and API key accepted" : "HTTP %ld",
+		         r.status);
+	json_array_append_new(checks, json_pack("{s:s, s:b, s:s}", "check",
+	                                        "yotpo.credentials", "ok", ok,
+	                                        "detail", detail));
+	list = ok ? json_loadb(buf_str(&r.body), r.body.len, 0, NULL) : NULL;
+	if (json_is_object(list)) /* tolerate {"campaigns": [...]} */
+		json_array_foreach(json_object_get(list, "campaigns"), i, c)
+		    custom += json_str(c, "type") &&
+		              strstr(json_str(c, "type"), "Custom");
+	json_array_foreach(
+	    list, i, c) if (json_str(c, "type") &&
+	                    strstr(json_str(c, "type"), "Custom")) custom++;
+	if (ok)
+		json_array_append_new(
+		    checks,
+		    json_pack("{s:s, s:b, s:s+}", "check",
+		              "yotpo.custom_actions", "ok", 1, "detail",
+		              custom ? "custom-action campaigns are visible"
+		                     : "no custom-action campaign visible",
+		              "; the API cannot confirm action names: check "
+		              "that each rule is named gocertify-<campaign>"));
+	json_decref(list);
+	http_resp_fini(&r);
+	OPENSSL_cleanse(&s, sizeof(s));
+}

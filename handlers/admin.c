@@ -8,12 +8,14 @@
 
 #include "admin_sig.h"
 #include "brand.h"
+#include "emarsys.h"
 #include "engine.h"
 #include "handlers.h"
 #include "jsonutil.h"
 #include "log.h"
 #include "metrics.h"
 #include "store.h"
+#include "yotpo.h"
 
 /* See handlers.h. */
 int
@@ -353,4 +355,39 @@ admin_brand_redeliver(struct request *req)
 	         req->admin_key->id);
 	request_json(req, 202,
 	             json_pack("{s:s, s:i}", "brand", slug, "requeued", count));
+}
+
+/*
+ * POST /admin/v1/brands/{slug}/check: call the real APIs with the brand's
+ * credentials and report, item by item, what works and what the brand
+ * still has to fix.  Read-only: creates nothing remotely.
+ */
+void
+admin_brand_check(struct request *req)
+{
+	const char *slug = admin_slug(req);
+	struct brand b;
+	json_t *checks, *c;
+	enum gc_err err;
+	size_t i;
+	int ok = 1;
+
+	if (slug == NULL)
+		return;
+	if ((err = brand_load(req->st, req->cfg->secrets_key, slug, &b)) !=
+	    GC_OK) {
+		admin_store_error(req, err);
+		return;
+	}
+	checks = json_array();
+	if (b.has_emarsys)
+		emarsys_preflight(req->cfg, &b, engine_httpc(req->eng), checks);
+	if (b.has_yotpo)
+		yotpo_preflight(req->cfg, &b, engine_httpc(req->eng), checks);
+	brand_fini(&b);
+	json_array_foreach(
+	    checks, i, c) if (!json_is_true(json_object_get(c, "ok"))) ok = 0;
+	request_json(req, 200,
+	             json_pack("{s:s, s:b, s:o}", "brand", slug, "ok", ok,
+	                       "checks", checks));
 }

@@ -22,6 +22,8 @@ static const struct route routes[] = {
     {"PUT", "/admin/v1/brands/*", "admin_brand", AUTH_WRITE, admin_brand_put},
     {"DELETE", "/admin/v1/brands/*", "admin_brand", AUTH_WRITE,
      admin_brand_delete},
+    {"POST", "/admin/v1/brands/*/check", "admin_brand_check", AUTH_WRITE,
+     admin_brand_check},
     {"POST", "/admin/v1/brands/*/redeliver", "admin_brand_redeliver",
      AUTH_WRITE, admin_brand_redeliver},
     {"GET", "/admin/v1/events", "admin_events", AUTH_READ, admin_events_list},

@@ -8,6 +8,8 @@
 
 #include <jansson.h>
 
+#include "app_config.h"
+#include "brand.h"
 #include "httpc.h"
 
 /* Parsed reply envelope {"replyCode","replyText","data"}. */
@@ -46,5 +48,13 @@ int emarsys_id_text(const json_t *v, char out[32]);
  */
 void emarsys_trigger_id(const char *event_id, const char *event_name,
                         char out[48]);
+
+/*
+ * Preflight for operators: check the brand's credentials and read-only
+ * permissions against the real API and append {"check","ok","detail"}
+ * objects to checks.  Creates nothing.
+ */
+void emarsys_preflight(const struct app_config *cfg, const struct brand *b,
+                       struct httpc *h, json_t *checks);
 
 #endif

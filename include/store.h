@@ -120,16 +120,15 @@ enum gc_err store_claim_due(struct store *st, int64_t now_ms,
                             json_t **claimed);
 
 /*
- * Lease the named deliveries of one event for a run now (intake right
- * after insert does not need this; operators' redelivery does).
+ * Operators' redelivery of one event: in one transaction, take every
+ * delivery that is failed, dead, or waiting for a retry with no live
+ * lease, make it "retrying" and lease it to the caller until
+ * lease_until_ms.  *taken is an array of destination names (new
+ * reference).  GC_ENOTFOUND when there is no such event.
  */
-enum gc_err store_delivery_lease(struct store *st, const char *event_id,
-                                 const char *dest, int64_t now_ms,
-                                 int64_t lease_until_ms, int *leased);
-
-/* Make failed/dead deliveries of an event due now.  *count = how many. */
-enum gc_err store_event_requeue(struct store *st, const char *event_id,
-                                int *count);
+enum gc_err store_event_take(struct store *st, const char *event_id,
+                             int64_t now_ms, int64_t lease_until_ms,
+                             json_t **taken);
 
 /* Requeue failed/dead deliveries of a brand's events received within
  * [since_ms, until_ms).  *count = how many. */

@@ -10,6 +10,10 @@
 
 #include <jansson.h>
 
+#include "app_config.h"
+#include "brand.h"
+#include "httpc.h"
+
 /*
  * The shopper-readable history title carrying the award's reference:
  * "<campaign title> (ref <token>)", the title cut to at most 80 bytes on
@@ -24,5 +28,12 @@ void yotpo_history_title(const char *campaign_title, const char *token,
  * history_items: 1 when it does, 0 when not or when there is no history.
  */
 int yotpo_history_has(const json_t *customer, const char *token);
+
+/*
+ * Preflight for operators: check the brand's GUID and API key with
+ * GET /campaigns and append {"check","ok","detail"} objects to checks.
+ */
+void yotpo_preflight(const struct app_config *cfg, const struct brand *b,
+                     struct httpc *h, json_t *checks);
 
 #endif

@@ -700,3 +700,75 @@ class EventsApi(unittest.TestCase):
             r = s.admin("GET", "/admin/v1/events/old")
             self.assertEqual(r.json["status"], "delivered")
             self.assertIsNone(r.json["event"])
+
+
+class Preflight(unittest.TestCase):
+    """POST /admin/v1/brands/{slug}/check against the simulators."""
+
+    def test_check_reports_each_item(self):
+        with Stack() as s:
+            s.demo_brand()
+            r = s.admin("POST", "/admin/v1/brands/acme/check", {})
+            self.assertEqual(r.status, 200, r)
+            checks = {c["check"]: c for c in r.json["checks"]}
+            self.assertTrue(r.json["ok"], r.json)
+            for name in ["emarsys.token", "emarsys.field_list",
+                         "emarsys.sms_opt_in_field",
+                         "emarsys.event.gocertify_consent_intent",
+                         "emarsys.event.gocertify_offer_claimed",
+                         "yotpo.credentials", "yotpo.custom_actions"]:
+                self.assertIn(name, checks)
+            self.assertIn("12817", checks["emarsys.sms_opt_in_field"]["detail"])
+            self.assertIn("not created yet", checks[
+                "emarsys.event.gocertify_offer_claimed"]["detail"])
+            # Read-only: nothing was created in the account.
+            self.assertEqual(s.emarsys.requests(method="POST",
+                                                path_prefix="/api/"), [])
+            # Bad credentials and a missing permission are named.
+            s.put_brand("acme", {"name": "Acme", "emarsys": {
+                "client_id": "demo_client", "client_secret": "wrong-secret"},
+                "yotpo": {"guid": "demo_guid", "api_key": "wrong-key"}})
+            r = s.admin("POST", "/admin/v1/brands/acme/check", {})
+            checks = {c["check"]: c for c in r.json["checks"]}
+            self.assertFalse(r.json["ok"])
+            self.assertFalse(checks["emarsys.token"]["ok"])
+            self.assertIn("refused the client id or secret",
+                          checks["emarsys.token"]["detail"])
+            self.assertFalse(checks["yotpo.credentials"]["ok"])
+            self.assertIn("401", checks["yotpo.credentials"]["detail"])
+            s.demo_brand()
+            s.emarsys.config({"accounts": {"demo_client": {
+                "denied_permissions": ["field.list"]}}})
+            r = s.admin("POST", "/admin/v1/brands/acme/check", {})
+            checks = {c["check"]: c for c in r.json["checks"]}
+            self.assertIn("field.list", checks["emarsys.field_list"]["detail"])
+            r = s.admin("POST", "/admin/v1/brands/nope/check", {})
+            self.assertEqual(r.status, 404)
+
+
+class BrandRedelivery(unittest.TestCase):
+
+    def test_failed_deliveries_in_a_window_are_redelivered(self):
+        with Stack() as s:
+            s.put_brand("acme", {"name": "Acme", "emarsys": {
+                "client_id": "demo_client", "client_secret": "wrong"}})
+            for i in range(3):
+                r = s.post_event(sample_event("consent_intent"),
+                                 webhook_id="f%d" % i)
+                self.assertEqual(r.status, 202, r)
+                self.assertEqual(r.json["deliveries"][0]["status"], "failed")
+            s.demo_brand(yotpo=False)  # the operator fixes the secret
+            r = s.admin("POST", "/admin/v1/brands/acme/redeliver",
+                        {"since": int(time.time()) - 600})
+            self.assertEqual(r.status, 202, r)
+            self.assertEqual(r.json["requeued"], 3)
+            s.wait(lambda: s.query("SELECT count(*) FROM events WHERE "
+                                   "status = 'delivered'") == [(3,)],
+                   what="redelivered by the retrier")
+            acct = s.emarsys.state()["accounts"]["demo_client"]
+            self.assertEqual(len(acct["triggers"]), 3)
+            r = s.admin("POST", "/admin/v1/brands/acme/redeliver",
+                        {"since": "yesterday"})
+            self.assertEqual(r.status, 400)
+            r = s.admin("POST", "/admin/v1/brands/acme/redeliver", {})
+            self.assertEqual(r.json["requeued"], 0)
