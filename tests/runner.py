@@ -85,8 +85,10 @@ def run_module(path, env, timeout, label):
     res = json.loads(m.group(1))
     for name in re.findall(r"^TEST ok (\S+)", out, re.M):
         record(True, "%s/%s" % (label, name.split(".")[-1]))
+    if res["failures"]:
+        sys.stdout.write(err[-12000:] + "\n")
     for name in res["failures"]:
-        record(False, "%s/%s" % (label, name.split(".")[-1]), err[-8000:])
+        record(False, "%s/%s" % (label, name.split(".")[-1]))
     print("     %s: %.1fs" % (label, time.monotonic() - t0), flush=True)
 
 

@@ -44,6 +44,9 @@ def main(path):
     name = os.path.splitext(os.path.basename(path))[0]
     spec = importlib.util.spec_from_file_location(name, path)
     mod = importlib.util.module_from_spec(spec)
+    # unittest finds setUpModule/tearDownModule through sys.modules.
+    sys.modules[name] = mod
+    sys.path.insert(0, os.path.dirname(os.path.abspath(path)))
     spec.loader.exec_module(mod)
     suite = unittest.defaultTestLoader.loadTestsFromModule(mod)
     runner = unittest.TextTestRunner(stream=sys.stderr, verbosity=2,
