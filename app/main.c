@@ -85,6 +85,8 @@ main(int argc, char *argv[])
 		fprintf(stderr, "gcrelay: refusing to run as root; run it as "
 		                "its own unprivileged user (see "
 		                "deploy/gcrelay.service)\n");
+		cfg_fini(cfg);
+		free(cfg);
 		return 1;
 	}
 	log_init("master", cfg->log_level);
