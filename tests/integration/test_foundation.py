@@ -568,6 +568,30 @@ class Ctl(unittest.TestCase):
         self.assertIn("403 forbidden", r.stderr)
         self.assertIn('has role "read"', r.stderr)
 
+    def test_send_event_and_inspect_it(self):
+        self.s.put_brand("acme", {"name": "Acme"})
+        path = os.path.join(ROOT, "tests", "data", "demo",
+                            "consent_intent.json")
+        r = self.ctl("--config", self.conf, "send-event", "--id", "ctl-1",
+                     "--secret", self.s.webhook_secrets[0], path)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertIn("HTTP 200 (webhook-id ctl-1)", r.stdout)
+        self.assertIn('"status":"delivered"', r.stdout)
+        r = self.ctl("--config", self.conf, "send-event", "--id", "ctl-2",
+                     "--secret", stack.new_whsec(), path)
+        self.assertEqual(r.returncode, 1)
+        self.assertIn("HTTP 401", r.stdout)
+        r = self.ctl("--config", self.conf, "events", "list", "--brand",
+                     "acme")
+        self.assertRegex(r.stdout, r"ctl-1\s+acme\s+consent_intent\s+"
+                                   r"delivered")
+        r = self.ctl("--config", self.conf, "events", "get", "ctl-1")
+        self.assertIn("event ctl-1: delivered", r.stdout)
+        self.assertIn("emarsys  skipped", r.stdout)
+        r = self.ctl("--config", self.conf, "--json", "events", "redeliver",
+                     "ctl-1")
+        self.assertEqual(json.loads(r.stdout)["requeued"], 0)
+
     def test_clear_errors(self):
         r = self.ctl("brands", "list", env={
             "GCRELAY_URL": "http://127.0.0.1:%d" % self.s.port,
