@@ -106,13 +106,6 @@ job_excerpt(struct job *j, const struct http_resp *r)
 	j->excerpt[o] = '\0';
 }
 
-/* See dest.h. */
-int
-job_time_left(const struct job *j)
-{
-	return j->deadline_ms - store_now_ms() >= 200;
-}
-
 /*
  * Whether destination d has work for this event: 0 when it does, else 1
  * with the skip reason in buf.

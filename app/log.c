@@ -212,29 +212,3 @@ log_attempt(const char *dest, const char *event_id, const char *outcome,
 	buf_printf(&b, ",\"latency_ms\":%.1f", latency_ms);
 	log_emit(&b);
 }
-
-/* See log.h. */
-char *
-log_mask_email(const char *email, char *out, size_t n)
-{
-	const char *at = email ? strchr(email, '@') : NULL;
-
-	if (at == NULL || at == email)
-		snprintf(out, n, "***");
-	else
-		snprintf(out, n, "%c***%s", email[0], at);
-	return out;
-}
-
-/* See log.h. */
-char *
-log_mask_phone(const char *phone, char *out, size_t n)
-{
-	size_t len = phone ? strlen(phone) : 0;
-
-	if (len < 7)
-		snprintf(out, n, "***");
-	else
-		snprintf(out, n, "%.3s***%s", phone, phone + len - 3);
-	return out;
-}

@@ -285,13 +285,6 @@ store_schema_version(struct store *st)
 }
 
 /* See store.h. */
-sqlite3 *
-store_db(struct store *st)
-{
-	return st->db;
-}
-
-/* See store.h. */
 enum gc_err
 store_ping(struct store *st, char *why, size_t whysz)
 {

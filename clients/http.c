@@ -31,7 +31,6 @@ struct httpc {
 	char *ca_file;
 	struct xfer pool[POOL_MAX];
 	int running;
-	long connects;
 };
 
 /* See httpc.h. */
@@ -262,16 +261,14 @@ httpc_start(struct httpc *h, const struct http_req *req, void *owner)
 
 /* Classify a finished transfer into x->resp. */
 static void
-xfer_finish(struct httpc *h, struct xfer *x, CURLcode rc)
+xfer_finish(struct xfer *x, CURLcode rc)
 {
-	long connects = 0, reqsize = 0;
+	long reqsize = 0;
 	struct http_resp *r = &x->resp;
 
 	curl_easy_getinfo(x->easy, CURLINFO_RESPONSE_CODE, &r->status);
 	curl_easy_getinfo(x->easy, CURLINFO_TOTAL_TIME, &r->seconds);
-	curl_easy_getinfo(x->easy, CURLINFO_NUM_CONNECTS, &connects);
 	curl_easy_getinfo(x->easy, CURLINFO_REQUEST_SIZE, &reqsize);
-	h->connects += connects;
 	r->timed_out = rc == CURLE_OPERATION_TIMEDOUT;
 	if (rc == CURLE_OK) {
 		r->result = HTTP_OK;
@@ -313,7 +310,7 @@ httpc_next(struct httpc *h, long max_wait_ms, void **owner,
 				continue;
 			curl_easy_getinfo(msg->easy_handle, CURLINFO_PRIVATE,
 			                  (char **)&x);
-			xfer_finish(h, x, msg->data.result);
+			xfer_finish(x, msg->data.result);
 			curl_multi_remove_handle(h->multi, x->easy);
 			x->in_use = 0;
 			h->running--;
@@ -348,13 +345,6 @@ httpc_perform(struct httpc *h, const struct http_req *req,
 	while ((rc = httpc_next(h, 1000, &owner, resp)) == 0)
 		;
 	return rc == 1 ? GC_OK : GC_ESYS;
-}
-
-/* See httpc.h. */
-long
-httpc_connects(const struct httpc *h)
-{
-	return h->connects;
 }
 
 /* See httpc.h. */

@@ -61,7 +61,9 @@ route_match(const char *pattern, const char *path, char *caps[2])
 			if (n == 0 || ncap == 2)
 				return 0;
 			if (caps != NULL &&
-			    (caps[ncap] = strndup(path, n)) == NULL)
+			    ((caps[ncap] = strndup(path, n)) == NULL ||
+			     request_pct_decode(caps[ncap]) != 0 ||
+			     strchr(caps[ncap], '/') != NULL))
 				return 0;
 			ncap++;
 			path += n;

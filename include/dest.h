@@ -95,7 +95,4 @@ enum job_next job_done(struct job *j, enum dest_outcome o, const char *fmt, ...)
 /* Copy a short, escaped excerpt of a response body into j->excerpt. */
 void job_excerpt(struct job *j, const struct http_resp *r);
 
-/* Whether there is time left for a request (at least 200 ms). */
-int job_time_left(const struct job *j);
-
 #endif

@@ -78,9 +78,6 @@ int httpc_next(struct httpc *h, long max_wait_ms, void **owner,
 enum gc_err httpc_perform(struct httpc *h, const struct http_req *req,
                           struct http_resp *resp);
 
-/* Number of TCP connections opened so far (for tests and metrics). */
-long httpc_connects(const struct httpc *h);
-
 void http_resp_init(struct http_resp *r);
 void http_resp_fini(struct http_resp *r);
 

@@ -1,8 +1,8 @@
 /*
  * Logging: one JSON object per line on stderr with time, level, pid and the
  * current request id.  Messages are JSON-escaped, so text from the network
- * cannot forge fields or lines.  Never pass a secret, a signature, or a full
- * email or phone number (see log_mask_email / log_mask_phone).
+ * cannot forge fields or lines.  Never pass a secret, a signature, a token,
+ * or an email or phone number.
  */
 #ifndef GC_LOG_H
 #define GC_LOG_H
@@ -47,12 +47,5 @@ void log_request(const char *method, const char *route, int status,
  */
 void log_attempt(const char *dest, const char *event_id, const char *outcome,
                  long http_status, const char *reply_code, double latency_ms);
-
-/*
- * Masked forms for logs: "j***@example.com", "+44*******123".  Writes at
- * most n bytes including the NUL into out and returns out.
- */
-char *log_mask_email(const char *email, char *out, size_t n);
-char *log_mask_phone(const char *phone, char *out, size_t n);
 
 #endif

@@ -222,7 +222,4 @@ enum gc_err store_ledger_release(struct store *st, const char *brand,
 enum gc_err store_throttle_slot(struct store *st, const char *brand,
                                 int max_rps, int64_t now_ms, int64_t *slot_ms);
 
-/* Low-level access for the modules below in store_*.c files. */
-struct sqlite3 *store_db(struct store *st);
-
 #endif

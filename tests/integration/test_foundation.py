@@ -796,3 +796,27 @@ class BrandRedelivery(unittest.TestCase):
             self.assertEqual(r.status, 400)
             r = s.admin("POST", "/admin/v1/brands/acme/redeliver", {})
             self.assertEqual(r.json["requeued"], 0)
+
+
+class EscapedIds(unittest.TestCase):
+
+    def test_event_ids_with_reserved_characters(self):
+        """Any printable webhook-id can be looked up and redelivered when
+        the client percent-encodes it (gcrelayctl does)."""
+        with Stack(sims=False) as s:
+            s.put_brand("acme", {"name": "Acme"})
+            for wid in ["msg/1", "a?b#c", "100%", "x+y"]:
+                r = s.post_event(sample_event("consent_intent"),
+                                 webhook_id=wid)
+                self.assertEqual(r.status, 200, r)
+                enc = "".join(c if c.isalnum() else "%%%02X" % ord(c)
+                              for c in wid)
+                r = s.admin("GET", "/admin/v1/events/" + enc)
+                self.assertEqual(r.status, 200, (wid, r))
+                self.assertEqual(r.json["id"], wid)
+                r = s.admin("POST", "/admin/v1/events/%s/redeliver" % enc,
+                            {})
+                self.assertEqual(r.status, 200, (wid, r))
+            # nginx itself refuses malformed percent-encoding.
+            r = s.admin("GET", "/admin/v1/events/bad%zz")
+            self.assertEqual(r.status, 400)
