@@ -820,3 +820,26 @@ class EscapedIds(unittest.TestCase):
             # nginx itself refuses malformed percent-encoding.
             r = s.admin("GET", "/admin/v1/events/bad%zz")
             self.assertEqual(r.status, 400)
+
+
+class ResponseCap(unittest.TestCase):
+
+    def test_oversized_reply_is_cut_off_and_retried(self):
+        with Stack(start=False) as s:
+            text = open(s.config_path).read().replace(
+                "http = { connect_timeout_ms = 2000;",
+                "http = { max_response_bytes = 2048; connect_timeout_ms = 2000;")
+            with open(s.config_path, "w") as f:
+                f.write(text)
+            s.start()
+            s.demo_brand(yotpo=False)
+            s.emarsys.fault("status", status=200, path_prefix="/api/v3/contact",
+                            body={"replyCode": 0, "replyText": "OK",
+                                  "data": {"ids": [1], "pad": "x" * 10000}})
+            r = s.post_event(sample_event("consent_intent"), webhook_id="big")
+            self.assertEqual(r.status, 202, r)
+            d = r.json["deliveries"][0]
+            self.assertEqual(d["status"], "retrying")
+            self.assertIn("response body over 2048 bytes", d["reason"])
+            att = s.admin("GET", "/admin/v1/events/big").json["attempts"]
+            self.assertEqual(att[-1]["outcome"], "too_large")
