@@ -90,8 +90,8 @@ install: $(BINS)
 	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/share/gcrelay
 	install -m 0755 $(BINS) $(DESTDIR)$(PREFIX)/bin/
 	install -m 0644 deploy/gcrelay.conf.example nginx/gcrelay.conf \
-	   deploy/gcrelay.service deploy/gcrelay.socket \
-	   $(DESTDIR)$(PREFIX)/share/gcrelay/
+	   nginx/gcrelay-locations.conf deploy/gcrelay.service \
+	   deploy/gcrelay.socket README.md $(DESTDIR)$(PREFIX)/share/gcrelay/
 
 clean:
 	rm -rf build

@@ -642,6 +642,26 @@ class DeployFiles(unittest.TestCase):
         finally:
             shutil.rmtree(d, ignore_errors=True)
 
+    def test_make_install(self):
+        d = tempfile.mkdtemp(prefix="gcrelay-install-")
+        try:
+            r = run(["make", "-s", "-C", ROOT, "install", "DESTDIR=" + d,
+                     "PREFIX=/usr/local", "BUILD=" + BUILD])
+            self.assertEqual(r.returncode, 0, r.stderr)
+            for f in ["bin/gcrelay", "bin/gcrelayctl",
+                      "share/gcrelay/gcrelay.conf.example",
+                      "share/gcrelay/gcrelay.conf",
+                      "share/gcrelay/gcrelay-locations.conf",
+                      "share/gcrelay/gcrelay.service",
+                      "share/gcrelay/gcrelay.socket",
+                      "share/gcrelay/README.md"]:
+                self.assertTrue(os.path.exists(os.path.join(d, "usr/local",
+                                                            f)), f)
+            r = run([os.path.join(d, "usr/local/bin/gcrelay"), "-V"])
+            self.assertRegex(r.stdout, r"^gcrelay \d+\.\d+")
+        finally:
+            shutil.rmtree(d, ignore_errors=True)
+
     def test_systemd_units_harden_and_run_unprivileged(self):
         svc = open(os.path.join(ROOT, "deploy", "gcrelay.service")).read()
         for k in ["User=gcrelay", "NoNewPrivileges=yes",
