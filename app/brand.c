@@ -70,7 +70,7 @@ static char *
 secret_open(const json_t *section, const char *name, const char *slug,
             const char *field, const uint8_t key[CRYPTO_KEY_LEN])
 {
-	const char *sealed = json_str(section, name);
+	const char *sealed = jsonutil_str(section, name);
 	char aad[160], *clear = NULL;
 
 	if (sealed == NULL)
@@ -104,11 +104,11 @@ merge_secret(const json_t *in, const json_t *stored, const char *name,
 	}
 	if (v == NULL || json_is_null(v) ||
 	    (mask[0] != '\0' && strcmp(json_string_value(v), mask) == 0)) {
-		if (json_str(stored, name) == NULL)
+		if (jsonutil_str(stored, name) == NULL)
 			add_error(errors, field, "required");
 		else
 			json_object_set_new(
-			    out, name, json_string(json_str(stored, name)));
+			    out, name, json_string(jsonutil_str(stored, name)));
 		return;
 	}
 	if (!token_ok(json_string_value(v), 512)) {
@@ -199,8 +199,8 @@ merge_emarsys(const json_t *in, const json_t *stored, const char *slug,
 	                                      "client_secret", "key_field",
 	                                      "fields",        NULL};
 	json_t *out = json_object();
-	const char *id = json_str(in, "client_id"),
-	           *kf = json_str(in, "key_field");
+	const char *id = jsonutil_str(in, "client_id"),
+	           *kf = jsonutil_str(in, "key_field");
 
 	check_keys(in, "emarsys.", allowed, errors);
 	merge_enabled(in, "emarsys.enabled", out, errors);
@@ -307,7 +307,8 @@ brand_doc_merge(const json_t *in, const json_t *stored, const char *slug,
 {
 	static const char *const allowed[] = {"slug", "name", "emarsys",
 	                                      "yotpo", NULL};
-	const char *name = json_str(in, "name"), *s = json_str(in, "slug");
+	const char *name = jsonutil_str(in, "name"),
+	           *s = jsonutil_str(in, "slug");
 	json_t *out;
 
 	*sealed = NULL;
@@ -362,7 +363,7 @@ json_t *
 brand_doc_public(const json_t *sealed, const uint8_t key[CRYPTO_KEY_LEN])
 {
 	json_t *pub = json_deep_copy(sealed), *em, *yo;
-	const char *slug = json_str(sealed, "slug");
+	const char *slug = jsonutil_str(sealed, "slug");
 
 	if (pub == NULL || slug == NULL) {
 		json_decref(pub);
@@ -390,12 +391,12 @@ static enum gc_err
 load_emarsys(struct brand *b, const json_t *em,
              const uint8_t key[CRYPTO_KEY_LEN])
 {
-	const char *kf = json_str(em, "key_field");
+	const char *kf = jsonutil_str(em, "key_field");
 
 	b->has_emarsys = 1;
 	b->emarsys_enabled = !json_is_false(json_object_get(em, "enabled"));
-	b->em_client_id =
-	    strdup(json_str(em, "client_id") ? json_str(em, "client_id") : "");
+	b->em_client_id = strdup(
+	    jsonutil_str(em, "client_id") ? jsonutil_str(em, "client_id") : "");
 	b->em_client_secret = secret_open(em, "client_secret", b->slug,
 	                                  "emarsys.client_secret", key);
 	b->em_key_field =
@@ -445,7 +446,8 @@ brand_load(struct store *st, const uint8_t key[CRYPTO_KEY_LEN],
 	if (doc == NULL)
 		return GC_ESTORE;
 	b->slug = strdup(slug);
-	b->name = strdup(json_str(doc, "name") ? json_str(doc, "name") : slug);
+	b->name = strdup(jsonutil_str(doc, "name") ? jsonutil_str(doc, "name")
+	                                           : slug);
 	if (b->slug == NULL || b->name == NULL)
 		err = GC_ENOMEM;
 	if (err == GC_OK && (sec = json_object_get(doc, "emarsys")) != NULL)
@@ -486,7 +488,7 @@ void
 brand_action_name(const struct brand *b, const char *campaign_slug, char *out,
                   size_t n)
 {
-	const char *mapped = json_str(b->yo_actions, campaign_slug);
+	const char *mapped = jsonutil_str(b->yo_actions, campaign_slug);
 
 	if (mapped != NULL)
 		snprintf(out, n, "%s", mapped);

@@ -3,6 +3,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "dest.h"
 #include "engine.h"
@@ -11,7 +12,8 @@
 #include "payload.h"
 #include "store.h"
 
-#define LEASE_SLACK_MS 60000 /* a lease outlives the budget by this */
+#define LEASE_SLACK_MS  60000  /* a lease outlives the budget by this */
+#define PAUSED_RETRY_MS 300000 /* a paused destination is looked at again */
 
 const char *const dest_outcome_names[] = {
     [DEST_DELIVERED] = "delivered", [DEST_WARNING] = "delivered",
@@ -32,7 +34,18 @@ struct engine {
 	const struct app_config *cfg;
 	struct store *st;
 	struct httpc *http;
+	long long runs; /* for lease owners */
 };
+
+/* A fresh lease for one run: unique owner, budget plus slack. */
+static void
+engine_lease(struct engine *eng, struct lease *l)
+{
+	l->until_ms =
+	    store_now_ms() + eng->cfg->delivery_budget_ms + LEASE_SLACK_MS;
+	snprintf(l->owner, sizeof(l->owner), "%ld.%lld", (long)getpid(),
+	         ++eng->runs);
+}
 
 /* See engine.h. */
 struct engine *
@@ -165,6 +178,26 @@ record_attempt(struct engine *eng, struct run *r, const struct http_resp *resp)
 		log_warnx("could not record an attempt for %s", a.event_id);
 }
 
+/*
+ * The request j->req will not be sent: tell the client as if it had
+ * failed before leaving (so Yotpo gives its award key back), and stop.
+ */
+static void
+run_give_up(struct run *r, const char *why)
+{
+	struct http_resp resp;
+
+	http_resp_init(&resp);
+	resp.result = HTTP_NOT_SENT;
+	snprintf(resp.error, sizeof(resp.error), "%s before %s", why,
+	         r->job.step ? r->job.step : "the next step");
+	r->job.ops->response(&r->job, &resp);
+	http_resp_fini(&resp);
+	if (r->job.outcome != DEST_RETRY && r->job.outcome != DEST_FAILED)
+		job_done(&r->job, DEST_RETRY, "%s", resp.error);
+	r->active = 0;
+}
+
 /* Ask a job what it wants next and act on it. */
 static void
 run_advance(struct engine *eng, struct run *r)
@@ -185,10 +218,7 @@ run_advance(struct engine *eng, struct run *r)
 		case JOB_REQUEST:
 			left = (long)(j->deadline_ms - store_now_ms());
 			if (left < 200) {
-				job_done(j, DEST_RETRY,
-				         "time budget used up before %s",
-				         j->step ? j->step : "the next step");
-				r->active = 0;
+				run_give_up(r, "time budget used up");
 				return;
 			}
 			if (j->req.timeout_ms == 0)
@@ -198,9 +228,7 @@ run_advance(struct engine *eng, struct run *r)
 			j->reply_code[0] = j->excerpt[0] = '\0';
 			r->t0_ms = store_now_ms();
 			if (httpc_start(eng->http, &j->req, r) != GC_OK) {
-				job_done(j, DEST_RETRY,
-				         "could not start a request");
-				r->active = 0;
+				run_give_up(r, "could not start a request");
 				return;
 			}
 			r->in_flight = 1;
@@ -237,8 +265,14 @@ engine_drive(struct engine *eng, struct run *runs, int n, int64_t deadline)
 		}
 		if (active == 0)
 			return;
-		int rc = httpc_next(eng->http, run_wait_ms(runs, n, deadline),
-		                    &owner, &resp);
+		long wait = run_wait_ms(runs, n, deadline);
+		int rc = httpc_next(eng->http, wait, &owner, &resp);
+		if (rc == -1 && wait > 0) {
+			/* Nothing on the wire: every job waits. */
+			struct timespec ts = {wait / 1000,
+			                      (wait % 1000) * 1000000L};
+			nanosleep(&ts, NULL);
+		}
 		if (rc == 1) {
 			struct run *r = owner;
 			r->in_flight = 0;
@@ -269,6 +303,7 @@ engine_apply(struct engine *eng, struct job *j)
 	const char *status = dest_outcome_names[j->outcome];
 	char reason[400];
 	int runs = 0;
+	enum gc_err err;
 
 	snprintf(reason, sizeof(reason), "%s", j->reason);
 	mo = j->outcome == DEST_DELIVERED ? M_OUT_DELIVERED
@@ -292,26 +327,57 @@ engine_apply(struct engine *eng, struct job *j)
 		}
 	}
 	metrics_delivery(j->dest, mo);
-	if (store_delivery_finish(
-	        eng->st, j->event_id, dest, status, reason[0] ? reason : NULL,
-	        j->warning[0] ? j->warning : NULL, next) != GC_OK)
+	err = store_delivery_finish(eng->st, j->event_id, dest, j->lease->owner,
+	                            status, reason[0] ? reason : NULL,
+	                            j->warning[0] ? j->warning : NULL, next);
+	if (err == GC_EEXISTS)
+		log_errorx("%s delivery of %s outlived its lease; another run "
+		           "owns it now, this outcome (%s) is not stored",
+		           dest, j->event_id, status);
+	else if (err != GC_OK)
 		log_errorx("could not store the %s outcome of %s; the lease "
 		           "will expire and the retrier will run it again",
 		           dest, j->event_id);
 }
 
 /*
+ * A delivery the plan now skips on a retry: the brand changed since the
+ * event arrived.  A paused destination keeps it waiting (without using
+ * up a run); anything else needs an operator.
+ */
+static void
+engine_replan(struct engine *eng, struct job *j, const struct brand *b)
+{
+	int paused =
+	    (j->dest == M_DEST_EMARSYS && b->has_emarsys &&
+	     !b->emarsys_enabled) ||
+	    (j->dest == M_DEST_YOTPO && b->has_yotpo && !b->yotpo_enabled);
+
+	if (paused) {
+		store_delivery_postpone(eng->st, j->event_id,
+		                        m_dest_names[j->dest], j->lease->owner,
+		                        j->reason,
+		                        store_now_ms() + PAUSED_RETRY_MS);
+		return;
+	}
+	j->outcome = DEST_FAILED;
+	engine_apply(eng, j);
+}
+
+/*
  * Run the given destinations of one event in parallel; each must already
- * be leased to us.
+ * be leased to l.  initial: the run right after intake, where a planned
+ * skip is final.
  */
 static void
 engine_run_event(struct engine *eng, const char *id, const struct gc_event *ev,
-                 const struct brand *b, const int want[M_DEST__MAX])
+                 const struct brand *b, const int want[M_DEST__MAX],
+                 const struct lease *l, int initial)
 {
 	struct run runs[M_DEST__MAX];
 	json_t *payload = payload_build(ev);
 	int64_t deadline = store_now_ms() + eng->cfg->delivery_budget_ms;
-	int n = 0;
+	int n = 0, replan[M_DEST__MAX] = {0};
 
 	memset(runs, 0, sizeof(runs));
 	for (int d = 0; d < M_DEST__MAX; d++) {
@@ -327,16 +393,21 @@ engine_run_event(struct engine *eng, const char *id, const struct gc_event *ev,
 		j->brand = b;
 		j->payload = payload;
 		j->deadline_ms = deadline;
+		j->lease = l;
 		if (plan_skip((enum m_dest)d, ev, b, j->reason,
-		              sizeof(j->reason)))
+		              sizeof(j->reason))) {
 			j->outcome = DEST_SKIPPED;
-		else
+			replan[n] = !initial;
+		} else
 			runs[n].active = j->ops->start(j) != JOB_DONE;
 		n++;
 	}
 	engine_drive(eng, runs, n, deadline);
 	for (int i = 0; i < n; i++) {
-		engine_apply(eng, &runs[i].job);
+		if (replan[i])
+			engine_replan(eng, &runs[i].job, b);
+		else
+			engine_apply(eng, &runs[i].job);
 		runs[i].job.ops->finish(&runs[i].job);
 	}
 	json_decref(payload);
@@ -366,6 +437,7 @@ engine_submit(struct engine *eng, const char *webhook_id,
 	struct delivery_init di[M_DEST__MAX];
 	char reasons[M_DEST__MAX][300];
 	int want[M_DEST__MAX] = {0};
+	struct lease l;
 	json_t *body;
 	char *text;
 	enum gc_err err;
@@ -380,15 +452,15 @@ engine_submit(struct engine *eng, const char *webhook_id,
 		want[d] = !skip;
 	}
 	if ((body = event_to_json(ev)) == NULL ||
-	    (text = json_compact(body)) == NULL) {
+	    (text = jsonutil_compact(body)) == NULL) {
 		json_decref(body);
 		return GC_ENOMEM;
 	}
 	json_decref(body);
+	engine_lease(eng, &l);
 	err = store_event_insert(eng->st, webhook_id, ev->brand_slug,
 	                         ev_kind_names[ev->kind], text, di, M_DEST__MAX,
-	                         store_now_ms() + eng->cfg->delivery_budget_ms +
-	                             LEASE_SLACK_MS);
+	                         &l);
 	free(text);
 	if (err == GC_EEXISTS) {
 		metrics_event(ev->kind, M_EV_DUPLICATE);
@@ -400,54 +472,81 @@ engine_submit(struct engine *eng, const char *webhook_id,
 	for (int d = 0; d < M_DEST__MAX; d++)
 		if (!want[d])
 			metrics_delivery((enum m_dest)d, M_OUT_SKIPPED);
-	engine_run_event(eng, webhook_id, ev, b, want);
-	return engine_outcome(eng, webhook_id, 0, outcome, status);
+	engine_run_event(eng, webhook_id, ev, b, want, &l, 1);
+	if (engine_outcome(eng, webhook_id, 0, outcome, status) != GC_OK) {
+		/* Recorded: gcrelay owns it now, whatever happens next. */
+		*outcome = json_pack("{s:s, s:s}", "id", webhook_id, "status",
+		                     "accepted");
+		*status = 202;
+	}
+	return *outcome != NULL ? GC_OK : GC_ENOMEM;
 }
 
-/* Finish a claimed delivery that cannot run at all. */
+/*
+ * Finish the leased deliveries of an event that cannot run at all: as a
+ * result for the retry schedule (retry = 1) or with a final status.
+ */
 static void
-engine_cannot_run(struct engine *eng, const char *id, const char *dest,
+engine_cannot_run(struct engine *eng, const char *id,
+                  const int want[M_DEST__MAX], const struct lease *l,
                   const char *status, const char *why)
 {
-	log_warnx("delivery %s/%s: %s", id, dest, why);
-	store_delivery_finish(eng->st, id, dest, status, why, NULL, 0);
+	struct job j;
+
+	for (int d = 0; d < M_DEST__MAX; d++) {
+		if (!want[d])
+			continue;
+		log_warnx("delivery %s/%s: %s", id, m_dest_names[d], why);
+		memset(&j, 0, sizeof(j));
+		j.dest = (enum m_dest)d;
+		j.event_id = id;
+		j.lease = l;
+		if (status == NULL) {
+			job_done(&j, DEST_RETRY, "%s", why);
+			engine_apply(eng, &j);
+		} else if (store_delivery_finish(eng->st, id, m_dest_names[d],
+		                                 l->owner, status, why, NULL,
+		                                 0) != GC_OK)
+			log_errorx("could not finish %s/%s", id,
+			           m_dest_names[d]);
+	}
 }
 
 /* Load an event and its brand and run the wanted destinations. */
 static void
-engine_rerun(struct engine *eng, const char *id, const int want[M_DEST__MAX])
+engine_rerun(struct engine *eng, const char *id, const int want[M_DEST__MAX],
+             const struct lease *l)
 {
 	char *brand = NULL, *kind = NULL, *body = NULL;
 	struct gc_event ev;
 	struct brand b;
 	json_t *obj = NULL;
-	const char *why = NULL, *status = "failed";
 	enum gc_err err;
 
 	memset(&ev, 0, sizeof(ev));
 	if ((err = store_event_body(eng->st, id, &brand, &kind, &body)) !=
-	    GC_OK) {
-		why = err == GC_ENOTFOUND ? "event body purged (retention)"
-		                          : NULL;
-		status = "dead";
-	} else if ((obj = json_loads(body, 0, NULL)) == NULL ||
-	           event_from_json(obj, &ev) != GC_OK)
-		why = "stored event is unreadable";
+	    GC_OK)
+		engine_cannot_run(
+		    eng, id, want, l, err == GC_ENOTFOUND ? "dead" : NULL,
+		    err == GC_ENOTFOUND ? "event body purged (retention)"
+		                        : "store unavailable");
+	else if ((obj = json_loads(body, 0, NULL)) == NULL ||
+	         event_from_json(obj, &ev) != GC_OK)
+		engine_cannot_run(eng, id, want, l, "failed",
+		                  "stored event is unreadable");
 	else if ((err = brand_load(eng->st, eng->cfg->secrets_key, brand,
 	                           &b)) != GC_OK)
-		why = err == GC_ENOTFOUND ? "brand is no longer configured"
-		      : err == GC_ECRYPTO ? "brand secrets do not decrypt "
-		                            "(wrong secrets key?)"
-		                          : NULL;
+		engine_cannot_run(
+		    eng, id, want, l, err == GC_ESTORE ? NULL : "failed",
+		    err == GC_ENOTFOUND ? "brand is no longer configured"
+		    : err == GC_ECRYPTO ? "brand secrets do not decrypt (wrong "
+		                          "secrets key?)"
+		    : err == GC_ESTORE ? "brand unreadable or store unavailable"
+		                       : gc_strerror(err));
 	else {
-		engine_run_event(eng, id, &ev, &b, want);
+		engine_run_event(eng, id, &ev, &b, want, l, 0);
 		brand_fini(&b);
 	}
-	for (int d = 0; why != NULL && d < M_DEST__MAX; d++)
-		if (want[d])
-			engine_cannot_run(eng, id, m_dest_names[d], status,
-			                  why);
-	/* why == NULL with an error: the store failed; leases expire. */
 	event_fini(&ev);
 	json_decref(obj);
 	free(brand);
@@ -455,43 +554,42 @@ engine_rerun(struct engine *eng, const char *id, const int want[M_DEST__MAX])
 	free(body);
 }
 
+/* Destination flags from an array of destination names. */
+static void
+engine_wanted(const json_t *names, int want[M_DEST__MAX])
+{
+	json_t *v;
+	size_t i;
+
+	json_array_foreach(names, i, v)
+	{
+		for (int d = 0; d < M_DEST__MAX; d++)
+			if (strcmp(json_string_value(v), m_dest_names[d]) == 0)
+				want[d] = 1;
+	}
+}
+
 /* See engine.h. */
 int
-engine_run_due(struct engine *eng, int limit)
+engine_run_due(struct engine *eng)
 {
-	int64_t now = store_now_ms();
-	json_t *claimed, *c;
-	size_t i, k;
-	int ran = 0;
+	int want[M_DEST__MAX] = {0};
+	struct lease l;
+	json_t *claimed;
+	char *id;
 
-	if (store_claim_due(eng->st, now,
-	                    now + eng->cfg->delivery_budget_ms + LEASE_SLACK_MS,
-	                    limit, &claimed) != GC_OK)
+	engine_lease(eng, &l);
+	if (store_claim_due(eng->st, store_now_ms(), &l, &id, &claimed) !=
+	        GC_OK ||
+	    id == NULL) {
+		json_decref(claimed);
 		return 0;
-	json_array_foreach(claimed, i, c)
-	{
-		const char *id = json_str(c, "event_id");
-		int want[M_DEST__MAX] = {0};
-		if (id == NULL)
-			continue; /* already handled with an earlier row */
-		/* Gather every claimed destination of this event. */
-		for (k = i; k < json_array_size(claimed); k++) {
-			json_t *o = json_array_get(claimed, k);
-			const char *oid = json_str(o, "event_id");
-			if (oid == NULL || strcmp(oid, id) != 0)
-				continue;
-			for (int d = 0; d < M_DEST__MAX; d++)
-				if (!strcmp(json_str(o, "destination"),
-				            m_dest_names[d]))
-					want[d] = 1;
-			if (k != i)
-				json_object_del(o, "event_id");
-		}
-		engine_rerun(eng, id, want);
-		ran++;
 	}
+	engine_wanted(claimed, want);
 	json_decref(claimed);
-	return ran;
+	engine_rerun(eng, id, want, &l);
+	free(id);
+	return 1;
 }
 
 /* See engine.h. */
@@ -499,26 +597,19 @@ enum gc_err
 engine_redeliver(struct engine *eng, const char *event_id, int *count)
 {
 	int want[M_DEST__MAX] = {0};
-	int64_t now = store_now_ms();
-	json_t *taken, *v;
+	struct lease l;
+	json_t *taken;
 	enum gc_err err;
-	size_t i;
 
 	*count = 0;
-	err = store_event_take(
-	    eng->st, event_id, now,
-	    now + eng->cfg->delivery_budget_ms + LEASE_SLACK_MS, &taken);
+	engine_lease(eng, &l);
+	err = store_event_take(eng->st, event_id, store_now_ms(), &l, &taken);
 	if (err != GC_OK)
 		return err;
-	json_array_foreach(taken, i, v)
-	{
-		for (int d = 0; d < M_DEST__MAX; d++)
-			if (strcmp(json_string_value(v), m_dest_names[d]) == 0)
-				want[d] = 1;
-	}
+	engine_wanted(taken, want);
 	*count = (int)json_array_size(taken);
 	json_decref(taken);
 	if (*count > 0)
-		engine_rerun(eng, event_id, want);
+		engine_rerun(eng, event_id, want, &l);
 	return GC_OK;
 }

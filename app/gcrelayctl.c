@@ -127,7 +127,7 @@ static int
 ctl_error(long status, const struct http_resp *r, const char *what)
 {
 	json_t *p = json_loadb(buf_str(&r->body), r->body.len, 0, NULL);
-	const char *detail = json_str(p, "detail");
+	const char *detail = jsonutil_str(p, "detail");
 	json_t *errs = json_object_get(p, "errors"), *e;
 	size_t i;
 
@@ -141,8 +141,9 @@ ctl_error(long status, const struct http_resp *r, const char *what)
 	else
 		fprintf(stderr, "gcrelayctl: %s failed (HTTP %ld): %s\n", what,
 		        status, detail ? detail : buf_str(&r->body));
-	json_array_foreach(errs, i, e) fprintf(
-	    stderr, "  %s: %s\n", json_str(e, "field"), json_str(e, "detail"));
+	json_array_foreach(errs, i, e)
+	    fprintf(stderr, "  %s: %s\n", jsonutil_str(e, "field"),
+	            jsonutil_str(e, "detail"));
 	json_decref(p);
 	return status == 404 ? 3 : status == 401 || status == 403 ? 4 : 1;
 }
@@ -227,8 +228,8 @@ print_brands(const json_t *reply)
 
 	printf("%-24s %-28s %-11s %-11s\n", "SLUG", "NAME", "EMARSYS", "YOTPO");
 	json_array_foreach(json_object_get(reply, "brands"), i, b)
-	    printf("%-24s %-28.28s %-11s %-11s\n", json_str(b, "slug"),
-	           json_str(b, "name"), dest_state(b, "emarsys"),
+	    printf("%-24s %-28.28s %-11s %-11s\n", jsonutil_str(b, "slug"),
+	           jsonutil_str(b, "name"), dest_state(b, "emarsys"),
 	           dest_state(b, "yotpo"));
 }
 
@@ -237,19 +238,20 @@ print_events(const json_t *reply)
 {
 	json_t *e, *d;
 	size_t i, k;
-	const char *cur = json_str(reply, "next_cursor");
+	const char *cur = jsonutil_str(reply, "next_cursor");
 
 	printf("%-36s %-16s %-15s %-10s %-24s %s\n", "ID", "BRAND", "KIND",
 	       "STATUS", "RECEIVED", "DELIVERIES");
 	json_array_foreach(json_object_get(reply, "events"), i, e)
 	{
 		printf("%-36.36s %-16.16s %-15s %-10s %-24s ",
-		       json_str(e, "id"), json_str(e, "brand"),
-		       json_str(e, "kind"), json_str(e, "status"),
-		       json_str(e, "received_at"));
+		       jsonutil_str(e, "id"), jsonutil_str(e, "brand"),
+		       jsonutil_str(e, "kind"), jsonutil_str(e, "status"),
+		       jsonutil_str(e, "received_at"));
 		json_array_foreach(json_object_get(e, "deliveries"), k, d)
-		    printf("%s%s=%s", k ? " " : "", json_str(d, "destination"),
-		           json_str(d, "status"));
+		    printf("%s%s=%s", k ? " " : "",
+		           jsonutil_str(d, "destination"),
+		           jsonutil_str(d, "status"));
 		printf("\n");
 	}
 	if (cur != NULL)
@@ -262,28 +264,31 @@ print_outcome(const json_t *o)
 	json_t *d;
 	size_t i;
 
-	if (json_str(o, "id"))
-		printf("event %s: %s\n", json_str(o, "id"),
-		       json_str(o, "status"));
+	if (jsonutil_str(o, "id"))
+		printf("event %s: %s\n", jsonutil_str(o, "id"),
+		       jsonutil_str(o, "status"));
 	json_array_foreach(json_object_get(o, "deliveries"), i, d)
 	{
-		printf("  %-8s %-10s %s%s%s\n", json_str(d, "destination"),
-		       json_str(d, "status"),
-		       json_str(d, "reason") ? json_str(d, "reason") : "",
-		       json_str(d, "warning") ? " warning: " : "",
-		       json_str(d, "warning") ? json_str(d, "warning") : "");
+		printf("  %-8s %-10s %s%s%s\n", jsonutil_str(d, "destination"),
+		       jsonutil_str(d, "status"),
+		       jsonutil_str(d, "reason") ? jsonutil_str(d, "reason")
+		                                 : "",
+		       jsonutil_str(d, "warning") ? " warning: " : "",
+		       jsonutil_str(d, "warning") ? jsonutil_str(d, "warning")
+		                                  : "");
 	}
 	json_array_foreach(json_object_get(o, "attempts"), i, d)
 	{
 		if (i == 0)
 			printf("  attempts:\n");
-		printf("    %s %-8s %-15s %-10s %4lld %s\n", json_str(d, "at"),
-		       json_str(d, "destination"), json_str(d, "step"),
-		       json_str(d, "outcome"),
+		printf("    %s %-8s %-15s %-10s %4lld %s\n",
+		       jsonutil_str(d, "at"), jsonutil_str(d, "destination"),
+		       jsonutil_str(d, "step"), jsonutil_str(d, "outcome"),
 		       (long long)json_integer_value(
 		           json_object_get(d, "http_status")),
-		       json_str(d, "reply_code") ? json_str(d, "reply_code")
-		                                 : "");
+		       jsonutil_str(d, "reply_code")
+		           ? jsonutil_str(d, "reply_code")
+		           : "");
 	}
 }
 
@@ -356,7 +361,8 @@ cmd_brands(struct ctl *c, int argc, char **argv)
 			if (rc == 0 && !c->json)
 				printf("deleted brand %s\n", argv[1]);
 		} else if (strcmp(argv[0], "check") == 0) {
-			strncat(uri, "/check", sizeof(uri) - strlen(uri) - 1);
+			snprintf(uri, sizeof(uri), "/admin/v1/brands/%s/check",
+			         argv[1]);
 			rc = ctl_call(c, "POST", uri, "{}", &out);
 		} else if (strcmp(argv[0], "redeliver") == 0) {
 			json_t *q = json_object();
@@ -368,10 +374,10 @@ cmd_brands(struct ctl *c, int argc, char **argv)
 			if (until)
 				json_object_set_new(q, "until",
 				                    json_string(until));
-			body = json_compact(q);
+			body = jsonutil_compact(q);
 			json_decref(q);
-			strncat(uri, "/redeliver",
-			        sizeof(uri) - strlen(uri) - 1);
+			snprintf(uri, sizeof(uri),
+			         "/admin/v1/brands/%s/redeliver", argv[1]);
 			rc = ctl_call(c, "POST", uri, body, &out);
 		} else
 			usage();

@@ -36,7 +36,7 @@ utf8_len(const unsigned char *p)
 
 /* See jsonutil.h. */
 enum gc_err
-json_escape_buf(struct buf *b, const char *s)
+jsonutil_escape(struct buf *b, const char *s)
 {
 	const unsigned char *p = (const unsigned char *)(s ? s : "");
 	enum gc_err err;
@@ -69,14 +69,14 @@ json_escape_buf(struct buf *b, const char *s)
 
 /* See jsonutil.h. */
 char *
-json_compact(const json_t *j)
+jsonutil_compact(const json_t *j)
 {
 	return json_dumps(j, JSON_COMPACT | JSON_PRESERVE_ORDER);
 }
 
 /* See jsonutil.h. */
 const char *
-json_str(const json_t *obj, const char *key)
+jsonutil_str(const json_t *obj, const char *key)
 {
 	json_t *v = json_object_get(obj, key);
 

@@ -77,7 +77,7 @@ log_head(struct buf *b, enum log_level lvl)
 	           log_role);
 	if (log_reqid[0] != '\0') {
 		buf_puts(b, ",\"req\":");
-		json_escape_buf(b, log_reqid);
+		jsonutil_escape(b, log_reqid);
 	}
 }
 
@@ -119,7 +119,7 @@ log_vmsg(enum log_level lvl, int errnum, const char *fmt, va_list ap)
 		buf_printf(&msg, ": %s", strerror(errnum));
 	log_head(&b, lvl);
 	buf_puts(&b, ",\"msg\":");
-	json_escape_buf(&b, buf_str(&msg));
+	jsonutil_escape(&b, buf_str(&msg));
 	buf_free(&msg);
 	log_emit(&b);
 }
@@ -179,9 +179,9 @@ log_request(const char *method, const char *route, int status,
 	buf_init(&b, 0);
 	log_head(&b, lvl);
 	buf_puts(&b, ",\"msg\":\"request\",\"method\":");
-	json_escape_buf(&b, method);
+	jsonutil_escape(&b, method);
 	buf_puts(&b, ",\"route\":");
-	json_escape_buf(&b, route);
+	jsonutil_escape(&b, route);
 	buf_printf(&b, ",\"status\":%d,\"duration_ms\":%.1f", status,
 	           duration_ms);
 	log_emit(&b);
@@ -189,7 +189,7 @@ log_request(const char *method, const char *route, int status,
 
 /* See log.h. */
 void
-log_attempt(const char *dest, const char *event_id, const char *outcome,
+log_attempt(const char *dest, const char *event_id, const char *step,
             long http_status, const char *reply_code, double latency_ms)
 {
 	struct buf b;
@@ -199,15 +199,15 @@ log_attempt(const char *dest, const char *event_id, const char *outcome,
 	buf_init(&b, 0);
 	log_head(&b, LOG_LEVEL_INFO);
 	buf_puts(&b, ",\"msg\":\"attempt\",\"destination\":");
-	json_escape_buf(&b, dest);
+	jsonutil_escape(&b, dest);
 	buf_puts(&b, ",\"event\":");
-	json_escape_buf(&b, event_id);
-	buf_puts(&b, ",\"outcome\":");
-	json_escape_buf(&b, outcome);
+	jsonutil_escape(&b, event_id);
+	buf_puts(&b, ",\"step\":");
+	jsonutil_escape(&b, step);
 	buf_printf(&b, ",\"http_status\":%ld", http_status);
 	if (reply_code != NULL) {
 		buf_puts(&b, ",\"reply_code\":");
-		json_escape_buf(&b, reply_code);
+		jsonutil_escape(&b, reply_code);
 	}
 	buf_printf(&b, ",\"latency_ms\":%.1f", latency_ms);
 	log_emit(&b);

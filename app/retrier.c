@@ -55,7 +55,10 @@ retrier_main(const struct app_config *cfg)
 			retrier_purge(st, cfg);
 			last_purge = time(NULL);
 		}
-		n = engine_run_due(eng, cfg->retrier_batch);
+		/* One event at a time, so a stop is noticed in between. */
+		for (n = 0; n < cfg->retrier_batch && !worker_stop; n++)
+			if (engine_run_due(eng) == 0)
+				break;
 		if (n < cfg->retrier_batch)
 			retrier_sleep(cfg->retrier_interval_ms);
 	}

@@ -85,6 +85,10 @@ static const char *const migrations[] = {
     "CREATE TABLE throttle ("
     "  brand TEXT PRIMARY KEY,"
     "  next_ms INTEGER NOT NULL);",
+    /* 2: lease owners; the customer an uncertain award was for */
+    "ALTER TABLE deliveries ADD COLUMN lease_owner TEXT;"
+    "ALTER TABLE yotpo_ledger ADD COLUMN lease_owner TEXT;"
+    "ALTER TABLE yotpo_ledger ADD COLUMN email TEXT;",
 };
 #define NMIGRATIONS ((int)(sizeof(migrations) / sizeof(migrations[0])))
 

@@ -62,7 +62,7 @@ enum gc_err
 store_event_insert(struct store *st, const char *id, const char *brand,
                    const char *kind, const char *body,
                    const struct delivery_init *d, size_t n,
-                   int64_t lease_until_ms)
+                   const struct lease *l)
 {
 	int64_t now = store_now_ms();
 	sqlite3_stmt *stmt;
@@ -93,8 +93,8 @@ store_event_insert(struct store *st, const char *id, const char *brand,
 		int pending = strcmp(d[i].status, "pending") == 0;
 		stmt = store_prepare(
 		    st, "INSERT INTO deliveries(event_id, destination, status, "
-		        "reason, attempts, next_at, lease_until, updated_at) "
-		        "VALUES (?, ?, ?, ?, ?, ?, ?, ?)");
+		        "reason, attempts, next_at, lease_until, updated_at, "
+		        "lease_owner) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)");
 		if (stmt == NULL)
 			goto fail;
 		sqlite3_bind_text(stmt, 1, id, -1, SQLITE_STATIC);
@@ -106,8 +106,10 @@ store_event_insert(struct store *st, const char *id, const char *brand,
 			sqlite3_bind_int64(stmt, 6, now);
 		else
 			sqlite3_bind_null(stmt, 6);
-		sqlite3_bind_int64(stmt, 7, pending ? lease_until_ms : 0);
+		sqlite3_bind_int64(stmt, 7, pending ? l->until_ms : 0);
 		sqlite3_bind_int64(stmt, 8, now);
+		sqlite3_bind_text(stmt, 9, pending ? l->owner : NULL, -1,
+		                  SQLITE_STATIC);
 		if (!step_done(st, stmt))
 			goto fail;
 	}
@@ -242,10 +244,31 @@ store_event_body(struct store *st, const char *id, char **brand, char **kind,
 	return GC_OK;
 }
 
+/* Run an UPDATE of one leased delivery and refresh its event. */
+static enum gc_err
+delivery_update(struct store *st, sqlite3_stmt *s, const char *event_id,
+                const char *what)
+{
+	int changed;
+
+	if (s == NULL || !step_done(st, s))
+		goto fail;
+	if ((changed = sqlite3_changes(st->db)) == 0) {
+		store_rollback(st);
+		return GC_EEXISTS;
+	}
+	if (!event_refresh(st, event_id) || store_commit(st) != GC_OK)
+		goto fail;
+	return GC_OK;
+fail:
+	store_rollback(st);
+	return store_fail(st, what);
+}
+
 /* See store.h. */
 enum gc_err
 store_delivery_finish(struct store *st, const char *event_id, const char *dest,
-                      const char *status, const char *reason,
+                      const char *owner, const char *status, const char *reason,
                       const char *warning, int64_t next_at_ms)
 {
 	sqlite3_stmt *s;
@@ -254,27 +277,50 @@ store_delivery_finish(struct store *st, const char *event_id, const char *dest,
 		return GC_ESTORE;
 	s = store_prepare(st, "UPDATE deliveries SET status = ?, reason = ?, "
 	                      "warning = ?, next_at = ?, lease_until = 0, "
-	                      "updated_at = ? WHERE event_id = ? AND "
-	                      "destination = ?");
-	if (s == NULL)
-		goto fail;
-	sqlite3_bind_text(s, 1, status, -1, SQLITE_STATIC);
-	sqlite3_bind_text(s, 2, reason, -1, SQLITE_STATIC);
-	sqlite3_bind_text(s, 3, warning, -1, SQLITE_STATIC);
-	if (next_at_ms > 0)
-		sqlite3_bind_int64(s, 4, next_at_ms);
-	else
-		sqlite3_bind_null(s, 4);
-	sqlite3_bind_int64(s, 5, store_now_ms());
-	sqlite3_bind_text(s, 6, event_id, -1, SQLITE_STATIC);
-	sqlite3_bind_text(s, 7, dest, -1, SQLITE_STATIC);
-	if (!step_done(st, s) || !event_refresh(st, event_id) ||
-	    store_commit(st) != GC_OK)
-		goto fail;
-	return GC_OK;
-fail:
-	store_rollback(st);
-	return store_fail(st, "delivery finish");
+	                      "lease_owner = NULL, updated_at = ? WHERE "
+	                      "event_id = ? AND destination = ? AND "
+	                      "lease_owner = ?");
+	if (s != NULL) {
+		sqlite3_bind_text(s, 1, status, -1, SQLITE_STATIC);
+		sqlite3_bind_text(s, 2, reason, -1, SQLITE_STATIC);
+		sqlite3_bind_text(s, 3, warning, -1, SQLITE_STATIC);
+		if (next_at_ms > 0)
+			sqlite3_bind_int64(s, 4, next_at_ms);
+		else
+			sqlite3_bind_null(s, 4);
+		sqlite3_bind_int64(s, 5, store_now_ms());
+		sqlite3_bind_text(s, 6, event_id, -1, SQLITE_STATIC);
+		sqlite3_bind_text(s, 7, dest, -1, SQLITE_STATIC);
+		sqlite3_bind_text(s, 8, owner, -1, SQLITE_STATIC);
+	}
+	return delivery_update(st, s, event_id, "delivery finish");
+}
+
+/* See store.h. */
+enum gc_err
+store_delivery_postpone(struct store *st, const char *event_id,
+                        const char *dest, const char *owner, const char *reason,
+                        int64_t next_at_ms)
+{
+	sqlite3_stmt *s;
+
+	if (store_begin(st) != GC_OK)
+		return GC_ESTORE;
+	s = store_prepare(st,
+	                  "UPDATE deliveries SET status = 'retrying', "
+	                  "reason = ?, next_at = ?, lease_until = 0, "
+	                  "lease_owner = NULL, attempts = max(attempts - 1, "
+	                  "0), updated_at = ? WHERE event_id = ? AND "
+	                  "destination = ? AND lease_owner = ?");
+	if (s != NULL) {
+		sqlite3_bind_text(s, 1, reason, -1, SQLITE_STATIC);
+		sqlite3_bind_int64(s, 2, next_at_ms);
+		sqlite3_bind_int64(s, 3, store_now_ms());
+		sqlite3_bind_text(s, 4, event_id, -1, SQLITE_STATIC);
+		sqlite3_bind_text(s, 5, dest, -1, SQLITE_STATIC);
+		sqlite3_bind_text(s, 6, owner, -1, SQLITE_STATIC);
+	}
+	return delivery_update(st, s, event_id, "delivery postpone");
 }
 
 /* See store.h. */
@@ -329,40 +375,44 @@ store_attempt_add(struct store *st, const struct attempt *a)
 
 /* See store.h. */
 enum gc_err
-store_claim_due(struct store *st, int64_t now_ms, int64_t lease_until_ms,
-                int limit, json_t **claimed)
+store_claim_due(struct store *st, int64_t now_ms, const struct lease *l,
+                char **event_id, json_t **claimed)
 {
 	sqlite3_stmt *s;
 	json_t *arr;
 	int rc;
 
+	*event_id = NULL;
 	*claimed = NULL;
 	if (store_begin(st) != GC_OK)
 		return GC_ESTORE;
 	s = store_prepare(
-	    st, "UPDATE deliveries SET lease_until = ?1, "
+	    st, "UPDATE deliveries SET lease_until = ?1, lease_owner = ?3, "
 	        "attempts = attempts + 1, updated_at = ?2 "
-	        "WHERE rowid IN (SELECT rowid FROM deliveries "
-	        " WHERE status IN ('pending','retrying') AND next_at <= ?2 "
-	        " AND lease_until < ?2 ORDER BY next_at LIMIT ?3) "
+	        "WHERE status IN ('pending','retrying') AND next_at <= ?2 "
+	        "AND lease_until < ?2 AND event_id = (SELECT event_id FROM "
+	        "deliveries WHERE status IN ('pending','retrying') AND "
+	        "next_at <= ?2 AND lease_until < ?2 ORDER BY next_at LIMIT 1) "
 	        "RETURNING event_id, destination");
 	if (s == NULL) {
 		store_rollback(st);
 		return GC_ESTORE;
 	}
-	sqlite3_bind_int64(s, 1, lease_until_ms);
+	sqlite3_bind_int64(s, 1, l->until_ms);
 	sqlite3_bind_int64(s, 2, now_ms);
-	sqlite3_bind_int(s, 3, limit);
+	sqlite3_bind_text(s, 3, l->owner, -1, SQLITE_STATIC);
 	arr = json_array();
-	while ((rc = sqlite3_step(s)) == SQLITE_ROW)
+	while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
+		if (*event_id == NULL)
+			*event_id = store_col_text(s, 0);
 		json_array_append_new(
-		    arr, json_pack("{s:s, s:s}", "event_id",
-		                   (const char *)sqlite3_column_text(s, 0),
-		                   "destination",
-		                   (const char *)sqlite3_column_text(s, 1)));
+		    arr, json_string((const char *)sqlite3_column_text(s, 1)));
+	}
 	sqlite3_finalize(s);
 	if (rc != SQLITE_DONE || store_commit(st) != GC_OK) {
 		json_decref(arr);
+		free(*event_id);
+		*event_id = NULL;
 		store_rollback(st);
 		return store_fail(st, "claim due");
 	}
@@ -373,7 +423,7 @@ store_claim_due(struct store *st, int64_t now_ms, int64_t lease_until_ms,
 /* See store.h. */
 enum gc_err
 store_event_take(struct store *st, const char *event_id, int64_t now_ms,
-                 int64_t lease_until_ms, json_t **taken)
+                 const struct lease *l, json_t **taken)
 {
 	sqlite3_stmt *s;
 	json_t *arr;
@@ -396,15 +446,17 @@ store_event_take(struct store *st, const char *event_id, int64_t now_ms,
 	}
 	s = store_prepare(
 	    st, "UPDATE deliveries SET status = 'retrying', attempts = 1,"
-	        " next_at = ?1, lease_until = ?2, updated_at = ?1 "
+	        " next_at = ?1, lease_until = ?2, lease_owner = ?4, updated_at "
+	        "= ?1 "
 	        "WHERE event_id = ?3 AND (status IN ('failed','dead') "
 	        "OR (status IN ('pending','retrying') AND "
 	        "lease_until < ?1)) RETURNING destination");
 	if (s == NULL)
 		goto fail;
 	sqlite3_bind_int64(s, 1, now_ms);
-	sqlite3_bind_int64(s, 2, lease_until_ms);
+	sqlite3_bind_int64(s, 2, l->until_ms);
 	sqlite3_bind_text(s, 3, event_id, -1, SQLITE_STATIC);
+	sqlite3_bind_text(s, 4, l->owner, -1, SQLITE_STATIC);
 	arr = json_array();
 	while ((rc = sqlite3_step(s)) == SQLITE_ROW)
 		json_array_append_new(
@@ -629,16 +681,34 @@ store_event_detail(struct store *st, const char *id, json_t **out)
 enum gc_err
 store_purge_bodies(struct store *st, int64_t before_ms, int *count)
 {
-	sqlite3_stmt *s = store_prepare(
-	    st, "UPDATE events SET body = NULL, purged = 1 WHERE "
-	        "received_at < ? AND body IS NOT NULL AND status != 'pending'");
+	sqlite3_stmt *s;
 
 	*count = 0;
-	if (s == NULL)
+	if (store_begin(st) != GC_OK)
 		return GC_ESTORE;
+	/* Attempt excerpts can quote contact details too. */
+	s = store_prepare(st, "UPDATE attempts SET excerpt = NULL WHERE "
+	                      "excerpt IS NOT NULL AND event_id IN (SELECT id "
+	                      "FROM events WHERE received_at < ?1 AND body IS "
+	                      "NOT NULL AND status != 'pending')");
+	if (s == NULL)
+		goto fail;
 	sqlite3_bind_int64(s, 1, before_ms);
 	if (!step_done(st, s))
-		return GC_ESTORE;
+		goto fail;
+	s = store_prepare(st, "UPDATE events SET body = NULL, purged = 1 WHERE "
+	                      "received_at < ? AND body IS NOT NULL AND "
+	                      "status != 'pending'");
+	if (s == NULL)
+		goto fail;
+	sqlite3_bind_int64(s, 1, before_ms);
+	if (!step_done(st, s))
+		goto fail;
 	*count = sqlite3_changes(st->db);
+	if (store_commit(st) != GC_OK)
+		goto fail;
 	return GC_OK;
+fail:
+	store_rollback(st);
+	return store_fail(st, "purge");
 }

@@ -157,16 +157,16 @@ bind_key(sqlite3_stmt *s, const char *brand, const char *token,
 static enum gc_err
 ledger_existing(struct store *st, sqlite3_stmt *row, const char *brand,
                 const char *token, const char *action, int64_t now_ms,
-                int64_t lease_until_ms, enum ledger_claim *res,
+                const struct lease *l, enum ledger_claim *res,
                 struct ledger_view *view)
 {
 	const char *state = (const char *)sqlite3_column_text(row, 0);
 	sqlite3_stmt *s;
+	int rc;
 
 	snprintf(view->event_id, sizeof(view->event_id), "%s",
 	         (const char *)sqlite3_column_text(row, 1));
 	view->lease_until = sqlite3_column_int64(row, 2);
-	view->sent_at = sqlite3_column_int64(row, 3);
 	if (strcmp(state, "done") == 0) {
 		*res = LEDGER_DONE;
 		return GC_OK;
@@ -176,34 +176,62 @@ ledger_existing(struct store *st, sqlite3_stmt *row, const char *brand,
 		return GC_OK;
 	}
 	/*
-	 * "unknown", or "sending" whose owner died mid-call: the award may
+	 * "unknown", or "sending" whose run died mid-call: the award may
 	 * have happened.  Take the lease to reconcile; an expired "sending"
-	 * counts as sent when it was claimed.
+	 * counts as started when it was last claimed or re-sent.
 	 */
 	s = store_prepare(st, "UPDATE yotpo_ledger SET state = 'unknown', "
-	                      "lease_until = ?4, sent_at = coalesce(sent_at, "
-	                      "updated_at), updated_at = ?5 WHERE brand = ?1 "
-	                      "AND token = ?2 AND action = ?3 "
-	                      "RETURNING sent_at");
+	                      "lease_until = ?4, lease_owner = ?5, sent_at = "
+	                      "coalesce(sent_at, updated_at), updated_at = ?6 "
+	                      "WHERE brand = ?1 AND token = ?2 AND action = ?3 "
+	                      "RETURNING sent_at, coalesce(email, '')");
 	if (s == NULL)
 		return GC_ESTORE;
 	bind_key(s, brand, token, action);
-	sqlite3_bind_int64(s, 4, lease_until_ms);
-	sqlite3_bind_int64(s, 5, now_ms);
-	if (sqlite3_step(s) == SQLITE_ROW)
+	sqlite3_bind_int64(s, 4, l->until_ms);
+	sqlite3_bind_text(s, 5, l->owner, -1, SQLITE_STATIC);
+	sqlite3_bind_int64(s, 6, now_ms);
+	if ((rc = sqlite3_step(s)) == SQLITE_ROW) {
 		view->sent_at = sqlite3_column_int64(s, 0);
+		snprintf(view->email, sizeof(view->email), "%s",
+		         (const char *)sqlite3_column_text(s, 1));
+	}
 	sqlite3_finalize(s);
+	if (rc != SQLITE_ROW)
+		return GC_ESTORE;
 	*res = LEDGER_RECONCILE;
 	return GC_OK;
+}
+
+static enum gc_err
+ledger_insert(struct store *st, const char *brand, const char *token,
+              const char *action, const char *event_id, const char *email,
+              int64_t now_ms, const struct lease *l)
+{
+	sqlite3_stmt *s = store_prepare(
+	    st,
+	    "INSERT INTO yotpo_ledger(brand, token, action, state, "
+	    "event_id, reference, email, lease_until, lease_owner, "
+	    "updated_at) VALUES (?1, ?2, ?3, 'sending', ?4, ?2, ?5, ?6, ?7, "
+	    "?8)");
+
+	if (s == NULL)
+		return GC_ESTORE;
+	bind_key(s, brand, token, action);
+	sqlite3_bind_text(s, 4, event_id, -1, SQLITE_STATIC);
+	sqlite3_bind_text(s, 5, email, -1, SQLITE_STATIC);
+	sqlite3_bind_int64(s, 6, l->until_ms);
+	sqlite3_bind_text(s, 7, l->owner, -1, SQLITE_STATIC);
+	sqlite3_bind_int64(s, 8, now_ms);
+	return run(st, s, "ledger insert") ? GC_OK : GC_ESTORE;
 }
 
 /* See store.h. */
 enum gc_err
 store_ledger_claim(struct store *st, const char *brand, const char *token,
-                   const char *action, const char *event_id,
-                   const char *reference, int64_t now_ms,
-                   int64_t lease_until_ms, enum ledger_claim *res,
-                   struct ledger_view *view)
+                   const char *action, const char *event_id, const char *email,
+                   int64_t now_ms, const struct lease *l,
+                   enum ledger_claim *res, struct ledger_view *view)
 {
 	sqlite3_stmt *s;
 	enum gc_err err = GC_OK;
@@ -212,59 +240,61 @@ store_ledger_claim(struct store *st, const char *brand, const char *token,
 	memset(view, 0, sizeof(*view));
 	if (store_begin(st) != GC_OK)
 		return GC_ESTORE;
-	s = store_prepare(st, "SELECT state, event_id, lease_until, "
-	                      "coalesce(sent_at, 0) FROM yotpo_ledger WHERE "
-	                      "brand = ? AND token = ? AND action = ?");
+	s = store_prepare(st, "SELECT state, event_id, lease_until FROM "
+	                      "yotpo_ledger WHERE brand = ? AND token = ? AND "
+	                      "action = ?");
 	if (s == NULL)
 		goto fail;
 	bind_key(s, brand, token, action);
 	rc = sqlite3_step(s);
 	if (rc == SQLITE_ROW)
-		err = ledger_existing(st, s, brand, token, action, now_ms,
-		                      lease_until_ms, res, view);
+		err = ledger_existing(st, s, brand, token, action, now_ms, l,
+		                      res, view);
 	sqlite3_finalize(s);
 	if (rc != SQLITE_ROW && rc != SQLITE_DONE)
 		goto fail;
 	if (rc == SQLITE_DONE) {
-		s = store_prepare(st, "INSERT INTO yotpo_ledger(brand, token, "
-		                      "action, state, event_id, reference, "
-		                      "lease_until, updated_at) VALUES "
-		                      "(?, ?, ?, 'sending', ?, ?, ?, ?)");
-		if (s == NULL)
-			goto fail;
-		bind_key(s, brand, token, action);
-		sqlite3_bind_text(s, 4, event_id, -1, SQLITE_STATIC);
-		sqlite3_bind_text(s, 5, reference, -1, SQLITE_STATIC);
-		sqlite3_bind_int64(s, 6, lease_until_ms);
-		sqlite3_bind_int64(s, 7, now_ms);
-		if (!run(st, s, "ledger insert"))
-			goto fail;
+		err = ledger_insert(st, brand, token, action, event_id, email,
+		                    now_ms, l);
 		*res = LEDGER_CLAIMED;
 		snprintf(view->event_id, sizeof(view->event_id), "%s",
 		         event_id);
+		snprintf(view->email, sizeof(view->email), "%s", email);
 	}
 	if (err != GC_OK || store_commit(st) != GC_OK)
 		goto fail;
+	if (view->email[0] == '\0')
+		snprintf(view->email, sizeof(view->email), "%s", email);
 	return GC_OK;
 fail:
 	store_rollback(st);
 	return store_fail(st, "ledger claim");
 }
 
+/* Run a statement on a ledger row owner holds; GC_EEXISTS when none. */
+static enum gc_err
+ledger_owned(struct store *st, sqlite3_stmt *s, const char *what)
+{
+	if (!run(st, s, what))
+		return GC_ESTORE;
+	return sqlite3_changes(st->db) > 0 ? GC_OK : GC_EEXISTS;
+}
+
 /* See store.h. */
 enum gc_err
 store_ledger_set(struct store *st, const char *brand, const char *token,
-                 const char *action, const char *state, int64_t sent_at_ms)
+                 const char *action, const char *owner, const char *state,
+                 int64_t sent_at_ms)
 {
-	int keep_lease = strcmp(state, "sending") == 0;
+	int resend = strcmp(state, "sending") == 0;
 	sqlite3_stmt *s = store_prepare(
-	    st, keep_lease
-	            ? "UPDATE yotpo_ledger SET state = ?4, updated_at = ?6 "
-	              "WHERE brand = ?1 AND token = ?2 AND action = ?3 AND "
-	              "?5 = ?5"
-	            : "UPDATE yotpo_ledger SET state = ?4, sent_at = ?5, "
-	              "lease_until = 0, updated_at = ?6 WHERE brand = ?1 AND "
-	              "token = ?2 AND action = ?3");
+	    st, resend ? "UPDATE yotpo_ledger SET state = ?4, sent_at = NULL, "
+	                 "updated_at = ?6 WHERE brand = ?1 AND token = ?2 AND "
+	                 "action = ?3 AND lease_owner = ?7 AND ?5 = ?5"
+	               : "UPDATE yotpo_ledger SET state = ?4, sent_at = ?5, "
+	                 "lease_until = 0, lease_owner = NULL, updated_at = ?6 "
+	                 "WHERE brand = ?1 AND token = ?2 AND action = ?3 AND "
+	                 "lease_owner = ?7");
 
 	if (s == NULL)
 		return GC_ESTORE;
@@ -272,22 +302,25 @@ store_ledger_set(struct store *st, const char *brand, const char *token,
 	sqlite3_bind_text(s, 4, state, -1, SQLITE_STATIC);
 	sqlite3_bind_int64(s, 5, sent_at_ms);
 	sqlite3_bind_int64(s, 6, store_now_ms());
-	return run(st, s, "ledger set") ? GC_OK : GC_ESTORE;
+	sqlite3_bind_text(s, 7, owner, -1, SQLITE_STATIC);
+	return ledger_owned(st, s, "ledger set");
 }
 
 /* See store.h. */
 enum gc_err
 store_ledger_release(struct store *st, const char *brand, const char *token,
-                     const char *action)
+                     const char *action, const char *owner)
 {
 	sqlite3_stmt *s = store_prepare(st, "DELETE FROM yotpo_ledger WHERE "
 	                                    "brand = ? AND token = ? AND "
-	                                    "action = ? AND state != 'done'");
+	                                    "action = ? AND state != 'done' "
+	                                    "AND lease_owner = ?");
 
 	if (s == NULL)
 		return GC_ESTORE;
 	bind_key(s, brand, token, action);
-	return run(st, s, "ledger release") ? GC_OK : GC_ESTORE;
+	sqlite3_bind_text(s, 4, owner, -1, SQLITE_STATIC);
+	return ledger_owned(st, s, "ledger release");
 }
 
 /* See store.h. */

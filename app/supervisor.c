@@ -43,6 +43,7 @@ struct master {
 	int nslots;
 	pid_t old[MAX_CHILDREN * 4]; /* older generations, stopping */
 	int nold;
+	time_t old_kill_at; /* old children still alive then get SIGKILL */
 	pid_t master_pid;
 };
 
@@ -356,7 +357,10 @@ master_reload(struct master *m)
 		kill(m->slots[i].pid, SIGTERM);
 		if (m->nold < (int)(sizeof(m->old) / sizeof(m->old[0])))
 			m->old[m->nold++] = m->slots[i].pid;
+		else
+			kill(m->slots[i].pid, SIGKILL);
 	}
+	m->old_kill_at = time(NULL) + m->cfg->shutdown_grace_s;
 	cfg_fini(m->cfg);
 	free(m->cfg);
 	m->cfg = ncfg;
@@ -426,6 +430,24 @@ master_stop(struct master *m, const sigset_t *waitmask)
 	arm_timer(0);
 }
 
+/*
+ * Old-generation children are finishing their last request.  SIGTERM is
+ * repeated (one may have been between its stop check and accept()) and
+ * SIGKILL ends them after the grace period.  Returns 1 while any is left.
+ */
+static int
+master_nudge_old(struct master *m)
+{
+	int sig = time(NULL) >= m->old_kill_at ? SIGKILL : SIGTERM;
+
+	for (int i = 0; i < m->nold; i++)
+		kill(m->old[i], sig);
+	if (sig == SIGKILL && m->nold > 0)
+		log_warnx("killed %d old children after the grace period",
+		          m->nold);
+	return m->nold > 0;
+}
+
 /* See supervisor.h. */
 int
 supervisor_run(struct app_config *cfg, int listen_fd)
@@ -453,7 +475,11 @@ supervisor_run(struct app_config *cfg, int listen_fd)
 		}
 		got_alrm = 0;
 		next = master_respawn(&m);
-		arm_timer(next ? (long)(next - time(NULL)) * 1000 + 10 : 0);
+		if (master_nudge_old(&m))
+			arm_timer(1000);
+		else
+			arm_timer(next ? (long)(next - time(NULL)) * 1000 + 10
+			               : 0);
 		if (!got_chld && !got_hup && !got_term && !got_alrm)
 			sigsuspend(&waitmask);
 	}

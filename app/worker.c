@@ -114,6 +114,7 @@ static void
 worker_serve(FCGX_Request *r, const struct app_config *cfg, struct store *st,
              struct engine *eng)
 {
+	int nlabels;
 	struct request req;
 	struct timespec t0;
 
@@ -139,7 +140,9 @@ worker_serve(FCGX_Request *r, const struct app_config *cfg, struct store *st,
 		request_problem(&req, 500, "internal", "no response", NULL);
 	request_header(&req, "X-Request-Id", req.reqid);
 	worker_respond(r, &req);
-	metrics_request(req.route_index < 0 ? 23 : req.route_index, req.status);
+	router_labels(&nlabels); /* the last label is "unmatched" */
+	metrics_request(req.route_index < 0 ? nlabels - 1 : req.route_index,
+	                req.status);
 	log_request(req.method ? req.method : "-", req.route, req.status,
 	            elapsed_ms(&t0));
 	log_set_reqid(NULL);

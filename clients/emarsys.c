@@ -145,8 +145,8 @@ emarsys_reply_parse(const struct http_resp *r, struct em_reply *rep)
 		rep->code = (long)json_integer_value(c);
 	else if (json_is_string(c))
 		rep->code = (long)em_digits(json_string_value(c));
-	if (json_str(rep->root, "replyText") != NULL)
-		rep->text = json_str(rep->root, "replyText");
+	if (jsonutil_str(rep->root, "replyText") != NULL)
+		rep->text = jsonutil_str(rep->root, "replyText");
 	rep->data = json_object_get(rep->root, "data");
 }
 
@@ -259,7 +259,7 @@ em_request(struct job *j, enum em_req kind, const char *method,
 static void
 em_body(struct em_state *s, json_t *v)
 {
-	char *text = json_compact(v);
+	char *text = jsonutil_compact(v);
 
 	buf_reset(&s->body);
 	if (text != NULL)
@@ -545,9 +545,12 @@ em_rate_limited(struct job *j, const struct http_resp *r)
 	char v[32];
 	int64_t reset_ms = store_now_ms() + 60000;
 
+	long long reset;
+
 	if (http_resp_header(r, "X-RateLimit-Reset", v, sizeof(v)) &&
-	    strtoll(v, NULL, 10) > 0)
-		reset_ms = strtoll(v, NULL, 10) * 1000 + 100;
+	    (reset = strtoll(v, NULL, 10)) > 0 &&
+	    reset < store_now_ms() / 1000 + 3600) /* a remote value */
+		reset_ms = reset * 1000 + 100;
 	if (reset_ms < j->deadline_ms - 500) {
 		j->wait_until_ms = reset_ms;
 		return;
@@ -614,9 +617,12 @@ em_on_token(struct job *j, const struct http_resp *r)
 	struct em_state *s = j->state;
 	json_t *root = json_loadb(buf_str(&r->body), r->body.len, 0, NULL);
 	json_t *exp = json_object_get(root, "expires_in");
-	const char *tok = json_str(root, "access_token");
+	const char *tok = jsonutil_str(root, "access_token");
 	char aad[200], *sealed;
 	int64_t life = json_is_integer(exp) ? json_integer_value(exp) : 3600;
+
+	if (life < 0 || life > 86400) /* a remote value: keep it sane */
+		life = life < 0 ? 0 : 86400;
 
 	j->excerpt[0] = '\0'; /* never record the token */
 	if (r->result != HTTP_OK || r->status >= 500 || r->status == 429) {
@@ -661,7 +667,7 @@ em_on_list_fields(struct job *j, const struct em_reply *rep)
 	}
 	json_array_foreach(rep->data, i, f)
 	{
-		const char *name = json_str(f, "name");
+		const char *name = jsonutil_str(f, "name");
 		char id[32];
 		if (name == NULL ||
 		    !emarsys_id_text(json_object_get(f, "id"), id))
@@ -730,7 +736,7 @@ em_on_list_events(struct job *j, const struct em_reply *rep)
 	}
 	json_array_foreach(rep->data, i, e)
 	{
-		const char *name = json_str(e, "name");
+		const char *name = jsonutil_str(e, "name");
 		char id[32];
 		if (name != NULL && strcasecmp(name, s->ev_name) == 0 &&
 		    emarsys_id_text(json_object_get(e, "id"), id)) {
@@ -951,7 +957,7 @@ pf_token(struct job *j, struct httpc *h, json_t *checks)
 	em_token_request(j);
 	httpc_perform(h, &j->req, &r);
 	root = json_loadb(buf_str(&r.body), r.body.len, 0, NULL);
-	tok = json_str(root, "access_token");
+	tok = jsonutil_str(root, "access_token");
 	if (r.result == HTTP_OK && r.status == 200 && tok != NULL) {
 		em_set_token(s, tok);
 		check_add(checks, "emarsys.token", 1,
@@ -977,7 +983,7 @@ pf_find(const struct em_reply *rep, const char *name, char id[32])
 
 	json_array_foreach(rep->data, i, v)
 	{
-		const char *n = json_str(v, "name");
+		const char *n = jsonutil_str(v, "name");
 		if (n != NULL && strcasecmp(n, name) == 0 &&
 		    emarsys_id_text(json_object_get(v, "id"), id))
 			return 1;

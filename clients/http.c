@@ -178,6 +178,9 @@ xfer_get(struct httpc *h)
 		http_resp_fini(&x->resp);
 		http_resp_init(&x->resp);
 		x->body_over = 0;
+		x->upload = NULL;
+		x->upload_len = x->upload_pos = 0;
+		x->upload_read = 0;
 		x->errbuf[0] = '\0';
 		return x;
 	}
@@ -189,13 +192,19 @@ xfer_setup(struct httpc *h, struct xfer *x, const struct http_req *req)
 {
 	CURL *e = x->easy;
 	long timeout = req->timeout_ms ? req->timeout_ms : h->opts.timeout_ms;
+	struct curl_slist *more;
 
-	for (int i = 0; i < req->nheaders; i++)
-		if ((x->hdrs = curl_slist_append(x->hdrs, req->headers[i])) ==
+	/* On failure x->hdrs stays whole; xfer_get frees it on reuse. */
+	for (int i = 0; i < req->nheaders; i++) {
+		if ((more = curl_slist_append(x->hdrs, req->headers[i])) ==
 		    NULL)
 			return GC_ENOMEM;
+		x->hdrs = more;
+	}
 	/* No "Expect: 100-continue" round trip on uploads. */
-	x->hdrs = curl_slist_append(x->hdrs, "Expect:");
+	if ((more = curl_slist_append(x->hdrs, "Expect:")) == NULL)
+		return GC_ENOMEM;
+	x->hdrs = more;
 	curl_easy_setopt(e, CURLOPT_URL, req->url);
 	curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR,
 	                 h->opts.allow_plain_http ? "http,https" : "https");
@@ -340,8 +349,12 @@ httpc_perform(struct httpc *h, const struct http_req *req,
 	int rc;
 
 	http_resp_init(resp);
-	if ((err = httpc_start(h, req, &marker)) != GC_OK)
+	if ((err = httpc_start(h, req, &marker)) != GC_OK) {
+		resp->result = HTTP_NOT_SENT;
+		snprintf(resp->error, sizeof(resp->error),
+		         "could not start the request");
 		return err;
+	}
 	while ((rc = httpc_next(h, 1000, &owner, resp)) == 0)
 		;
 	return rc == 1 ? GC_OK : GC_ESYS;

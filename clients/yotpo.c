@@ -45,6 +45,7 @@ struct yo_state {
 	enum yo_phase phase;
 	enum yo_req inflight;
 	int64_t sent_at;
+	char email[256]; /* the customer to reconcile against */
 	int64_t slot_ms; /* throttle slot held, 0 when none */
 	int finished;
 	struct buf body;
@@ -143,22 +144,40 @@ yo_stop(struct job *j, enum dest_outcome o, const char *why)
 	return job_done(j, o, "%s", why);
 }
 
+/* Record a ledger state for our claim; loud when it cannot be stored. */
+static enum gc_err
+yo_ledger(struct job *j, const char *state, int64_t sent_at)
+{
+	struct yo_state *s = j->state;
+	enum gc_err err;
+
+	err = store_ledger_set(j->st, j->brand->slug, j->ev->token, s->action,
+	                       j->lease->owner, state, sent_at);
+	if (err != GC_OK)
+		log_errorx("yotpo ledger %s/%s: cannot record \"%s\" (%s); "
+		           "a later run reconciles against the history",
+		           j->brand->slug, s->action, state,
+		           err == GC_EEXISTS ? "claim lost" : gc_strerror(err));
+	return err;
+}
+
 /* Give the key back (nothing was sent) and retry later. */
 static void
 yo_release(struct job *j)
 {
-	store_ledger_release(j->st, j->brand->slug, j->ev->token,
-	                     ((struct yo_state *)j->state)->action);
+	struct yo_state *s = j->state;
+
+	if (store_ledger_release(j->st, j->brand->slug, j->ev->token, s->action,
+	                         j->lease->owner) != GC_OK)
+		log_warnx("yotpo ledger %s/%s: claim already gone",
+		          j->brand->slug, s->action);
 }
 
 /* The award may have happened: remember that and retry after a check. */
 static void
 yo_unknown(struct job *j, int64_t sent_at, const char *why)
 {
-	struct yo_state *s = j->state;
-
-	store_ledger_set(j->st, j->brand->slug, j->ev->token, s->action,
-	                 "unknown", sent_at);
+	yo_ledger(j, "unknown", sent_at);
 	j->retry_at_ms = sent_at + j->cfg->yotpo_reconcile_after_s * 1000;
 	yo_stop(j, DEST_RETRY, why);
 }
@@ -172,9 +191,11 @@ yo_claim(struct job *j)
 	int64_t now = store_now_ms();
 
 	if (store_ledger_claim(j->st, j->brand->slug, j->ev->token, s->action,
-	                       j->event_id, j->ev->token, now,
-	                       j->deadline_ms + 60000, &c, &v) != GC_OK)
+	                       j->event_id, j->ev->email, now, j->lease, &c,
+	                       &v) != GC_OK)
 		return yo_stop(j, DEST_RETRY, "store unavailable (ledger)");
+	/* Reconcile against the customer the uncertain call was for. */
+	snprintf(s->email, sizeof(s->email), "%s", v.email);
 	switch (c) {
 	case LEDGER_CLAIMED:
 		s->phase = YO_SEND;
@@ -220,6 +241,17 @@ yo_throttle(struct job *j)
 		s->slot_ms = 0;
 		return JOB_REQUEST;
 	}
+	if (s->slot_ms > j->deadline_ms - 500) {
+		/* The slot falls after the budget: try again then. */
+		j->retry_at_ms = s->slot_ms;
+		if (s->phase == YO_SEND)
+			yo_release(j);
+		else
+			yo_ledger(j, "unknown", s->sent_at);
+		return yo_stop(j, DEST_RETRY,
+		               "throttled: next Yotpo slot is "
+		               "after the time budget");
+	}
 	j->wait_until_ms = s->slot_ms;
 	return JOB_WAIT;
 }
@@ -245,7 +277,7 @@ yo_get_customer(struct job *j)
 	buf_reset(&s->body);
 	buf_printf(&s->body,
 	           "%s/customers?customer_email=", j->cfg->yotpo_api_base);
-	httpc_escape(&s->body, j->ev->email);
+	httpc_escape(&s->body, s->email);
 	buf_puts(&s->body, "&with_history=true");
 	snprintf(j->req.url, sizeof(j->req.url), "%s", buf_str(&s->body));
 	buf_reset(&s->body);
@@ -269,7 +301,7 @@ yo_post_action(struct job *j)
 	    json_pack("{s:s, s:s, s:s, s:s, s:s}", "type", "CustomAction",
 	              "customer_email", j->ev->email, "action_name", s->action,
 	              "created_at", created, "history_title", s->title);
-	text = json_compact(body);
+	text = jsonutil_compact(body);
 	json_decref(body);
 	buf_reset(&s->body);
 	/* Never send an empty body: nothing left, so give the key back. */
@@ -340,6 +372,8 @@ yo_reset_ms(const struct http_resp *r)
 	if (http_resp_header(r, "Retry-After", v, sizeof(v)) &&
 	    (x = strtoll(v, NULL, 10)) > secs)
 		secs = x;
+	if (secs > 3600) /* a remote value: keep the arithmetic sane */
+		secs = 3600;
 	return store_now_ms() + secs * 1000;
 }
 
@@ -363,7 +397,6 @@ yo_later(struct job *j, const struct http_resp *r)
 static void
 yo_on_award(struct job *j, const struct http_resp *r)
 {
-	struct yo_state *s = j->state;
 	int64_t now = store_now_ms();
 	char why[300];
 
@@ -379,8 +412,7 @@ yo_on_award(struct job *j, const struct http_resp *r)
 		    r->result != HTTP_OK ? r->error : "server error");
 		yo_unknown(j, now, why);
 	} else if (r->status >= 200 && r->status < 300) {
-		store_ledger_set(j->st, j->brand->slug, j->ev->token, s->action,
-		                 "done", now);
+		yo_ledger(j, "done", now);
 		yo_stop(j, DEST_DELIVERED, "");
 	} else if (r->status == 429 || r->status == 423)
 		yo_later(j, r);
@@ -431,8 +463,7 @@ yo_on_customer(struct job *j, const struct http_resp *r)
 	json_decref(cust);
 	metrics_yotpo_reconcile(found);
 	if (found) {
-		store_ledger_set(j->st, j->brand->slug, j->ev->token, s->action,
-		                 "done", s->sent_at);
+		yo_ledger(j, "done", s->sent_at);
 		yo_stop(j, DEST_DELIVERED, "");
 		snprintf(j->warning, sizeof(j->warning),
 		         "award confirmed in the customer's history after an "
@@ -440,9 +471,12 @@ yo_on_customer(struct job *j, const struct http_resp *r)
 		j->outcome = DEST_WARNING;
 		return;
 	}
-	/* Confirmed absent after the visibility delay: send again. */
-	store_ledger_set(j->st, j->brand->slug, j->ev->token, s->action,
-	                 "sending", 0);
+	/* Confirmed absent after the visibility delay: send again, but only
+	 * while the claim is still ours. */
+	if (yo_ledger(j, "sending", 0) != GC_OK) {
+		yo_stop(j, DEST_RETRY, "lost the award claim while checking");
+		return;
+	}
 	s->phase = YO_SEND;
 }
 
@@ -451,7 +485,9 @@ yo_response(struct job *j, const struct http_resp *r)
 {
 	struct yo_state *s = j->state;
 
-	job_excerpt(j, r);
+	/* A customer record is personal data: keep it out of attempts. */
+	if (s->inflight == YO_POST_ACTION || r->status != 200)
+		job_excerpt(j, r);
 	if (s->inflight == YO_POST_ACTION)
 		yo_on_award(j, r);
 	else
@@ -523,11 +559,11 @@ yotpo_preflight(const struct app_config *cfg, const struct brand *b,
 	list = ok ? json_loadb(buf_str(&r.body), r.body.len, 0, NULL) : NULL;
 	if (json_is_object(list)) /* tolerate {"campaigns": [...]} */
 		json_array_foreach(json_object_get(list, "campaigns"), i, c)
-		    custom += json_str(c, "type") &&
-		              strstr(json_str(c, "type"), "Custom");
+		    custom += jsonutil_str(c, "type") &&
+		              strstr(jsonutil_str(c, "type"), "Custom");
 	json_array_foreach(
-	    list, i, c) if (json_str(c, "type") &&
-	                    strstr(json_str(c, "type"), "Custom")) custom++;
+	    list, i, c) if (jsonutil_str(c, "type") &&
+	                    strstr(jsonutil_str(c, "type"), "Custom")) custom++;
 	if (ok)
 		json_array_append_new(
 		    checks,

@@ -176,7 +176,7 @@ admin_brand_put(struct request *req)
 		return;
 	}
 	json_decref(errors);
-	text = json_compact(sealed);
+	text = jsonutil_compact(sealed);
 	err = text ? store_brand_put(req->st, slug, text, &created) : GC_ENOMEM;
 	free(text);
 	if (err != GC_OK) {
@@ -334,8 +334,8 @@ admin_brand_redeliver(struct request *req)
 		return;
 	if (req->body.len > 0 && (in = admin_body_json(req)) == NULL)
 		return;
-	s = json_str(in, "since");
-	u = json_str(in, "until");
+	s = jsonutil_str(in, "since");
+	u = jsonutil_str(in, "until");
 	if ((s != NULL && request_parse_time(s, &since) != 0) ||
 	    (u != NULL && request_parse_time(u, &until) != 0)) {
 		json_decref(in);

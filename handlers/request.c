@@ -125,7 +125,7 @@ request_is_json(const struct request *req)
 void
 request_json(struct request *req, int status, json_t *j)
 {
-	char *text = j ? json_compact(j) : NULL;
+	char *text = j ? jsonutil_compact(j) : NULL;
 
 	buf_reset(&req->out);
 	req->status = status;

@@ -62,8 +62,7 @@ route_match(const char *pattern, const char *path, char *caps[2])
 				return 0;
 			if (caps != NULL &&
 			    ((caps[ncap] = strndup(path, n)) == NULL ||
-			     request_pct_decode(caps[ncap]) != 0 ||
-			     strchr(caps[ncap], '/') != NULL))
+			     request_pct_decode(caps[ncap]) != 0))
 				return 0;
 			ncap++;
 			path += n;
@@ -130,7 +129,11 @@ router_dispatch(struct request *req)
 	req->route = routes[i].label;
 	req->route_index = (int)i;
 	route_free_caps(req);
-	route_match(routes[i].pattern, req->path, req->captures);
+	if (!route_match(routes[i].pattern, req->path, req->captures)) {
+		request_problem(req, 404, "not_found", "malformed path segment",
+		                NULL);
+		return;
+	}
 	if (routes[i].auth == AUTH_WRITE &&
 	    (req->admin_key == NULL || req->admin_key->role != ROLE_WRITE)) {
 		request_problemf(req, 403, "forbidden",

@@ -20,8 +20,7 @@
 #include "event.h"
 #include "httpc.h"
 #include "metrics.h"
-
-struct store;
+#include "store.h"
 
 enum dest_outcome {
 	DEST_DELIVERED,
@@ -45,7 +44,8 @@ struct job {
 	const struct gc_event *ev;
 	const struct brand *brand;
 	const json_t *payload;
-	int64_t deadline_ms; /* wall clock: finish (or give up) by then */
+	int64_t deadline_ms;       /* wall clock: finish (or give up) by then */
+	const struct lease *lease; /* this run's lease (owner for the store) */
 
 	/* The request to send (JOB_REQUEST); body owned by the client. */
 	struct http_req req;

@@ -33,9 +33,10 @@ enum gc_err engine_submit(struct engine *eng, const char *webhook_id,
                           json_t **outcome, int *status);
 
 /*
- * Run deliveries that are due (retrier).  Returns how many ran.
+ * Run the deliveries of the one event that is due first (retrier).
+ * Returns 1 when an event ran, 0 when nothing was due.
  */
-int engine_run_due(struct engine *eng, int limit);
+int engine_run_due(struct engine *eng);
 
 /*
  * Make the failed or dead deliveries of an event due now (operators).

@@ -9,15 +9,15 @@
 #include "buf.h"
 
 /* Append s as a quoted, escaped JSON string (invalid UTF-8 -> U+FFFD). */
-enum gc_err json_escape_buf(struct buf *b, const char *s);
+enum gc_err jsonutil_escape(struct buf *b, const char *s);
 
 /*
  * Serialise j compactly, keys in insertion order.  Caller frees the result
  * with free(); NULL on allocation failure.
  */
-char *json_compact(const json_t *j);
+char *jsonutil_compact(const json_t *j);
 
 /* Borrowed string member of obj, or NULL when absent or not a string. */
-const char *json_str(const json_t *obj, const char *key);
+const char *jsonutil_str(const json_t *obj, const char *key);
 
 #endif

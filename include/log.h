@@ -42,10 +42,10 @@ void log_request(const char *method, const char *route, int status,
                  double duration_ms);
 
 /*
- * One line per attempt to a remote API: destination, event id, outcome,
+ * One line per attempt to a remote API: destination, event id, step,
  * HTTP status (0 = none), the remote reply code (or NULL) and latency.
  */
-void log_attempt(const char *dest, const char *event_id, const char *outcome,
+void log_attempt(const char *dest, const char *event_id, const char *step,
                  long http_status, const char *reply_code, double latency_ms);
 
 #endif

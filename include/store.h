@@ -56,6 +56,16 @@ enum gc_err store_brand_list(struct store *st, json_t **docs);
 
 /* ---- events, deliveries, attempts (store_events.c) ---- */
 
+/*
+ * A lease: the right to work on a delivery, or a Yotpo award key, until
+ * until_ms.  owner is unique per run ("pid.seq"): a run whose lease ran
+ * out and was taken over cannot overwrite the newer run's result.
+ */
+struct lease {
+	int64_t until_ms;
+	char owner[40];
+};
+
 /* A delivery as created at intake. */
 struct delivery_init {
 	const char *destination; /* "emarsys", "yotpo" */
@@ -64,33 +74,48 @@ struct delivery_init {
 };
 
 /*
- * Record an event and its deliveries in one transaction.  Pending
- * deliveries are leased to the caller until lease_until_ms.  GC_EEXISTS
- * when the id is already recorded (nothing changes).
+ * Record an event and its deliveries in one transaction; pending
+ * deliveries are leased to l.  GC_EEXISTS when the id is already recorded
+ * (nothing changes).
  */
 enum gc_err store_event_insert(struct store *st, const char *id,
                                const char *brand, const char *kind,
                                const char *body, const struct delivery_init *d,
-                               size_t n, int64_t lease_until_ms);
+                               size_t n, const struct lease *l);
 
 /*
  * The outcome document of an event: {"id","status","deliveries":[...]},
  * status "delivered" when every delivery is delivered or skipped, else
- * "accepted".  *final_ok tells which.  GC_ENOTFOUND when unknown.
+ * "accepted".  *final_ok tells which.  *out is a new reference.
+ * GC_ENOTFOUND when unknown.
  */
 enum gc_err store_event_outcome(struct store *st, const char *id, json_t **out,
                                 int *final_ok);
 
-/* Stored brand, kind and normalised body of an event (caller frees). */
+/*
+ * Stored brand, kind and normalised body of an event (caller frees each).
+ * GC_ENOTFOUND when unknown or the body was purged.
+ */
 enum gc_err store_event_body(struct store *st, const char *id, char **brand,
                              char **kind, char **body);
 
-/* Set a delivery's result and release its lease; recomputes the event's
- * status.  next_at_ms only for "retrying". */
+/*
+ * Set a delivery's result and release its lease, if owner still holds
+ * it; recomputes the event's status.  next_at_ms only for "retrying".
+ * GC_EEXISTS when the lease was lost (nothing changes).
+ */
 enum gc_err store_delivery_finish(struct store *st, const char *event_id,
-                                  const char *dest, const char *status,
-                                  const char *reason, const char *warning,
-                                  int64_t next_at_ms);
+                                  const char *dest, const char *owner,
+                                  const char *status, const char *reason,
+                                  const char *warning, int64_t next_at_ms);
+
+/*
+ * Put a leased delivery back as "retrying" at next_at_ms without counting
+ * the run (its destination is paused).  GC_EEXISTS when the lease was lost.
+ */
+enum gc_err store_delivery_postpone(struct store *st, const char *event_id,
+                                    const char *dest, const char *owner,
+                                    const char *reason, int64_t next_at_ms);
 
 /* How many runs a delivery has had (for the retry schedule). */
 enum gc_err store_delivery_attempts(struct store *st, const char *event_id,
@@ -107,31 +132,34 @@ struct attempt {
 	const char *excerpt;    /* may be NULL */
 	long latency_ms;
 };
+/* Record an attempt (strings are copied).  GC_ESTORE on failure. */
 enum gc_err store_attempt_add(struct store *st, const struct attempt *a);
 
 /*
- * Lease up to limit due deliveries (pending or retrying, next_at passed,
- * lease expired) until lease_until_ms.  *claimed is an array of
- * {"event_id","destination"} objects (new reference).  Each claimed
- * delivery's run count is incremented.
+ * Lease to l the due deliveries (pending or retrying, next_at passed,
+ * lease expired) of the one event due first, counting a run for each.
+ * *event_id is that event (caller frees) and *claimed its destination
+ * names (new reference); both NULL when nothing is due.
  */
 enum gc_err store_claim_due(struct store *st, int64_t now_ms,
-                            int64_t lease_until_ms, int limit,
+                            const struct lease *l, char **event_id,
                             json_t **claimed);
 
 /*
  * Operators' redelivery of one event: in one transaction, take every
  * delivery that is failed, dead, or waiting for a retry with no live
- * lease, make it "retrying" and lease it to the caller until
- * lease_until_ms.  *taken is an array of destination names (new
- * reference).  GC_ENOTFOUND when there is no such event.
+ * lease, make it "retrying" and lease it to l.  *taken is an array of
+ * destination names (new reference).  GC_ENOTFOUND when there is no such
+ * event.
  */
 enum gc_err store_event_take(struct store *st, const char *event_id,
-                             int64_t now_ms, int64_t lease_until_ms,
+                             int64_t now_ms, const struct lease *l,
                              json_t **taken);
 
-/* Requeue failed/dead deliveries of a brand's events received within
- * [since_ms, until_ms).  *count = how many. */
+/*
+ * Requeue failed/dead deliveries of a brand's events received within
+ * [since_ms, until_ms), for the retrier.  *count = how many.
+ */
 enum gc_err store_brand_requeue(struct store *st, const char *brand,
                                 int64_t since_ms, int64_t until_ms, int *count);
 
@@ -149,28 +177,35 @@ struct event_filter {
 /* {"events":[...], "next_cursor": "..."|null} (new reference). */
 enum gc_err store_events_list(struct store *st, const struct event_filter *f,
                               json_t **out);
-/* Event with its deliveries and attempts; GC_ENOTFOUND when unknown. */
+/* Event with its deliveries and attempts (new reference); GC_ENOTFOUND
+ * when unknown. */
 enum gc_err store_event_detail(struct store *st, const char *id, json_t **out);
 
-/* Remove bodies (personal data) of events received before before_ms. */
+/*
+ * Remove personal data of settled events received before before_ms: the
+ * body and the response excerpts of their attempts.  *count = events.
+ */
 enum gc_err store_purge_bodies(struct store *st, int64_t before_ms, int *count);
 
 /* ---- Emarsys id and token caches (store_remote.c) ---- */
 
 /* Cached remote id of a field or event by name within scope (brand and
- * client id); GC_ENOTFOUND when not cached. */
+ * client id) into out; GC_ENOTFOUND when not cached. */
 enum gc_err store_em_id_get(struct store *st, const char *scope,
                             const char *kind, const char *name, char out[32]);
+/* Cache an id (replacing any); GC_ESTORE on failure. */
 enum gc_err store_em_id_put(struct store *st, const char *scope,
                             const char *kind, const char *name, const char *id);
+/* Forget every cached id of a kind ("field", "event") in scope. */
 enum gc_err store_em_id_forget(struct store *st, const char *scope,
                                const char *kind);
 
-/* Cached sealed token for brand and client id, valid until expires_ms;
- * GC_ENOTFOUND when none. */
+/* Cached sealed token for brand and client id (caller frees *sealed),
+ * valid until expires_ms; GC_ENOTFOUND when none. */
 enum gc_err store_em_token_get(struct store *st, const char *brand,
                                const char *client_id, char **sealed,
                                int64_t *expires_ms);
+/* Cache a sealed token for brand (replacing any); GC_ESTORE on failure. */
 enum gc_err store_em_token_put(struct store *st, const char *brand,
                                const char *client_id, const char *sealed,
                                int64_t expires_ms);
@@ -183,37 +218,44 @@ enum gc_err store_em_token_forget(struct store *st, const char *brand,
 enum ledger_claim {
 	LEDGER_CLAIMED,   /* new: we may send, holding the lease */
 	LEDGER_DONE,      /* already awarded */
-	LEDGER_BUSY,      /* another process holds it until lease_until */
+	LEDGER_BUSY,      /* another run holds it until lease_until */
 	LEDGER_RECONCILE, /* outcome unknown; we hold the lease to check */
 };
 
 struct ledger_view {
 	char event_id[260]; /* who claimed or awarded it */
+	char email[256];    /* the customer the uncertain call was for */
 	int64_t lease_until;
-	int64_t sent_at; /* when the uncertain call was made */
+	int64_t sent_at; /* when the uncertain call was started */
 };
 
 /*
- * Claim the award key (brand, token, action) for event_id in one
- * transaction; see enum ledger_claim.
+ * Claim the award key (brand, token, action) for event_id and email in
+ * one transaction, leased to l; see enum ledger_claim.
  */
 enum gc_err store_ledger_claim(struct store *st, const char *brand,
                                const char *token, const char *action,
-                               const char *event_id, const char *reference,
-                               int64_t now_ms, int64_t lease_until_ms,
+                               const char *event_id, const char *email,
+                               int64_t now_ms, const struct lease *l,
                                enum ledger_claim *res,
                                struct ledger_view *view);
 
-/* Record the state after a call: "done", "unknown" or "sending" (before
- * sending again after a reconciliation).  Releases the lease for "done"
- * and "unknown". */
+/*
+ * Record the state of a claim owner holds: "done" or "unknown" (releasing
+ * the lease; sent_at_ms is when the call started), or "sending" (keeping
+ * the lease, before sending again after a reconciliation: the new call's
+ * start is recorded).  GC_EEXISTS when owner no longer holds the key.
+ */
 enum gc_err store_ledger_set(struct store *st, const char *brand,
                              const char *token, const char *action,
-                             const char *state, int64_t sent_at_ms);
+                             const char *owner, const char *state,
+                             int64_t sent_at_ms);
 
-/* Forget a claim that sent nothing (the key may be claimed again). */
+/* Forget a claim owner holds that sent nothing (the key may be claimed
+ * again).  GC_EEXISTS when owner no longer holds it. */
 enum gc_err store_ledger_release(struct store *st, const char *brand,
-                                 const char *token, const char *action);
+                                 const char *token, const char *action,
+                                 const char *owner);
 
 /*
  * Reserve the next call slot for brand at most max_rps per second across

@@ -733,12 +733,17 @@ class EventsApi(unittest.TestCase):
             with s.db() as c:
                 c.execute("UPDATE events SET received_at = received_at - "
                           "31 * 86400 * 1000 WHERE id = 'old'")
+                c.execute("INSERT INTO attempts(event_id, destination, at, "
+                          "step, outcome, excerpt) VALUES ('old', 'yotpo', "
+                          "0, 'award', 'response', 'jane@example.com')")
             # The retrier purges when it starts: reload to restart it.
             os.kill(s.gcrelay.pid, signal.SIGHUP)
             s.wait(lambda: s.query("SELECT purged FROM events WHERE "
                                    "id='old'") == [(1,)], what="purge")
             self.assertEqual(s.query("SELECT body FROM events WHERE "
                                      "id='old'"), [(None,)])
+            self.assertEqual(s.query("SELECT excerpt FROM attempts WHERE "
+                                     "event_id='old'"), [(None,)])
             self.assertIsNotNone(s.query("SELECT body FROM events WHERE "
                                          "id='new'")[0][0])
             r = s.admin("GET", "/admin/v1/events/old")
@@ -863,3 +868,36 @@ class ResponseCap(unittest.TestCase):
             self.assertIn("response body over 2048 bytes", d["reason"])
             att = s.admin("GET", "/admin/v1/events/big").json["attempts"]
             self.assertEqual(att[-1]["outcome"], "too_large")
+
+
+class PausedDestination(unittest.TestCase):
+
+    def test_pausing_keeps_waiting_retries(self):
+        """A delivery waiting for a retry is not dropped when the operator
+        pauses its destination: it waits, and runs once resumed."""
+        with Stack(retry_schedule="[1, 1, 1]") as s:
+            s.demo_brand(yotpo=False)
+            s.emarsys.fault("status", status=503, count=1,
+                            path_prefix="/api/v3/contact")
+            r = s.post_event(sample_event("consent_intent"), webhook_id="p1")
+            self.assertEqual(r.status, 202, r)
+            paused = {"name": "Acme", "emarsys": {
+                "enabled": False, "client_id": "demo_client",
+                "client_secret": "demo_secret"}}
+            s.put_brand("acme", paused)
+            # The retrier looks at it (after 1 s) and postpones it.
+            s.wait(lambda: s.query(
+                "SELECT reason FROM deliveries WHERE event_id='p1' AND "
+                "destination='emarsys'") == [
+                ("emarsys is paused for this brand (enabled: false)",)],
+                what="postponed while paused")
+            self.assertEqual(s.query("SELECT status, attempts FROM "
+                                     "deliveries WHERE event_id='p1' AND "
+                                     "destination='emarsys'"),
+                             [("retrying", 1)])
+            self.assertEqual(s.query("SELECT status FROM events WHERE "
+                                     "id='p1'"), [("pending",)])
+            s.demo_brand(yotpo=False)
+            r = s.admin("POST", "/admin/v1/events/p1/redeliver", {})
+            self.assertEqual(r.status, 200, r)
+            self.assertEqual(r.json["status"], "delivered")

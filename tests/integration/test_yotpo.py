@@ -599,6 +599,24 @@ class YotpoUnknownOutcomeTest(YotpoCase):
         self.assertEqual(len(self.awards()), 1)
         self.assertEqual(self.balance(), 100)
 
+    def test_other_email_same_token_reconciles_the_first_customer(self):
+        # The uncertain award was for a@; a new webhook id for the same
+        # verification names b@.  The check must look at a@'s history
+        # (where the award is), not b@'s (empty), or it would award twice.
+        self.fault("status_after_apply", status=500)
+        ev = event(email="first@example.com")
+        w1, r1 = self.post(ev)
+        self.check_unknown(ev, w1, r1)
+        ev2 = dict(ev, email="second@example.com")
+        w2, r2 = self.post(ev2)
+        self.assertIn(r2.status, (200, 202), r2)
+        for wid in (w1, w2):
+            self.wait_status_any(wid, ("delivered", "skipped"))
+        self.assertEqual({g["query"]["customer_email"] for g in self.gets()},
+                         {"first@example.com"})
+        self.assertEqual(len(self.posts()), 1, self.posts())
+        self.assertEqual(self.balance("first@example.com"), 100)
+
     def test_reconcile_looks_up_an_email_that_needs_escaping(self):
         email = "o'brien+gold&co=1@example.com"
         self.fault("status_after_apply", status=500)
