@@ -11,7 +11,7 @@
 #include "store.h"
 #include "worker.h"
 
-#define PURGE_EVERY_S 3600
+#define PURGE_EVERY_S 3600 /* purge and checkpoint */
 
 static void
 retrier_purge(struct store *st, const struct app_config *cfg)
@@ -23,6 +23,9 @@ retrier_purge(struct store *st, const struct app_config *cfg)
 	if (store_purge_bodies(st, before, &n) == GC_OK && n > 0)
 		log_info("purged the bodies of %d events older than %d days", n,
 		         cfg->retention_days);
+	/* Bursts leave a large WAL behind; give the space back. */
+	if (store_checkpoint(st) != GC_OK)
+		log_warnx("store: checkpoint failed");
 }
 
 /* Sleep up to ms, waking early when told to stop. */

@@ -282,6 +282,13 @@ store_close(struct store *st)
 }
 
 /* See store.h. */
+enum gc_err
+store_checkpoint(struct store *st)
+{
+	return store_exec(st, "PRAGMA wal_checkpoint(TRUNCATE)");
+}
+
+/* See store.h. */
 int
 store_schema_version(struct store *st)
 {

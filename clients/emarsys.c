@@ -29,7 +29,8 @@
 #include "store.h"
 
 #define SMS_FIELD_NAME  "mobile sms opt-in" /* matched case-insensitively */
-#define NO_SUCH_FIELD   "none"              /* cached: the account has none */
+#define NO_SUCH_FIELD   "none"              /* the account has none */
+#define NO_SUCH_FIELD_S 3600 /* look again after this: SMS may be enabled */
 #define TOKEN_MARGIN_MS 60000
 #define MAX_LISTS       3
 
@@ -392,9 +393,16 @@ em_cached_ids(struct job *j)
 {
 	struct em_state *s = j->state;
 
-	if (s->want_sms && s->sms_id[0] == '\0')
-		store_em_id_get(j->st, s->scope, "field", SMS_FIELD_NAME,
-		                s->sms_id);
+	if (s->want_sms && s->sms_id[0] == '\0' &&
+	    store_em_id_get(j->st, s->scope, "field", SMS_FIELD_NAME,
+	                    s->sms_id) == GC_OK &&
+	    strncmp(s->sms_id, NO_SUCH_FIELD ":", 5) == 0) {
+		long long when = strtoll(s->sms_id + 5, NULL, 10);
+		if (store_now_ms() / 1000 - when < NO_SUCH_FIELD_S)
+			snprintf(s->sms_id, sizeof(s->sms_id), NO_SUCH_FIELD);
+		else
+			s->sms_id[0] = '\0'; /* list the fields again */
+	}
 	for (int i = 0; i < s->nvf; i++)
 		if (s->vf[i].id[0] == '\0')
 			store_em_id_get(j->st, s->scope, "field", s->vf[i].name,
@@ -688,9 +696,12 @@ em_on_list_fields(struct job *j, const struct em_reply *rep)
 			}
 	}
 	if (s->want_sms && s->sms_id[0] == '\0') {
+		char mark[32];
+		/* Cached as "none:<when>" so the absence is checked again. */
+		snprintf(mark, sizeof(mark), NO_SUCH_FIELD ":%lld",
+		         (long long)(store_now_ms() / 1000));
 		snprintf(s->sms_id, sizeof(s->sms_id), NO_SUCH_FIELD);
-		store_em_id_put(j->st, s->scope, "field", SMS_FIELD_NAME,
-		                NO_SUCH_FIELD);
+		store_em_id_put(j->st, s->scope, "field", SMS_FIELD_NAME, mark);
 	}
 }
 

@@ -9,6 +9,7 @@
 #include "engine.h"
 #include "event.h"
 #include "handlers.h"
+#include "jsonutil.h"
 #include "log.h"
 #include "metrics.h"
 #include "store.h"
@@ -57,6 +58,21 @@ events_authenticate(struct request *req, const char **id)
 		return -1;
 	}
 	return 0;
+}
+
+/* For metrics: the kind a rejected body names, or -1. */
+static int
+events_kind_hint(const struct request *req)
+{
+	json_t *root = json_loadb(buf_str(&req->body), req->body.len, 0, NULL);
+	const char *kind = jsonutil_str(root, "event");
+	int k = -1;
+
+	for (int i = 0; kind != NULL && i < EV__MAX; i++)
+		if (strcmp(kind, ev_kind_names[i]) == 0)
+			k = i;
+	json_decref(root);
+	return k;
 }
 
 static void
@@ -119,9 +135,9 @@ events_post(struct request *req)
 	err = event_parse(buf_str(&req->body), req->body.len, time(NULL), &ev,
 	                  &prob);
 	if (err != GC_OK) {
-		events_reject(req, -1, err == GC_ENOMEM ? 500 : 400,
-		              "invalid_event", prob.detail,
-		              prob.field[0] ? prob.field : NULL);
+		events_reject(req, events_kind_hint(req),
+		              err == GC_ENOMEM ? 500 : 400, "invalid_event",
+		              prob.detail, prob.field[0] ? prob.field : NULL);
 		return;
 	}
 	if (events_brand(req, &ev, &b) != 0) {

@@ -187,6 +187,9 @@ enum gc_err store_event_detail(struct store *st, const char *id, json_t **out);
  */
 enum gc_err store_purge_bodies(struct store *st, int64_t before_ms, int *count);
 
+/* Fold the WAL back into the database and truncate it (housekeeping). */
+enum gc_err store_checkpoint(struct store *st);
+
 /* ---- Emarsys id and token caches (store_remote.c) ---- */
 
 /* Cached remote id of a field or event by name within scope (brand and

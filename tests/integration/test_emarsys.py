@@ -458,6 +458,26 @@ class DeliveryTest(EmarsysCase):
             self.assertEqual(len(lists), 1 - i)
         self.assert_no_empty_strings()
 
+    def test_missing_sms_field_is_looked_for_again_later(self):
+        # The account had no SMS module; an hour later it may have one.
+        self.account(sms_field_id=None)
+        self.brand()
+        self.post(self.event(), 200)
+        with self.s.db() as c:
+            c.execute("UPDATE emarsys_ids SET remote_id = 'none:1' WHERE "
+                      "kind = 'field' AND name = 'mobile sms opt-in'")
+        self.account(sms_field_id=12817)
+        self.s.emarsys.clear_requests()
+        wid, body = self.post(self.event(), 200)
+        d = self.delivery(wid)
+        self.assertEqual(d["status"], "delivered")
+        self.assertNotIn("warning", d)
+        reqs = self.s.emarsys.requests()
+        self.assertTrue(any(q["path"] == "/api/v3/field/translate/en"
+                            for q in reqs))
+        upsert = [q for q in reqs if q["path"].startswith("/api/v3/contact")]
+        self.assertEqual(upsert[0]["json"]["contacts"][0]["12817"], 1)
+
     # ---- 5: faults ----------------------------------------------------------
 
     def test_expired_token_refreshed_once_and_retried(self):

@@ -824,6 +824,10 @@ class Intake(IntakeCase):
         self.assertEqual(self.s.post_event(ev, sig="v1,xyz").status, 401)
         self.assertEqual(self.s.post_event(
             None, body=b"{nope").status, 400)
+        # A 400 is counted under the kind the body names, when it names one.
+        self.assertEqual(self.s.post_event(sample_event(
+            "consent_intent", brand_slug="bare", campaign_id="7")).status,
+            400)
         self.assertEqual(self.s.post_event(
             dict(ev, brand_slug="nobody")).status, 404)
         self.assertEqual(self.s.post_event(ev, webhook_id="msg_m").status,
@@ -851,9 +855,10 @@ class Intake(IntakeCase):
         self.assertEqual(delta(evk % ("offer_claimed", "rejected")), 1)
         self.assertEqual(delta(evk % ("consent_intent", "accepted")), 1)
         self.assertEqual(delta(evk % ("unknown", "rejected")), 1)
+        self.assertEqual(delta(evk % ("consent_intent", "rejected")), 1)
         req = 'gcrelay_http_requests_total{route="events",status="%s"}'
         self.assertEqual(delta(req % "401"), 7)
-        self.assertEqual(delta(req % "400"), 1)
+        self.assertEqual(delta(req % "400"), 2)
         self.assertEqual(delta(req % "404"), 1)
         self.assertEqual(delta(req % "200"), 3)
         self.assertEqual(delta('gcrelay_deliveries_total{destination='
