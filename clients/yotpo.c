@@ -45,8 +45,9 @@ struct yo_state {
 	enum yo_phase phase;
 	enum yo_req inflight;
 	int64_t sent_at;
-	char email[256]; /* the customer to reconcile against */
-	int64_t slot_ms; /* throttle slot held, 0 when none */
+	char email[256];   /* the customer to reconcile against */
+	char claimer[260]; /* the event whose call is being reconciled */
+	int64_t slot_ms;   /* throttle slot held, 0 when none */
 	int finished;
 	struct buf body;
 };
@@ -196,6 +197,7 @@ yo_claim(struct job *j)
 		return yo_stop(j, DEST_RETRY, "store unavailable (ledger)");
 	/* Reconcile against the customer the uncertain call was for. */
 	snprintf(s->email, sizeof(s->email), "%s", v.email);
+	snprintf(s->claimer, sizeof(s->claimer), "%s", v.event_id);
 	switch (c) {
 	case LEDGER_CLAIMED:
 		s->phase = YO_SEND;
@@ -464,6 +466,16 @@ yo_on_customer(struct job *j, const struct http_resp *r)
 	metrics_yotpo_reconcile(found);
 	if (found) {
 		yo_ledger(j, "done", s->sent_at);
+		if (strcmp(s->claimer, j->event_id) != 0) {
+			/* The award was another event's uncertain call. */
+			s->finished = 1;
+			job_done(j, DEST_SKIPPED,
+			         "points already awarded for verification %s "
+			         "(event %.100s, confirmed in the customer's "
+			         "history)",
+			         j->ev->token, s->claimer);
+			return;
+		}
 		yo_stop(j, DEST_DELIVERED, "");
 		snprintf(j->warning, sizeof(j->warning),
 		         "award confirmed in the customer's history after an "

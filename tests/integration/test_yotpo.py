@@ -592,8 +592,11 @@ class YotpoUnknownOutcomeTest(YotpoCase):
         # retrier has reconciled the first one.
         w2, r2 = self.post(ev)
         self.assertIn(r2.status, (200, 202), r2)
-        for wid in (w1, w2):
-            self.wait_status_any(wid, ("delivered", "skipped"))
+        # Whichever reconciles first: the award is the first event's.
+        self.wait_status(w1, "delivered")
+        d2 = self.wait_status(w2, "skipped")
+        self.assertIn("already awarded", d2["reason"])
+        self.assertIn(w1, d2["reason"])
         self.assertEqual(len(self.posts()), 1, self.posts())
         self.assertEqual(self.ledger(ev["token"])[0][0], "done")
         self.assertEqual(len(self.awards()), 1)
