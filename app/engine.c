@@ -284,11 +284,9 @@ engine_drive(struct engine *eng, struct run *runs, int n, int64_t deadline)
 			/* Requests are bounded by the budget; this is a bug. */
 			log_errorx("delivery driver overran its deadline");
 			for (int i = 0; i < n; i++)
-				if (runs[i].active && !runs[i].in_flight) {
-					job_done(&runs[i].job, DEST_RETRY,
-					         "time budget used up");
-					runs[i].active = 0;
-				}
+				if (runs[i].active && !runs[i].in_flight)
+					run_give_up(&runs[i],
+					            "time budget used up");
 		}
 	}
 }
@@ -346,38 +344,56 @@ engine_apply(struct engine *eng, struct job *j)
  * up a run); anything else needs an operator.
  */
 static void
-engine_replan(struct engine *eng, struct job *j, const struct brand *b)
+engine_replan(struct engine *eng, struct job *j, const struct brand *b,
+              int64_t received_ms)
 {
 	int paused =
 	    (j->dest == M_DEST_EMARSYS && b->has_emarsys &&
 	     !b->emarsys_enabled) ||
 	    (j->dest == M_DEST_YOTPO && b->has_yotpo && !b->yotpo_enabled);
+	int64_t span = 0;
 
-	if (paused) {
-		store_delivery_postpone(eng->st, j->event_id,
-		                        m_dest_names[j->dest], j->lease->owner,
-		                        j->reason,
-		                        store_now_ms() + PAUSED_RETRY_MS);
+	for (size_t i = 0; i < eng->cfg->nretry_schedule; i++)
+		span += eng->cfg->retry_schedule[i] * 1000;
+	if (paused && store_now_ms() - received_ms < span) {
+		if (store_delivery_postpone(
+		        eng->st, j->event_id, m_dest_names[j->dest],
+		        j->lease->owner, j->reason,
+		        store_now_ms() + PAUSED_RETRY_MS) != GC_OK)
+			log_warnx("could not postpone %s/%s", j->event_id,
+			          m_dest_names[j->dest]);
 		return;
 	}
+	/* Removed, or paused for longer than the whole retry schedule. */
+	if (paused && store_delivery_finish(
+	                  eng->st, j->event_id, m_dest_names[j->dest],
+	                  j->lease->owner, "dead",
+	                  "destination paused for longer than the retry "
+	                  "schedule",
+	                  NULL, 0) == GC_OK)
+		return;
 	j->outcome = DEST_FAILED;
 	engine_apply(eng, j);
 }
 
 /*
  * Run the given destinations of one event in parallel; each must already
- * be leased to l.  initial: the run right after intake, where a planned
- * skip is final.
+ * be leased to l.  received_ms is when the event arrived, for a rerun; 0
+ * for the run right after intake, where a planned skip is final.
  */
 static void
 engine_run_event(struct engine *eng, const char *id, const struct gc_event *ev,
                  const struct brand *b, const int want[M_DEST__MAX],
-                 const struct lease *l, int initial)
+                 const struct lease *l, int64_t received_ms)
 {
 	struct run runs[M_DEST__MAX];
 	json_t *payload = payload_build(ev);
 	int64_t deadline = store_now_ms() + eng->cfg->delivery_budget_ms;
 	int n = 0, replan[M_DEST__MAX] = {0};
+
+	/* Taking the lease may have waited for the store: end in time. */
+	if (deadline > l->until_ms - LEASE_SLACK_MS)
+		deadline = l->until_ms - LEASE_SLACK_MS;
 
 	memset(runs, 0, sizeof(runs));
 	for (int d = 0; d < M_DEST__MAX; d++) {
@@ -397,7 +413,7 @@ engine_run_event(struct engine *eng, const char *id, const struct gc_event *ev,
 		if (plan_skip((enum m_dest)d, ev, b, j->reason,
 		              sizeof(j->reason))) {
 			j->outcome = DEST_SKIPPED;
-			replan[n] = !initial;
+			replan[n] = received_ms != 0;
 		} else
 			runs[n].active = j->ops->start(j) != JOB_DONE;
 		n++;
@@ -405,7 +421,7 @@ engine_run_event(struct engine *eng, const char *id, const struct gc_event *ev,
 	engine_drive(eng, runs, n, deadline);
 	for (int i = 0; i < n; i++) {
 		if (replan[i])
-			engine_replan(eng, &runs[i].job, b);
+			engine_replan(eng, &runs[i].job, b, received_ms);
 		else
 			engine_apply(eng, &runs[i].job);
 		runs[i].job.ops->finish(&runs[i].job);
@@ -472,7 +488,7 @@ engine_submit(struct engine *eng, const char *webhook_id,
 	for (int d = 0; d < M_DEST__MAX; d++)
 		if (!want[d])
 			metrics_delivery((enum m_dest)d, M_OUT_SKIPPED);
-	engine_run_event(eng, webhook_id, ev, b, want, &l, 1);
+	engine_run_event(eng, webhook_id, ev, b, want, &l, 0);
 	if (engine_outcome(eng, webhook_id, 0, outcome, status) != GC_OK) {
 		/* Recorded: gcrelay owns it now, whatever happens next. */
 		*outcome = json_pack("{s:s, s:s}", "id", webhook_id, "status",
@@ -517,14 +533,15 @@ static void
 engine_rerun(struct engine *eng, const char *id, const int want[M_DEST__MAX],
              const struct lease *l)
 {
-	char *brand = NULL, *kind = NULL, *body = NULL;
+	char *brand = NULL, *body = NULL;
+	int64_t received = 0;
 	struct gc_event ev;
 	struct brand b;
 	json_t *obj = NULL;
 	enum gc_err err;
 
 	memset(&ev, 0, sizeof(ev));
-	if ((err = store_event_body(eng->st, id, &brand, &kind, &body)) !=
+	if ((err = store_event_body(eng->st, id, &brand, &body, &received)) !=
 	    GC_OK)
 		engine_cannot_run(
 		    eng, id, want, l, err == GC_ENOTFOUND ? "dead" : NULL,
@@ -544,13 +561,13 @@ engine_rerun(struct engine *eng, const char *id, const int want[M_DEST__MAX],
 		    : err == GC_ESTORE ? "brand unreadable or store unavailable"
 		                       : gc_strerror(err));
 	else {
-		engine_run_event(eng, id, &ev, &b, want, l, 0);
+		engine_run_event(eng, id, &ev, &b, want, l,
+		                 received > 0 ? received : 1);
 		brand_fini(&b);
 	}
 	event_fini(&ev);
 	json_decref(obj);
 	free(brand);
-	free(kind);
 	free(body);
 }
 

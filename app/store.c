@@ -88,7 +88,9 @@ static const char *const migrations[] = {
     /* 2: lease owners; the customer an uncertain award was for */
     "ALTER TABLE deliveries ADD COLUMN lease_owner TEXT;"
     "ALTER TABLE yotpo_ledger ADD COLUMN lease_owner TEXT;"
-    "ALTER TABLE yotpo_ledger ADD COLUMN email TEXT;",
+    "ALTER TABLE yotpo_ledger ADD COLUMN email TEXT;"
+    "UPDATE yotpo_ledger SET email = (SELECT json_extract(body, '$.email') "
+    "FROM events WHERE events.id = yotpo_ledger.event_id);",
 };
 #define NMIGRATIONS ((int)(sizeof(migrations) / sizeof(migrations[0])))
 

@@ -211,14 +211,15 @@ store_event_outcome(struct store *st, const char *id, json_t **out,
 
 /* See store.h. */
 enum gc_err
-store_event_body(struct store *st, const char *id, char **brand, char **kind,
-                 char **body)
+store_event_body(struct store *st, const char *id, char **brand, char **body,
+                 int64_t *received_ms)
 {
 	sqlite3_stmt *s;
 	int rc;
 
-	*brand = *kind = *body = NULL;
-	s = store_prepare(st, "SELECT brand, kind, body FROM events "
+	*brand = *body = NULL;
+	*received_ms = 0;
+	s = store_prepare(st, "SELECT brand, received_at, body FROM events "
 	                      "WHERE id = ?");
 	if (s == NULL)
 		return GC_ESTORE;
@@ -226,7 +227,7 @@ store_event_body(struct store *st, const char *id, char **brand, char **kind,
 	rc = sqlite3_step(s);
 	if (rc == SQLITE_ROW) {
 		*brand = store_col_text(s, 0);
-		*kind = store_col_text(s, 1);
+		*received_ms = sqlite3_column_int64(s, 1);
 		*body = store_col_text(s, 2);
 	}
 	sqlite3_finalize(s);
@@ -234,11 +235,10 @@ store_event_body(struct store *st, const char *id, char **brand, char **kind,
 		return GC_ENOTFOUND;
 	if (rc != SQLITE_ROW)
 		return store_fail(st, "event body");
-	if (*brand == NULL || *kind == NULL || *body == NULL) {
+	if (*brand == NULL || *body == NULL) {
 		free(*brand);
-		free(*kind);
 		free(*body);
-		*brand = *kind = *body = NULL;
+		*brand = *body = NULL;
 		return GC_ENOTFOUND; /* purged */
 	}
 	return GC_OK;

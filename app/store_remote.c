@@ -286,15 +286,11 @@ store_ledger_set(struct store *st, const char *brand, const char *token,
                  const char *action, const char *owner, const char *state,
                  int64_t sent_at_ms)
 {
-	int resend = strcmp(state, "sending") == 0;
 	sqlite3_stmt *s = store_prepare(
-	    st, resend ? "UPDATE yotpo_ledger SET state = ?4, sent_at = NULL, "
-	                 "updated_at = ?6 WHERE brand = ?1 AND token = ?2 AND "
-	                 "action = ?3 AND lease_owner = ?7 AND ?5 = ?5"
-	               : "UPDATE yotpo_ledger SET state = ?4, sent_at = ?5, "
-	                 "lease_until = 0, lease_owner = NULL, updated_at = ?6 "
-	                 "WHERE brand = ?1 AND token = ?2 AND action = ?3 AND "
-	                 "lease_owner = ?7");
+	    st,
+	    "UPDATE yotpo_ledger SET state = ?4, sent_at = ?5, "
+	    "lease_until = 0, lease_owner = NULL, updated_at = ?6 WHERE "
+	    "brand = ?1 AND token = ?2 AND action = ?3 AND lease_owner = ?7");
 
 	if (s == NULL)
 		return GC_ESTORE;
@@ -304,6 +300,28 @@ store_ledger_set(struct store *st, const char *brand, const char *token,
 	sqlite3_bind_int64(s, 6, store_now_ms());
 	sqlite3_bind_text(s, 7, owner, -1, SQLITE_STATIC);
 	return ledger_owned(st, s, "ledger set");
+}
+
+/* See store.h. */
+enum gc_err
+store_ledger_sending(struct store *st, const char *brand, const char *token,
+                     const char *action, const char *owner,
+                     const char *event_id, const char *email, int64_t now_ms)
+{
+	sqlite3_stmt *s = store_prepare(
+	    st, "UPDATE yotpo_ledger SET state = 'sending', sent_at = NULL, "
+	        "event_id = ?5, email = ?6, updated_at = ?7 WHERE brand = ?1 "
+	        "AND token = ?2 AND action = ?3 AND lease_owner = ?4 AND "
+	        "state != 'done'");
+
+	if (s == NULL)
+		return GC_ESTORE;
+	bind_key(s, brand, token, action);
+	sqlite3_bind_text(s, 4, owner, -1, SQLITE_STATIC);
+	sqlite3_bind_text(s, 5, event_id, -1, SQLITE_STATIC);
+	sqlite3_bind_text(s, 6, email, -1, SQLITE_STATIC);
+	sqlite3_bind_int64(s, 7, now_ms);
+	return ledger_owned(st, s, "ledger sending");
 }
 
 /* See store.h. */

@@ -396,8 +396,10 @@ em_cached_ids(struct job *j)
 	if (s->want_sms && s->sms_id[0] == '\0' &&
 	    store_em_id_get(j->st, s->scope, "field", SMS_FIELD_NAME,
 	                    s->sms_id) == GC_OK &&
-	    strncmp(s->sms_id, NO_SUCH_FIELD ":", 5) == 0) {
-		long long when = strtoll(s->sms_id + 5, NULL, 10);
+	    strncmp(s->sms_id, NO_SUCH_FIELD, 4) == 0) {
+		/* "none:<when>"; a bare "none" counts as long ago. */
+		long long when =
+		    s->sms_id[4] == ':' ? strtoll(s->sms_id + 5, NULL, 10) : 0;
 		if (store_now_ms() / 1000 - when < NO_SUCH_FIELD_S)
 			snprintf(s->sms_id, sizeof(s->sms_id), NO_SUCH_FIELD);
 		else

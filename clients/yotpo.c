@@ -297,6 +297,14 @@ yo_post_action(struct job *j)
 	json_t *body;
 	char *text;
 
+	/* Mark the start of this call, for this event and customer; send
+	 * only while the claim is still ours. */
+	s->sent_at = store_now_ms();
+	if (store_ledger_sending(j->st, j->brand->slug, j->ev->token, s->action,
+	                         j->lease->owner, j->event_id, j->ev->email,
+	                         s->sent_at) != GC_OK)
+		return yo_stop(j, DEST_RETRY, "lost the award claim; not sent");
+	snprintf(s->claimer, sizeof(s->claimer), "%s", j->event_id);
 	gmtime_r(&j->ev->occurred_at, &tm);
 	strftime(created, sizeof(created), "%Y-%m-%dT%H:%M:%SZ", &tm);
 	body =
@@ -399,7 +407,7 @@ yo_later(struct job *j, const struct http_resp *r)
 static void
 yo_on_award(struct job *j, const struct http_resp *r)
 {
-	int64_t now = store_now_ms();
+	struct yo_state *s = j->state;
 	char why[300];
 
 	if (r->result == HTTP_NOT_SENT) {
@@ -412,9 +420,9 @@ yo_on_award(struct job *j, const struct http_resp *r)
 		    "award outcome unknown (%s); will check the customer's "
 		    "history before any new call",
 		    r->result != HTTP_OK ? r->error : "server error");
-		yo_unknown(j, now, why);
+		yo_unknown(j, s->sent_at, why);
 	} else if (r->status >= 200 && r->status < 300) {
-		yo_ledger(j, "done", now);
+		yo_ledger(j, "done", s->sent_at);
 		yo_stop(j, DEST_DELIVERED, "");
 	} else if (r->status == 429 || r->status == 423)
 		yo_later(j, r);
@@ -483,12 +491,8 @@ yo_on_customer(struct job *j, const struct http_resp *r)
 		j->outcome = DEST_WARNING;
 		return;
 	}
-	/* Confirmed absent after the visibility delay: send again, but only
-	 * while the claim is still ours. */
-	if (yo_ledger(j, "sending", 0) != GC_OK) {
-		yo_stop(j, DEST_RETRY, "lost the award claim while checking");
-		return;
-	}
+	/* Confirmed absent after the visibility delay: send again (for this
+	 * event, if the claim is still ours: yo_post_action checks). */
 	s->phase = YO_SEND;
 }
 

@@ -93,11 +93,11 @@ enum gc_err store_event_outcome(struct store *st, const char *id, json_t **out,
                                 int *final_ok);
 
 /*
- * Stored brand, kind and normalised body of an event (caller frees each).
- * GC_ENOTFOUND when unknown or the body was purged.
+ * Stored brand and normalised body of an event (caller frees each), and
+ * when it was received.  GC_ENOTFOUND when unknown or the body was purged.
  */
 enum gc_err store_event_body(struct store *st, const char *id, char **brand,
-                             char **kind, char **body);
+                             char **body, int64_t *received_ms);
 
 /*
  * Set a delivery's result and release its lease, if owner still holds
@@ -244,15 +244,25 @@ enum gc_err store_ledger_claim(struct store *st, const char *brand,
                                struct ledger_view *view);
 
 /*
- * Record the state of a claim owner holds: "done" or "unknown" (releasing
- * the lease; sent_at_ms is when the call started), or "sending" (keeping
- * the lease, before sending again after a reconciliation: the new call's
- * start is recorded).  GC_EEXISTS when owner no longer holds the key.
+ * Record the outcome of a call for a claim owner holds: "done" or
+ * "unknown", releasing the lease; sent_at_ms is when the call started.
+ * GC_EEXISTS when owner no longer holds the key.
  */
 enum gc_err store_ledger_set(struct store *st, const char *brand,
                              const char *token, const char *action,
                              const char *owner, const char *state,
                              int64_t sent_at_ms);
+
+/*
+ * Just before owner sends the award: mark the key "sending" for event_id
+ * and email, started now (a run that later finds the lease expired
+ * reconciles from this moment, against this customer).  GC_EEXISTS when
+ * owner no longer holds the key: do not send.
+ */
+enum gc_err store_ledger_sending(struct store *st, const char *brand,
+                                 const char *token, const char *action,
+                                 const char *owner, const char *event_id,
+                                 const char *email, int64_t now_ms);
 
 /* Forget a claim owner holds that sent nothing (the key may be claimed
  * again).  GC_EEXISTS when owner no longer holds it. */

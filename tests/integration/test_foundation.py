@@ -897,6 +897,17 @@ class PausedDestination(unittest.TestCase):
                              [("retrying", 1)])
             self.assertEqual(s.query("SELECT status FROM events WHERE "
                                      "id='p1'"), [("pending",)])
+            # Paused for longer than the whole schedule (3 s here): dead,
+            # for an operator, rather than waiting forever.
+            time.sleep(3.2)
+            with s.db() as c:
+                c.execute("UPDATE deliveries SET next_at = 0 WHERE "
+                          "event_id = 'p1' AND destination = 'emarsys'")
+            s.wait(lambda: s.query(
+                "SELECT status, reason FROM deliveries WHERE event_id='p1' "
+                "AND destination='emarsys'") == [
+                ("dead", "destination paused for longer than the retry "
+                         "schedule")], what="dead after the schedule")
             s.demo_brand(yotpo=False)
             r = s.admin("POST", "/admin/v1/events/p1/redeliver", {})
             self.assertEqual(r.status, 200, r)

@@ -620,6 +620,28 @@ class YotpoUnknownOutcomeTest(YotpoCase):
         self.assertEqual(len(self.posts()), 1, self.posts())
         self.assertEqual(self.balance("first@example.com"), 100)
 
+    def test_resend_for_another_email_is_reconciled_for_that_email(self):
+        # a@'s call failed without applying; b@'s event (same token) finds
+        # a@'s history empty and sends for b@, which applies but answers
+        # 500.  The next check must look at b@ (where the award is), or a
+        # third call would award twice.
+        self.fault("status", status=500)
+        self.fault("status_after_apply", status=500)
+        ev = event(email="a@example.com")
+        w1, r1 = self.post(ev)
+        self.check_unknown(ev, w1, r1)
+        ev2 = dict(ev, email="b@example.com")
+        w2, r2 = self.post(ev2)
+        # b@'s call is the one that counts; a@'s delivery is skipped.
+        self.wait_status(w2, "delivered", timeout=20)
+        self.wait_status(w1, "skipped", timeout=20)
+        posts = self.posts()
+        self.assertEqual([p["json"]["customer_email"] for p in posts],
+                         ["a@example.com", "b@example.com"], posts)
+        self.assertEqual(len(self.awards()), 1)
+        self.assertEqual(self.balance("b@example.com"), 100)
+        self.assertEqual(self.balance("a@example.com"), 0)
+
     def test_reconcile_looks_up_an_email_that_needs_escaping(self):
         email = "o'brien+gold&co=1@example.com"
         self.fault("status_after_apply", status=500)
