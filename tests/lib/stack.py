@@ -339,7 +339,7 @@ http {
                 time.sleep(0.02)
 
     def wait_healthy(self, timeout=None):
-        timeout = timeout or (120 if VALGRIND else 15)
+        timeout = timeout or (120 if VALGRIND else 30)
         deadline = time.monotonic() + timeout
         last = None
         while time.monotonic() < deadline:
