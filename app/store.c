@@ -127,6 +127,20 @@ store_prepare(struct store *st, const char *sql)
 }
 
 /* See store_priv.h. */
+int
+store_step(struct store *st, sqlite3_stmt *stmt, const char *what)
+{
+	int rc = stmt ? sqlite3_step(stmt) : SQLITE_ERROR;
+
+	sqlite3_finalize(stmt);
+	if (rc != SQLITE_DONE && rc != SQLITE_ROW) {
+		store_fail(st, what);
+		return 0;
+	}
+	return 1;
+}
+
+/* See store_priv.h. */
 enum gc_err
 store_exec(struct store *st, const char *sql)
 {

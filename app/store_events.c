@@ -26,19 +26,6 @@ iso_ms(int64_t ms)
 	return json_string(out);
 }
 
-static int
-step_done(struct store *st, sqlite3_stmt *stmt)
-{
-	int rc = stmt ? sqlite3_step(stmt) : SQLITE_ERROR;
-
-	sqlite3_finalize(stmt);
-	if (rc != SQLITE_DONE && rc != SQLITE_ROW) {
-		store_fail(st, "step");
-		return 0;
-	}
-	return 1;
-}
-
 /* Recompute an event's status from its deliveries. */
 static int
 event_refresh(struct store *st, const char *id)
@@ -54,7 +41,7 @@ event_refresh(struct store *st, const char *id)
 	if (stmt == NULL)
 		return 0;
 	sqlite3_bind_text(stmt, 1, id, -1, SQLITE_STATIC);
-	return step_done(st, stmt);
+	return store_step(st, stmt, "step");
 }
 
 /* See store.h. */
@@ -110,7 +97,7 @@ store_event_insert(struct store *st, const char *id, const char *brand,
 		sqlite3_bind_int64(stmt, 8, now);
 		sqlite3_bind_text(stmt, 9, pending ? l->owner : NULL, -1,
 		                  SQLITE_STATIC);
-		if (!step_done(st, stmt))
+		if (!store_step(st, stmt, "step"))
 			goto fail;
 	}
 	if (!event_refresh(st, id) || store_commit(st) != GC_OK)
@@ -251,7 +238,7 @@ delivery_update(struct store *st, sqlite3_stmt *s, const char *event_id,
 {
 	int changed;
 
-	if (s == NULL || !step_done(st, s))
+	if (s == NULL || !store_step(st, s, "step"))
 		goto fail;
 	if ((changed = sqlite3_changes(st->db)) == 0) {
 		store_rollback(st);
@@ -370,7 +357,7 @@ store_attempt_add(struct store *st, const struct attempt *a)
 	sqlite3_bind_text(s, 7, a->reply_code, -1, SQLITE_STATIC);
 	sqlite3_bind_text(s, 8, a->excerpt, -1, SQLITE_STATIC);
 	sqlite3_bind_int64(s, 9, a->latency_ms);
-	return step_done(st, s) ? GC_OK : GC_ESTORE;
+	return store_step(st, s, "step") ? GC_OK : GC_ESTORE;
 }
 
 /* See store.h. */
@@ -694,7 +681,7 @@ store_purge_bodies(struct store *st, int64_t before_ms, int *count)
 	if (s == NULL)
 		goto fail;
 	sqlite3_bind_int64(s, 1, before_ms);
-	if (!step_done(st, s))
+	if (!store_step(st, s, "step"))
 		goto fail;
 	s = store_prepare(st, "UPDATE events SET body = NULL, purged = 1 WHERE "
 	                      "received_at < ? AND body IS NOT NULL AND "
@@ -702,7 +689,7 @@ store_purge_bodies(struct store *st, int64_t before_ms, int *count)
 	if (s == NULL)
 		goto fail;
 	sqlite3_bind_int64(s, 1, before_ms);
-	if (!step_done(st, s))
+	if (!store_step(st, s, "step"))
 		goto fail;
 	*count = sqlite3_changes(st->db);
 	if (store_commit(st) != GC_OK)

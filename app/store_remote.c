@@ -11,19 +11,6 @@
 #include "store.h"
 #include "store_priv.h"
 
-static int
-run(struct store *st, sqlite3_stmt *s, const char *what)
-{
-	int rc = s ? sqlite3_step(s) : SQLITE_ERROR;
-
-	sqlite3_finalize(s);
-	if (rc != SQLITE_DONE && rc != SQLITE_ROW) {
-		store_fail(st, what);
-		return 0;
-	}
-	return 1;
-}
-
 /* See store.h. */
 enum gc_err
 store_em_id_get(struct store *st, const char *scope, const char *kind,
@@ -67,7 +54,7 @@ store_em_id_put(struct store *st, const char *scope, const char *kind,
 	sqlite3_bind_text(s, 3, name, -1, SQLITE_STATIC);
 	sqlite3_bind_text(s, 4, id, -1, SQLITE_STATIC);
 	sqlite3_bind_int64(s, 5, store_now_ms());
-	return run(st, s, "emarsys id put") ? GC_OK : GC_ESTORE;
+	return store_step(st, s, "emarsys id put") ? GC_OK : GC_ESTORE;
 }
 
 /* See store.h. */
@@ -81,7 +68,7 @@ store_em_id_forget(struct store *st, const char *scope, const char *kind)
 		return GC_ESTORE;
 	sqlite3_bind_text(s, 1, scope, -1, SQLITE_STATIC);
 	sqlite3_bind_text(s, 2, kind, -1, SQLITE_STATIC);
-	return run(st, s, "emarsys id forget") ? GC_OK : GC_ESTORE;
+	return store_step(st, s, "emarsys id forget") ? GC_OK : GC_ESTORE;
 }
 
 /* See store.h. */
@@ -127,7 +114,7 @@ store_em_token_put(struct store *st, const char *brand, const char *client_id,
 	sqlite3_bind_text(s, 2, client_id, -1, SQLITE_STATIC);
 	sqlite3_bind_text(s, 3, sealed, -1, SQLITE_STATIC);
 	sqlite3_bind_int64(s, 4, expires_ms);
-	return run(st, s, "emarsys token put") ? GC_OK : GC_ESTORE;
+	return store_step(st, s, "emarsys token put") ? GC_OK : GC_ESTORE;
 }
 
 /* See store.h. */
@@ -141,7 +128,7 @@ store_em_token_forget(struct store *st, const char *brand, const char *sealed)
 		return GC_ESTORE;
 	sqlite3_bind_text(s, 1, brand, -1, SQLITE_STATIC);
 	sqlite3_bind_text(s, 2, sealed, -1, SQLITE_STATIC);
-	return run(st, s, "emarsys token forget") ? GC_OK : GC_ESTORE;
+	return store_step(st, s, "emarsys token forget") ? GC_OK : GC_ESTORE;
 }
 
 static void
@@ -223,7 +210,7 @@ ledger_insert(struct store *st, const char *brand, const char *token,
 	sqlite3_bind_int64(s, 6, l->until_ms);
 	sqlite3_bind_text(s, 7, l->owner, -1, SQLITE_STATIC);
 	sqlite3_bind_int64(s, 8, now_ms);
-	return run(st, s, "ledger insert") ? GC_OK : GC_ESTORE;
+	return store_step(st, s, "ledger insert") ? GC_OK : GC_ESTORE;
 }
 
 /* See store.h. */
@@ -275,7 +262,7 @@ fail:
 static enum gc_err
 ledger_owned(struct store *st, sqlite3_stmt *s, const char *what)
 {
-	if (!run(st, s, what))
+	if (!store_step(st, s, what))
 		return GC_ESTORE;
 	return sqlite3_changes(st->db) > 0 ? GC_OK : GC_EEXISTS;
 }
