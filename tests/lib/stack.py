@@ -156,6 +156,7 @@ class Stack:
         self.db_path = os.path.join(self.state_dir, "gcrelay.db")
         self.socket_path = os.path.join(self.state_dir, "gcrelay.sock")
         self.log_path = os.path.join(self.dir, "gcrelay.log")
+        self.fixed_port = port is not None
         self.port = port or free_port()
         self.certs = make_certs(os.path.join(self.dir, "certs"))
         if sims:
@@ -288,7 +289,18 @@ yotpo = { api_base = "%(yo)s/api/v2"; reconcile_after_s = %(recon)d; };
             time.sleep(0.02)
 
     def start_nginx(self):
+        """Start nginx; when the port was picked for us and something took
+        it meanwhile (a simulator bound to port 0 may get the same one),
+        pick another."""
+        for _ in range(5):
+            if self._start_nginx_once():
+                return
+            self.port = free_port()
+        raise RuntimeError("nginx could not bind a free port")
+
+    def _start_nginx_once(self):
         nd = os.path.join(self.dir, "nginx")
+        shutil.rmtree(nd, ignore_errors=True)
         os.mkdir(nd)
         self._chown(nd)
         shutil.copy("/etc/nginx/fastcgi_params", nd)
@@ -326,11 +338,22 @@ http {
             ["nginx", "-p", nd, "-c", path], stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL, stderr=open(nd + "/stderr", "ab"),
             preexec_fn=self._preexec)
+        # nginx writes its pid file once it has bound its port; until then
+        # a connection could reach whoever else holds the port.
         deadline = time.monotonic() + 10
+        while not os.path.exists(nd + "/nginx.pid"):
+            if self.nginx.poll() is not None:
+                err = open(nd + "/stderr").read()
+                if "Address already in use" in err and not self.fixed_port:
+                    return False
+                raise RuntimeError("nginx did not start: " + err)
+            if time.monotonic() > deadline:
+                raise RuntimeError("nginx did not start in time")
+            time.sleep(0.02)
         while True:
             try:
                 socket.create_connection(("127.0.0.1", self.port), 0.2).close()
-                return
+                return True
             except OSError:
                 if self.nginx.poll() is not None or \
                         time.monotonic() > deadline:
