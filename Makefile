@@ -23,7 +23,7 @@ LDFLAGS += -fsanitize=address,undefined
 endif
 
 MAINS     = app/main.c app/gcrelayctl.c
-LIB_SRCS  = $(filter-out $(MAINS),$(wildcard app/*.c handlers/*.c clients/*.c))
+LIB_SRCS  = $(filter-out $(MAINS),$(wildcard app/*.c app/*/*.c handlers/*.c clients/*.c))
 LIB_OBJS  = $(LIB_SRCS:%.c=$(BUILD)/%.o)
 UNIT_SRCS = $(wildcard tests/unit/test_*.c)
 UNIT_BINS = $(UNIT_SRCS:tests/unit/%.c=$(BUILD)/tests/%)

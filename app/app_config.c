@@ -34,7 +34,10 @@ static const char *const known[] = {
     "listen.mode",
     "listen.group",
     "listen.backlog",
+    "listen.control_socket",
+    "listen.control_port",
     "workers",
+    "control_workers",
     "log_level",
     "shutdown_grace_s",
     "store",
@@ -58,6 +61,12 @@ static const char *const known[] = {
     "http.ca_file",
     "delivery",
     "delivery.budget_ms",
+    "delivery.sync_budget_ms",
+    "delivery.sync_workers",
+    "delivery.concurrency",
+    "delivery.dispatchers",
+    "delivery.circuit_failures",
+    "delivery.circuit_open_s",
     "delivery.retry_schedule",
     "retrier",
     "retrier.interval_ms",
@@ -425,6 +434,16 @@ cfg_delivery(struct cfg_ctx *c, struct app_config *cfg)
 	cfg->retrier_interval_ms =
 	    cfg_int(c, "retrier.interval_ms", 50, 60000, 1000);
 	cfg->retrier_batch = (int)cfg_int(c, "retrier.batch", 1, 1000, 20);
+	cfg->delivery_sync_budget_ms =
+	    cfg_int(c, "delivery.sync_budget_ms", 0, 120000, 3000);
+	cfg->delivery_concurrency =
+	    (int)cfg_int(c, "delivery.concurrency", 1, 1024, 64);
+	cfg->delivery_dispatchers =
+	    (int)cfg_int(c, "delivery.dispatchers", 1, 16, 1);
+	cfg->circuit_failures =
+	    (int)cfg_int(c, "delivery.circuit_failures", 1, 1000, 5);
+	cfg->circuit_open_ms =
+	    cfg_int(c, "delivery.circuit_open_s", 1, 3600, 30) * 1000;
 	if (s == NULL) {
 		cfg->nretry_schedule =
 		    sizeof(default_schedule) / sizeof(default_schedule[0]);
@@ -508,6 +527,11 @@ cfg_all(struct cfg_ctx *c, struct app_config *cfg)
 	cfg_check_unknown(c, config_root_setting(&c->lc));
 	cfg_listen(c, cfg);
 	cfg->workers = (int)cfg_int(c, "workers", 1, 256, 4);
+	cfg->control_workers = (int)cfg_int(c, "control_workers", 1, 16, 1);
+	/* Default: all but one worker may deliver synchronously. */
+	cfg->delivery_sync_workers =
+	    (int)cfg_int(c, "delivery.sync_workers", 0, 256,
+	                 cfg->workers > 1 ? cfg->workers - 1 : 1);
 	cfg->shutdown_grace_s = (int)cfg_int(c, "shutdown_grace_s", 1, 600, 30);
 	level = cfg_str(c, "log_level", "info");
 	if (level != NULL && (lvl = log_level_parse(level)) < 0)

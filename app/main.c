@@ -12,6 +12,7 @@
 #include <curl/curl.h>
 
 #include "app_config.h"
+#include "delivery_limits.h"
 #include "log.h"
 #include "metrics.h"
 #include "store.h"
@@ -95,6 +96,8 @@ main(int argc, char *argv[])
 	prepare_store(cfg);
 	if (metrics_init() != GC_OK)
 		fatal("metrics: shared memory");
+	if (limits_init() != GC_OK)
+		fatal("limits: shared memory or wake-up pipe");
 	if ((fd = supervisor_listen(cfg, &created, err, sizeof(err))) < 0)
 		fatalx("%s", err);
 	log_info("gcrelay %s listening on %s%s", GCRELAY_VERSION,

@@ -214,7 +214,7 @@ child_start(struct master *m, struct child *c)
 		sigprocmask(SIG_SETMASK, &none, NULL);
 		if (c->kind == CHILD_WORKER)
 			worker_main(m->cfg, m->listen_fd);
-		retrier_main(m->cfg);
+		dispatcher_main(m->cfg);
 	}
 	c->pid = pid;
 	c->generation = m->generation;

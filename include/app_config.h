@@ -38,6 +38,9 @@ struct app_config {
 	int listen_backlog;
 
 	int workers;
+	int control_workers; /* serve /healthz, /metrics, /admin only */
+	char *control_socket; /* NULL when control_port is used */
+	int control_port;     /* TCP on 127.0.0.1; 0 with control_socket */
 	int log_level; /* enum log_level */
 	int shutdown_grace_s;
 
@@ -64,7 +67,13 @@ struct app_config {
 	size_t http_max_response_bytes;
 	char *http_ca_file; /* NULL: the system bundle */
 
-	long delivery_budget_ms;
+	long delivery_budget_ms;      /* one dispatcher run of a delivery */
+	long delivery_sync_budget_ms; /* intake's synchronous attempt */
+	int delivery_sync_workers;    /* workers delivering at once at intake */
+	int delivery_concurrency;     /* deliveries in flight per dispatcher */
+	int delivery_dispatchers;     /* dispatcher processes */
+	int circuit_failures; /* consecutive failures that open a circuit */
+	long circuit_open_ms; /* how long an open circuit waits for a probe */
 	long retry_schedule[CFG_MAX_SCHEDULE]; /* seconds */
 	size_t nretry_schedule;
 	long retrier_interval_ms;

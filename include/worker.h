@@ -14,8 +14,8 @@
 void worker_main(const struct app_config *cfg, int listen_fd)
     __attribute__((noreturn));
 
-/* Re-run due deliveries from the outbox.  Never returns. */
-void retrier_main(const struct app_config *cfg) __attribute__((noreturn));
+/* Deliver due deliveries from the outbox, many at once.  Never returns. */
+void dispatcher_main(const struct app_config *cfg) __attribute__((noreturn));
 
 /* Set by the SIGTERM/SIGINT handler of a child. */
 extern volatile sig_atomic_t worker_stop;

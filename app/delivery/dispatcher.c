@@ -40,7 +40,7 @@ retrier_sleep(long ms)
 
 /* See worker.h. */
 void
-retrier_main(const struct app_config *cfg)
+dispatcher_main(const struct app_config *cfg)
 {
 	struct store *st;
 	struct engine *eng;

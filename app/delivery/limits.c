@@ -1,0 +1,309 @@
+/*
+ * Limits shared by every process of one host (include/limits.h).
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include "delivery_limits.h"
+
+#define HOLDS    512 /* accounts with a live hold */
+#define CIRCUITS 512 /* (brand, destination) pairs with failures */
+#define KEYLEN   160
+
+const char *const circuit_state_names[] = {
+    [CIRCUIT_CLOSED] = "closed",
+    [CIRCUIT_OPEN] = "open",
+    [CIRCUIT_HALF_OPEN] = "half_open",
+};
+_Static_assert(sizeof(circuit_state_names) / sizeof(circuit_state_names[0]) ==
+                   CIRCUIT__MAX,
+               "circuit_state_names[] out of step");
+
+struct hold {
+	char account[KEYLEN];
+	int64_t until_ms;
+};
+
+struct circuit {
+	char brand[KEYLEN]; /* "" when the slot is free */
+	int dest;
+	int failures;      /* consecutive */
+	int64_t open_until; /* 0 when closed */
+};
+
+struct l_shared {
+	pthread_mutex_t lock;
+	struct hold holds[HOLDS];
+	struct circuit circuits[CIRCUITS];
+	int syncing;
+	int64_t beat_ms;
+};
+
+static struct l_shared *shm;
+static struct l_shared local; /* unit tests, tools: not shared */
+static int wake_pipe[2] = {-1, -1};
+
+static struct l_shared *
+L(void)
+{
+	return shm ? shm : &local;
+}
+
+static void
+l_lock(void)
+{
+	if (shm == NULL)
+		return;
+	/* A holder killed mid-update: the tables stay usable (each entry
+	 * is written field by field; the worst is one stale entry). */
+	if (pthread_mutex_lock(&shm->lock) == EOWNERDEAD)
+		pthread_mutex_consistent(&shm->lock);
+}
+
+static void
+l_unlock(void)
+{
+	if (shm != NULL)
+		pthread_mutex_unlock(&shm->lock);
+}
+
+/* See limits.h. */
+enum gc_err
+limits_init(void)
+{
+	pthread_mutexattr_t a;
+	void *p;
+
+	p = mmap(NULL, sizeof(struct l_shared), PROT_READ | PROT_WRITE,
+	         MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+	if (p == MAP_FAILED)
+		return GC_ESYS;
+	if (pthread_mutexattr_init(&a) != 0 ||
+	    pthread_mutexattr_setpshared(&a, PTHREAD_PROCESS_SHARED) != 0 ||
+	    pthread_mutexattr_setrobust(&a, PTHREAD_MUTEX_ROBUST) != 0 ||
+	    pthread_mutex_init(&((struct l_shared *)p)->lock, &a) != 0) {
+		munmap(p, sizeof(struct l_shared));
+		return GC_ESYS;
+	}
+	pthread_mutexattr_destroy(&a);
+	if (pipe2(wake_pipe, O_NONBLOCK | O_CLOEXEC) != 0) {
+		munmap(p, sizeof(struct l_shared));
+		return GC_ESYS;
+	}
+	shm = p;
+	return GC_OK;
+}
+
+/* See limits.h. */
+int64_t
+limits_hold_until(const char *account)
+{
+	struct l_shared *s = L();
+	int64_t until = 0;
+
+	l_lock();
+	for (int i = 0; i < HOLDS; i++)
+		if (s->holds[i].until_ms > 0 &&
+		    strcmp(s->holds[i].account, account) == 0) {
+			until = s->holds[i].until_ms;
+			break;
+		}
+	l_unlock();
+	return until;
+}
+
+/* See limits.h. */
+void
+limits_hold(const char *account, int64_t until_ms)
+{
+	struct l_shared *s = L();
+	struct hold *h = NULL, *oldest = &s->holds[0];
+
+	l_lock();
+	for (int i = 0; i < HOLDS && h == NULL; i++) {
+		if (strcmp(s->holds[i].account, account) == 0)
+			h = &s->holds[i];
+		else if (s->holds[i].until_ms < oldest->until_ms)
+			oldest = &s->holds[i];
+	}
+	/* A new account takes the free (or most stale) slot. */
+	if (h == NULL) {
+		h = oldest;
+		snprintf(h->account, sizeof(h->account), "%s", account);
+		h->until_ms = 0;
+	}
+	if (until_ms > h->until_ms)
+		h->until_ms = until_ms;
+	l_unlock();
+}
+
+static struct circuit *
+circuit_find(struct l_shared *s, const char *brand, enum m_dest d)
+{
+	for (int i = 0; i < CIRCUITS; i++)
+		if (s->circuits[i].dest == (int)d &&
+		    strcmp(s->circuits[i].brand, brand) == 0)
+			return &s->circuits[i];
+	return NULL;
+}
+
+static enum circuit_state
+circuit_state(const struct circuit *c, int64_t now_ms)
+{
+	if (c == NULL || c->open_until == 0)
+		return CIRCUIT_CLOSED;
+	return now_ms < c->open_until ? CIRCUIT_OPEN : CIRCUIT_HALF_OPEN;
+}
+
+/* See limits.h. */
+enum circuit_state
+limits_circuit(const char *brand, enum m_dest d, int64_t now_ms)
+{
+	enum circuit_state st;
+
+	l_lock();
+	st = circuit_state(circuit_find(L(), brand, d), now_ms);
+	l_unlock();
+	return st;
+}
+
+/* A slot for (brand, d): its own, a free one, or NULL when full. */
+static struct circuit *
+circuit_slot(struct l_shared *s, const char *brand, enum m_dest d)
+{
+	struct circuit *c = circuit_find(s, brand, d);
+
+	for (int i = 0; i < CIRCUITS && c == NULL; i++)
+		if (s->circuits[i].brand[0] == '\0' ||
+		    (s->circuits[i].failures == 0 &&
+		     s->circuits[i].open_until == 0))
+			c = &s->circuits[i];
+	if (c != NULL && strcmp(c->brand, brand) != 0) {
+		snprintf(c->brand, sizeof(c->brand), "%s", brand);
+		c->dest = (int)d;
+		c->failures = 0;
+		c->open_until = 0;
+	}
+	return c;
+}
+
+/* See limits.h. */
+void
+limits_circuit_result(const char *brand, enum m_dest d, int ok, int trip,
+                      int threshold, int64_t open_ms, int64_t now_ms)
+{
+	struct l_shared *s = L();
+	struct circuit *c;
+
+	l_lock();
+	if (ok) {
+		if ((c = circuit_find(s, brand, d)) != NULL) {
+			c->failures = 0;
+			c->open_until = 0;
+		}
+	} else if ((c = circuit_slot(s, brand, d)) != NULL) {
+		c->failures++;
+		/* A failed probe, a 429 or too many failures: (re)open. */
+		if (trip || c->failures >= threshold || c->open_until != 0)
+			c->open_until = now_ms + open_ms;
+	}
+	l_unlock();
+}
+
+/* See limits.h. */
+void
+limits_circuit_foreach(int64_t now_ms,
+                       void (*fn)(void *arg, const char *brand,
+                                  enum m_dest d, enum circuit_state s),
+                       void *arg)
+{
+	struct l_shared *s = L();
+	struct circuit copy[CIRCUITS];
+	int n = 0;
+
+	/* Copy under the lock; call back outside it. */
+	l_lock();
+	for (int i = 0; i < CIRCUITS; i++)
+		if (circuit_state(&s->circuits[i], now_ms) != CIRCUIT_CLOSED)
+			copy[n++] = s->circuits[i];
+	l_unlock();
+	for (int i = 0; i < n; i++)
+		fn(arg, copy[i].brand, (enum m_dest)copy[i].dest,
+		   circuit_state(&copy[i], now_ms));
+}
+
+/* See limits.h. */
+int
+limits_sync_enter(int max)
+{
+	struct l_shared *s = L();
+	int ok;
+
+	l_lock();
+	if ((ok = s->syncing < max))
+		s->syncing++;
+	l_unlock();
+	return ok;
+}
+
+/* See limits.h. */
+void
+limits_sync_leave(void)
+{
+	struct l_shared *s = L();
+
+	l_lock();
+	if (s->syncing > 0)
+		s->syncing--;
+	l_unlock();
+}
+
+/* See limits.h. */
+void
+limits_dispatcher_beat(int64_t now_ms)
+{
+	__atomic_store_n(&L()->beat_ms, now_ms, __ATOMIC_RELAXED);
+}
+
+/* See limits.h. */
+int64_t
+limits_dispatcher_age_ms(int64_t now_ms)
+{
+	int64_t b = __atomic_load_n(&L()->beat_ms, __ATOMIC_RELAXED);
+
+	return b == 0 ? -1 : now_ms - b;
+}
+
+/* See limits.h. */
+void
+limits_wake(void)
+{
+	char c = 1;
+
+	/* A full pipe already means "wake up": EAGAIN is fine. */
+	if (wake_pipe[1] >= 0 && write(wake_pipe[1], &c, 1) < 0 &&
+	    errno != EAGAIN)
+		return;
+}
+
+/* See limits.h. */
+int
+limits_wake_fd(void)
+{
+	return wake_pipe[0];
+}
+
+/* See limits.h. */
+void
+limits_wake_drain(void)
+{
+	char b[256];
+
+	while (wake_pipe[0] >= 0 && read(wake_pipe[0], b, sizeof(b)) > 0)
+		;
+}

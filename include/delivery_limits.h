@@ -1,0 +1,78 @@
+/*
+ * Limits shared by every gcrelay process on this host: per-account holds
+ * (a 429's reset, Emarsys's live limit), circuits per (brand, destination),
+ * how many workers are delivering synchronously, the dispatcher's
+ * heartbeat and its wake-up pipe.  The state lives in an anonymous shared
+ * mapping made by the master before it forks (like the metrics); a robust
+ * process-shared mutex guards the tables, so a process killed while
+ * holding it cannot wedge the others.
+ *
+ * Times are wall-clock milliseconds (store_now_ms), the clock the engine
+ * and the remote APIs' resets use.
+ */
+#ifndef GC_DELIVERY_LIMITS_H
+#define GC_DELIVERY_LIMITS_H
+
+#include <stdint.h>
+
+#include "gc_err.h"
+#include "metrics.h"
+
+enum circuit_state {
+	CIRCUIT_CLOSED,
+	CIRCUIT_OPEN,      /* failing: intake skips it, nothing is called */
+	CIRCUIT_HALF_OPEN, /* open period over: the next call is a probe */
+	CIRCUIT__MAX
+};
+extern const char *const circuit_state_names[CIRCUIT__MAX];
+
+/*
+ * Create the shared state and the wake-up pipe; once in the master before
+ * forking.  Without it (unit tests, tools) the state is per process.
+ */
+enum gc_err limits_init(void);
+
+/*
+ * No call to account before the returned time (0 when free).  account is
+ * "emarsys:<client id>" or "yotpo:<brand>".
+ */
+int64_t limits_hold_until(const char *account);
+/* Hold account until until_ms (a later hold wins). */
+void limits_hold(const char *account, int64_t until_ms);
+
+/* The state of (brand, d) now; an open circuit past its time is half-open. */
+enum circuit_state limits_circuit(const char *brand, enum m_dest d,
+                                  int64_t now_ms);
+/*
+ * Record the result of a call to (brand, d): ok closes the circuit;
+ * a failure (timeout, 5xx, transport) counts towards threshold; trip (a
+ * 429) opens it at once.  An opened circuit stays open for open_ms.
+ */
+void limits_circuit_result(const char *brand, enum m_dest d, int ok, int trip,
+                           int threshold, int64_t open_ms, int64_t now_ms);
+/* Call fn for every circuit that is not closed (for /metrics, /healthz). */
+void limits_circuit_foreach(int64_t now_ms,
+                            void (*fn)(void *arg, const char *brand,
+                                       enum m_dest d, enum circuit_state s),
+                            void *arg);
+
+/*
+ * Take a synchronous-delivery slot when fewer than max are taken: 1 on
+ * success (release with limits_sync_leave), 0 when all are busy.
+ */
+int limits_sync_enter(int max);
+void limits_sync_leave(void);
+
+/* The dispatcher is alive (called from its loop). */
+void limits_dispatcher_beat(int64_t now_ms);
+/* Milliseconds since the last beat; -1 when there never was one. */
+int64_t limits_dispatcher_age_ms(int64_t now_ms);
+
+/* Wake the dispatcher now (a worker handed it work); never blocks. */
+void limits_wake(void);
+/* The fd the dispatcher polls for wake-ups (-1 without limits_init). */
+int limits_wake_fd(void);
+/* Read every pending wake-up byte. */
+void limits_wake_drain(void);
+
+#endif
