@@ -78,6 +78,7 @@ store_event_insert(struct store *st, const char *id, const char *brand,
 	}
 	for (size_t i = 0; i < n; i++) {
 		int pending = strcmp(d[i].status, "pending") == 0;
+		int leased = pending && l->until_ms > 0;
 		stmt = store_prepare(
 		    st, "INSERT INTO deliveries(event_id, destination, status, "
 		        "reason, attempts, next_at, lease_until, updated_at, "
@@ -88,14 +89,14 @@ store_event_insert(struct store *st, const char *id, const char *brand,
 		sqlite3_bind_text(stmt, 2, d[i].destination, -1, SQLITE_STATIC);
 		sqlite3_bind_text(stmt, 3, d[i].status, -1, SQLITE_STATIC);
 		sqlite3_bind_text(stmt, 4, d[i].reason, -1, SQLITE_STATIC);
-		sqlite3_bind_int(stmt, 5, pending);
+		sqlite3_bind_int(stmt, 5, leased);
 		if (pending)
 			sqlite3_bind_int64(stmt, 6, now);
 		else
 			sqlite3_bind_null(stmt, 6);
-		sqlite3_bind_int64(stmt, 7, pending ? l->until_ms : 0);
+		sqlite3_bind_int64(stmt, 7, leased ? l->until_ms : 0);
 		sqlite3_bind_int64(stmt, 8, now);
-		sqlite3_bind_text(stmt, 9, pending ? l->owner : NULL, -1,
+		sqlite3_bind_text(stmt, 9, leased ? l->owner : NULL, -1,
 		                  SQLITE_STATIC);
 		if (!store_step(st, stmt, "step"))
 			goto fail;

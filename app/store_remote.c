@@ -331,25 +331,43 @@ store_ledger_release(struct store *st, const char *brand, const char *token,
 /* See store.h. */
 enum gc_err
 store_throttle_slot(struct store *st, const char *brand, int max_rps,
-                    int64_t now_ms, int64_t *slot_ms)
+                    int64_t now_ms, int64_t horizon_ms, int64_t *slot_ms,
+                    int *reserved)
 {
 	/* 10% margin: a call can leave a little after its slot. */
 	int64_t interval = 1100 / (max_rps > 0 ? max_rps : 1);
 	sqlite3_stmt *s = store_prepare(
 	    st, "INSERT INTO throttle(brand, next_ms) VALUES (?1, ?2 + ?3) "
 	        "ON CONFLICT(brand) DO UPDATE SET next_ms = "
-	        "max(next_ms, ?2) + ?3 RETURNING next_ms - ?3");
+	        "max(next_ms, ?2) + ?3 WHERE next_ms <= ?2 + ?4 "
+	        "RETURNING next_ms - ?3");
 	int rc;
 
 	*slot_ms = now_ms;
+	*reserved = 0;
 	if (s == NULL)
 		return GC_ESTORE;
 	sqlite3_bind_text(s, 1, brand, -1, SQLITE_STATIC);
 	sqlite3_bind_int64(s, 2, now_ms);
 	sqlite3_bind_int64(s, 3, interval);
+	sqlite3_bind_int64(s, 4, horizon_ms);
 	rc = sqlite3_step(s);
+	if (rc == SQLITE_ROW) {
+		*slot_ms = sqlite3_column_int64(s, 0);
+		*reserved = 1;
+	}
+	sqlite3_finalize(s);
 	if (rc == SQLITE_ROW)
+		return GC_OK;
+	if (rc != SQLITE_DONE)
+		return store_fail(st, "throttle");
+	/* The next free slot is beyond the horizon: say when, keep it. */
+	if ((s = store_prepare(st, "SELECT next_ms FROM throttle WHERE "
+	                           "brand = ?")) == NULL)
+		return GC_ESTORE;
+	sqlite3_bind_text(s, 1, brand, -1, SQLITE_STATIC);
+	if ((rc = sqlite3_step(s)) == SQLITE_ROW)
 		*slot_ms = sqlite3_column_int64(s, 0);
 	sqlite3_finalize(s);
-	return rc == SQLITE_ROW ? GC_OK : store_fail(st, "throttle");
+	return rc == SQLITE_ROW ? GC_OK : store_fail(st, "throttle peek");
 }

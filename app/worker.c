@@ -161,7 +161,7 @@ worker_main(const struct app_config *cfg, int listen_fd)
 	log_init("worker", cfg->log_level);
 	if (store_open(cfg, &st, why, sizeof(why)) != GC_OK)
 		fatalx("store: %s", why);
-	if ((eng = engine_alloc(cfg, st)) == NULL)
+	if ((eng = engine_alloc(cfg, st, 0)) == NULL)
 		fatalx("engine: out of memory");
 	if (FCGX_Init() != 0 ||
 	    FCGX_InitRequest(&r, listen_fd, FCGI_FAIL_ACCEPT_ON_INTR) != 0)

@@ -561,7 +561,8 @@ em_rate_limited(struct job *j, const struct http_resp *r)
 	    (reset = strtoll(v, NULL, 10)) > 0 &&
 	    reset < store_now_ms() / 1000 + 3600) /* a remote value */
 		reset_ms = reset * 1000 + 100;
-	if (reset_ms < j->deadline_ms - 500) {
+	j->hold_until_ms = reset_ms; /* for every call on this account */
+	if (job_can_wait(j, reset_ms)) {
 		j->wait_until_ms = reset_ms;
 		return;
 	}

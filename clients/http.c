@@ -7,7 +7,7 @@
 
 #include "httpc.h"
 
-#define POOL_MAX 8
+#define POOL_DEFAULT 8 /* transfers at once unless opts say more */
 
 /* One transfer in flight. */
 struct xfer {
@@ -29,8 +29,11 @@ struct httpc {
 	CURLM *multi;
 	struct httpc_opts opts;
 	char *ca_file;
-	struct xfer pool[POOL_MAX];
+	struct xfer *pool;
+	int npool;
 	int running;
+	int wake_fd; /* also polled; -1 when none */
+	int woken;   /* wake_fd was readable */
 };
 
 /* See httpc.h. */
@@ -70,12 +73,18 @@ httpc_alloc(const struct httpc_opts *opts)
 	if (opts->ca_file != NULL &&
 	    (h->ca_file = strdup(opts->ca_file)) == NULL)
 		goto fail;
+	h->wake_fd = -1;
+	h->npool = opts->max_transfers > 0 ? opts->max_transfers : POOL_DEFAULT;
+	if ((h->pool = calloc((size_t)h->npool, sizeof(*h->pool))) == NULL)
+		goto fail;
 	if ((h->multi = curl_multi_init()) == NULL)
 		goto fail;
-	/* Each remote host gets a handful of kept-alive connections. */
-	curl_multi_setopt(h->multi, CURLMOPT_MAXCONNECTS, 16L);
+	/* Keep a connection alive for each transfer that may run at once. */
+	curl_multi_setopt(h->multi, CURLMOPT_MAXCONNECTS,
+	                  (long)(h->npool > 16 ? h->npool : 16));
 	return h;
 fail:
+	free(h->pool);
 	free(h->ca_file);
 	free(h);
 	return NULL;
@@ -87,7 +96,7 @@ httpc_free(struct httpc *h)
 {
 	if (h == NULL)
 		return;
-	for (int i = 0; i < POOL_MAX; i++) {
+	for (int i = 0; i < h->npool; i++) {
 		struct xfer *x = &h->pool[i];
 		if (x->easy == NULL)
 			continue;
@@ -98,6 +107,7 @@ httpc_free(struct httpc *h)
 		http_resp_fini(&x->resp);
 	}
 	curl_multi_cleanup(h->multi);
+	free(h->pool);
 	free(h->ca_file);
 	free(h);
 }
@@ -166,7 +176,7 @@ on_seek(void *arg, curl_off_t offset, int origin)
 static struct xfer *
 xfer_get(struct httpc *h)
 {
-	for (int i = 0; i < POOL_MAX; i++) {
+	for (int i = 0; i < h->npool; i++) {
 		struct xfer *x = &h->pool[i];
 		if (x->in_use)
 			continue;
@@ -330,12 +340,40 @@ httpc_next(struct httpc *h, long max_wait_ms, void **owner,
 		}
 		if (h->running == 0)
 			return -1;
-		if (max_wait_ms <= 0)
+		if (max_wait_ms <= 0 || h->woken)
 			return 0;
 		long step = max_wait_ms < 100 ? max_wait_ms : 100;
-		curl_multi_poll(h->multi, NULL, 0, (int)step, NULL);
+		struct curl_waitfd w = {h->wake_fd, CURL_WAIT_POLLIN, 0};
+		curl_multi_poll(h->multi, h->wake_fd >= 0 ? &w : NULL,
+		                h->wake_fd >= 0 ? 1 : 0, (int)step, NULL);
+		if (w.revents != 0)
+			h->woken = 1;
 		max_wait_ms -= step;
 	}
+}
+
+/* See httpc.h. */
+void
+httpc_wake_fd(struct httpc *h, int fd)
+{
+	h->wake_fd = fd;
+}
+
+/* See httpc.h. */
+int
+httpc_woken(struct httpc *h)
+{
+	int w = h->woken;
+
+	h->woken = 0;
+	return w;
+}
+
+/* See httpc.h. */
+int
+httpc_idle(const struct httpc *h)
+{
+	return h->npool - h->running;
 }
 
 /* See httpc.h. */

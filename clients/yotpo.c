@@ -218,13 +218,14 @@ yo_claim(struct job *j)
 		break;
 	}
 	/* Another process is on it: look again shortly. */
-	if (now + BUSY_POLL_MS < j->deadline_ms - 500) {
+	if (job_can_wait(j, now + BUSY_POLL_MS)) {
 		j->wait_until_ms = now + BUSY_POLL_MS;
 		return JOB_WAIT;
 	}
-	j->retry_at_ms = v.lease_until;
-	return yo_stop(j, DEST_RETRY,
-	               "another delivery of this verification is in progress");
+	s->finished = 1;
+	return job_defer(j, now + BUSY_POLL_MS,
+	                 "another delivery of this verification is in "
+	                 "progress");
 }
 
 /* Hold a throttle slot; JOB_WAIT until it comes, JOB_REQUEST when due. */
@@ -234,25 +235,28 @@ yo_throttle(struct job *j)
 	struct yo_state *s = j->state;
 	int rps = j->brand->yo_max_rps > 0 ? j->brand->yo_max_rps
 	                                   : j->cfg->yotpo_default_max_rps;
-	int64_t now = store_now_ms();
+	int64_t now = store_now_ms(), horizon = job_wait_horizon(j);
+	int reserved = 1;
 
-	if (s->slot_ms == 0 && store_throttle_slot(j->st, j->brand->slug, rps,
-	                                           now, &s->slot_ms) != GC_OK)
+	if (s->slot_ms == 0 &&
+	    store_throttle_slot(j->st, j->brand->slug, rps, now,
+	                        horizon > now ? horizon - now : 0, &s->slot_ms,
+	                        &reserved) != GC_OK)
 		s->slot_ms = now;
-	if (s->slot_ms <= now) {
+	if (reserved && s->slot_ms <= now) {
 		s->slot_ms = 0;
 		return JOB_REQUEST;
 	}
-	if (s->slot_ms > j->deadline_ms - 500) {
-		/* The slot falls after the budget: try again then. */
-		j->retry_at_ms = s->slot_ms;
+	if (!reserved || !job_can_wait(j, s->slot_ms)) {
+		/* The slot is too far off to hold on to: come back then. */
 		if (s->phase == YO_SEND)
 			yo_release(j);
 		else
 			yo_ledger(j, "unknown", s->sent_at);
-		return yo_stop(j, DEST_RETRY,
-		               "throttled: next Yotpo slot is "
-		               "after the time budget");
+		s->finished = 1;
+		return job_defer(j, s->slot_ms,
+		                 "throttled: the next Yotpo slot is at %lld",
+		                 (long long)s->slot_ms);
 	}
 	j->wait_until_ms = s->slot_ms;
 	return JOB_WAIT;
@@ -347,7 +351,7 @@ yo_next(struct job *j)
 	case YO_RECONCILE:
 		due = s->sent_at + j->cfg->yotpo_reconcile_after_s * 1000;
 		if (due > store_now_ms()) {
-			if (due < j->deadline_ms - 1000) {
+			if (job_can_wait(j, due)) {
 				j->wait_until_ms = due;
 				return JOB_WAIT;
 			}
@@ -393,7 +397,9 @@ yo_later(struct job *j, const struct http_resp *r)
 {
 	int64_t at = yo_reset_ms(r);
 
-	if (at < j->deadline_ms - 1000) {
+	if (r->status == 429)
+		j->hold_until_ms = at; /* for every call on this account */
+	if (job_can_wait(j, at)) {
 		j->wait_until_ms = at;
 		return;
 	}
@@ -442,8 +448,10 @@ yo_on_customer(struct job *j, const struct http_resp *r)
 	json_t *cust;
 	int found;
 
+	if (r->result == HTTP_OK && r->status == 429)
+		j->hold_until_ms = yo_reset_ms(r);
 	if (r->result == HTTP_OK && (r->status == 429 || r->status == 423) &&
-	    yo_reset_ms(r) < j->deadline_ms - 1000) {
+	    job_can_wait(j, yo_reset_ms(r))) {
 		j->wait_until_ms = yo_reset_ms(r);
 		return;
 	}

@@ -8,6 +8,7 @@
 
 #include "admin_sig.h"
 #include "brand.h"
+#include "delivery_limits.h"
 #include "emarsys.h"
 #include "engine.h"
 #include "handlers.h"
@@ -288,7 +289,10 @@ admin_event_get(struct request *req)
 		request_json(req, 200, out);
 }
 
-/* POST /admin/v1/events/{id}/redeliver: run its undelivered parts now. */
+/*
+ * POST /admin/v1/events/{id}/redeliver: hand its undelivered parts to the
+ * dispatcher, due now; the answer shows them pending.
+ */
 void
 admin_event_redeliver(struct request *req)
 {
@@ -317,7 +321,7 @@ admin_event_redeliver(struct request *req)
 
 /*
  * POST /admin/v1/brands/{slug}/redeliver {"since","until"}: make the
- * brand's failed and dead deliveries in the window due now; the retrier
+ * brand's failed and dead deliveries in the window due now; the dispatcher
  * runs them.
  */
 void
@@ -351,6 +355,8 @@ admin_brand_redeliver(struct request *req)
 		admin_store_error(req, err);
 		return;
 	}
+	if (count > 0)
+		limits_wake();
 	log_info("brand %s: %d deliveries requeued by key %s", slug, count,
 	         req->admin_key->id);
 	request_json(req, 202,

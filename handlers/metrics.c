@@ -1,8 +1,49 @@
+/*
+ * GET /metrics: Prometheus text exposition.
+ */
+#include "delivery_limits.h"
 #include "handlers.h"
 #include "metrics.h"
 #include "store.h"
 
-/* GET /metrics: Prometheus text exposition. */
+static void
+metrics_circuit(void *arg, const char *brand, enum m_dest d,
+                enum circuit_state s)
+{
+	/* Brand slugs are [a-z0-9-]: nothing to escape in a label. */
+	buf_printf(arg,
+	           "gcrelay_circuit_open{brand=\"%s\",destination=\"%s\","
+	           "state=\"%s\"} 1\n",
+	           brand, m_dest_names[d], circuit_state_names[s]);
+}
+
+/* The dispatcher and the circuits, from the shared limits. */
+static void
+metrics_delivery_state(struct request *req)
+{
+	int64_t now = store_now_ms(), due = 0;
+	int64_t beat = limits_dispatcher_age_ms(now);
+
+	if (store_oldest_due(req->st, now, &due) != GC_OK)
+		due = -1;
+	buf_printf(&req->out,
+	           "# HELP gcrelay_oldest_due_seconds How long the oldest "
+	           "due delivery has waited for the dispatcher.\n"
+	           "# TYPE gcrelay_oldest_due_seconds gauge\n"
+	           "gcrelay_oldest_due_seconds %.3f\n"
+	           "# HELP gcrelay_dispatcher_heartbeat_age_seconds Time "
+	           "since the dispatcher's loop last ran (-1: not yet).\n"
+	           "# TYPE gcrelay_dispatcher_heartbeat_age_seconds gauge\n"
+	           "gcrelay_dispatcher_heartbeat_age_seconds %.3f\n"
+	           "# HELP gcrelay_circuit_open Circuits per brand and "
+	           "destination that are not closed (open or half_open).\n"
+	           "# TYPE gcrelay_circuit_open gauge\n",
+	           (double)due / 1000.0,
+	           beat < 0 ? -1.0 : (double)beat / 1000.0);
+	limits_circuit_foreach(now, metrics_circuit, &req->out);
+}
+
+/* See handlers.h. */
 void
 metrics_get(struct request *req)
 {
@@ -18,6 +59,7 @@ metrics_get(struct request *req)
 		request_problem(req, 500, "internal", "out of memory", NULL);
 		return;
 	}
+	metrics_delivery_state(req);
 	req->status = 200;
 	req->content_type = "text/plain; version=0.0.4";
 }

@@ -57,8 +57,9 @@ void limits_circuit_foreach(int64_t now_ms,
                             void *arg);
 
 /*
- * Take a synchronous-delivery slot when fewer than max are taken: 1 on
- * success (release with limits_sync_leave), 0 when all are busy.
+ * Take a synchronous-delivery slot for this process when fewer than max
+ * are taken: 1 on success (release with limits_sync_leave), 0 when all
+ * are busy.  The slot of a process that died holding it is free again.
  */
 int limits_sync_enter(int max);
 void limits_sync_leave(void);

@@ -44,7 +44,8 @@ struct job {
 	const struct gc_event *ev;
 	const struct brand *brand;
 	const json_t *payload;
-	int64_t deadline_ms;       /* wall clock: finish (or give up) by then */
+	int64_t deadline_ms; /* wall clock: finish (or give up) by then */
+	long max_wait_ms;    /* longest wait in place (0: up to the deadline) */
 	const struct lease *lease; /* this run's lease (owner for the store) */
 
 	/* The request to send (JOB_REQUEST); body owned by the client. */
@@ -60,7 +61,9 @@ struct job {
 	enum dest_outcome outcome;
 	char reason[300];
 	char warning[200];
-	int64_t retry_at_ms; /* DEST_RETRY: not before (0 = schedule) */
+	int64_t retry_at_ms;   /* DEST_RETRY: not before (0 = schedule) */
+	int deferred;          /* DEST_RETRY that is no failure: no run used */
+	int64_t hold_until_ms; /* a 429: hold the whole account until then */
 
 	void *state; /* client-private */
 };
@@ -91,6 +94,23 @@ extern const struct dest_ops yotpo_ops;
 /* Set the final result of j (printf-style reason); returns JOB_DONE. */
 enum job_next job_done(struct job *j, enum dest_outcome o, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
+
+/*
+ * Give the delivery back without a failure (throttled, another run holds
+ * the award, the account is held): it runs again at at_ms without using
+ * up a run of the retry schedule.  Returns JOB_DONE.
+ */
+enum job_next job_defer(struct job *j, int64_t at_ms, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+/*
+ * Whether j may wait in place until until_ms (1), or should hand the
+ * delivery back instead (0): waits end before the deadline, and in the
+ * dispatcher are short, so a throttled brand holds no slot.
+ */
+int job_can_wait(const struct job *j, int64_t until_ms);
+/* The latest time job_can_wait allows now. */
+int64_t job_wait_horizon(const struct job *j);
 
 /* Copy a short, escaped excerpt of a response body into j->excerpt. */
 void job_excerpt(struct job *j, const struct http_resp *r);

@@ -1,8 +1,9 @@
 /*
  * The delivery engine: records accepted events with one delivery per
- * destination, runs the destinations in parallel within the time budget,
- * records every attempt, schedules retries, and re-runs due deliveries for
- * the retrier and for operators.
+ * destination, delivers them at intake within delivery.sync_budget_ms or
+ * hands them to the dispatcher, which keeps many deliveries in flight on
+ * one curl multi handle.  Every attempt is recorded; retries follow the
+ * schedule; every account's limits and circuits are honoured.
  */
 #ifndef GC_ENGINE_H
 #define GC_ENGINE_H
@@ -17,13 +18,22 @@
 struct store;
 struct engine;
 
-/* One per process, after fork.  NULL on failure. */
-struct engine *engine_alloc(const struct app_config *cfg, struct store *st);
+/*
+ * One per process, after fork; dispatcher is 1 in the dispatcher (many
+ * transfers at once, short in-place waits, woken by limits_wake).  NULL
+ * on failure.
+ */
+struct engine *engine_alloc(const struct app_config *cfg, struct store *st,
+                            int dispatcher);
 void engine_free(struct engine *eng);
 
 /*
- * Record the event under webhook_id and deliver it.  On success *outcome
- * is the response document (new reference) and *status 200 or 202.  A
+ * Record the event under webhook_id and deliver it within
+ * delivery.sync_budget_ms, or, when the budget, the busy workers or an
+ * open circuit say no, leave it to the dispatcher (woken at once).  What
+ * the budget cuts short is handed to the dispatcher too.  On success
+ * *outcome is the response document (new reference) and *status 200 or
+ * 202.  A
  * webhook id seen before returns its stored outcome with "duplicate":
  * true and sends nothing.  GC_ESTORE when the event could not be recorded
  * (nothing was sent).
@@ -33,14 +43,24 @@ enum gc_err engine_submit(struct engine *eng, const char *webhook_id,
                           json_t **outcome, int *status);
 
 /*
- * Run the deliveries of the one event that is due first (retrier).
- * Returns 1 when an event ran, 0 when nothing was due.
+ * Dispatcher: claim due deliveries for up to max_jobs more jobs and start
+ * them.  Returns how many events were claimed, -1 on a store error.
  */
-int engine_run_due(struct engine *eng);
+int engine_claim(struct engine *eng, int max_jobs);
 
 /*
- * Make the failed or dead deliveries of an event due now (operators).
- * GC_ENOTFOUND when there is no such event.
+ * Drive the jobs in hand: advance them, wait up to max_wait_ms for the
+ * next response or wake-up, store what finished.  Returns 1 when woken
+ * by limits_wake.
+ */
+int engine_step(struct engine *eng, long max_wait_ms);
+
+/* Jobs in hand (each one delivery of one event). */
+int engine_jobs(const struct engine *eng);
+
+/*
+ * Make the failed, dead or waiting deliveries of an event due now for the
+ * dispatcher (operators).  GC_ENOTFOUND when there is no such event.
  */
 enum gc_err engine_redeliver(struct engine *eng, const char *event_id,
                              int *count);

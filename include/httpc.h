@@ -52,6 +52,7 @@ struct httpc_opts {
 	size_t max_response_bytes;
 	const char *ca_file;  /* NULL: system bundle */
 	int allow_plain_http; /* gcrelayctl only: servers only use https */
+	int max_transfers;    /* at once; 0: a default of 8 */
 };
 
 /* Caller frees with httpc_free; NULL on failure. */
@@ -73,6 +74,16 @@ enum gc_err httpc_start(struct httpc *h, const struct http_req *req,
  */
 int httpc_next(struct httpc *h, long max_wait_ms, void **owner,
                struct http_resp *resp);
+
+/*
+ * Also wait on fd (readable: a wake-up) in httpc_next, which then returns
+ * 0 early; httpc_woken tells (and forgets) whether that happened.
+ */
+void httpc_wake_fd(struct httpc *h, int fd);
+int httpc_woken(struct httpc *h);
+
+/* How many more transfers may start now. */
+int httpc_idle(const struct httpc *h);
 
 /* Start one transfer and wait for it (gcrelayctl, preflight checks). */
 enum gc_err httpc_perform(struct httpc *h, const struct http_req *req,

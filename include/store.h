@@ -75,8 +75,9 @@ struct delivery_init {
 
 /*
  * Record an event and its deliveries in one transaction; pending
- * deliveries are leased to l.  GC_EEXISTS when the id is already recorded
- * (nothing changes).
+ * deliveries are leased to l, counting the run; with l->until_ms 0 they
+ * are left unleased and due now, for the dispatcher.  GC_EEXISTS when the id is
+ * already recorded (nothing changes).
  */
 enum gc_err store_event_insert(struct store *st, const char *id,
                                const char *brand, const char *kind,
@@ -146,6 +147,17 @@ enum gc_err store_claim_due(struct store *st, int64_t now_ms,
                             json_t **claimed);
 
 /*
+ * The dispatcher's claim: lease the due deliveries (pending or retrying,
+ * next_at passed, lease expired) of up to max_events events, earliest
+ * first, counting a run for each, in one transaction.  Each event gets its
+ * own owner (l->owner plus a suffix), all until l->until_ms.  *claimed is
+ * an array of {"id","owner","destinations":[names]} (new reference).
+ */
+enum gc_err store_claim_batch(struct store *st, int64_t now_ms,
+                              const struct lease *l, int max_events,
+                              json_t **claimed);
+
+/*
  * Operators' redelivery of one event: in one transaction, take every
  * delivery that is failed, dead, or waiting for a retry with no live
  * lease, make it "retrying" and lease it to l.  *taken is an array of
@@ -162,6 +174,9 @@ enum gc_err store_event_take(struct store *st, const char *event_id,
  */
 enum gc_err store_brand_requeue(struct store *st, const char *brand,
                                 int64_t since_ms, int64_t until_ms, int *count);
+
+/* How long the oldest due delivery has been due (0 when none is). */
+enum gc_err store_oldest_due(struct store *st, int64_t now_ms, int64_t *age_ms);
 
 /* Deliveries waiting for a retry (pending or retrying). */
 enum gc_err store_outbox_depth(struct store *st, long *n);
@@ -272,9 +287,13 @@ enum gc_err store_ledger_release(struct store *st, const char *brand,
 
 /*
  * Reserve the next call slot for brand at most max_rps per second across
- * every process; *slot_ms is when the call may go.
+ * every process, when it falls within horizon_ms of now: *reserved = 1
+ * and *slot_ms is when the call may go.  A slot further off is not taken
+ * (*reserved = 0; *slot_ms says when to ask again), so callers that will
+ * not wait for it do not push everyone else's slots back.
  */
 enum gc_err store_throttle_slot(struct store *st, const char *brand,
-                                int max_rps, int64_t now_ms, int64_t *slot_ms);
+                                int max_rps, int64_t now_ms, int64_t horizon_ms,
+                                int64_t *slot_ms, int *reserved);
 
 #endif

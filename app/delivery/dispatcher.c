@@ -1,20 +1,25 @@
 /*
- * The retrier: one child process that re-runs due deliveries from the
- * outbox and purges old event bodies.
+ * The dispatcher: one child process (or delivery.dispatchers of them)
+ * keeping up to delivery.concurrency deliveries in flight.  It claims due
+ * deliveries in batches under leases, starts new work as soon as a slot
+ * frees, and is woken at once when a worker hands it an event (the
+ * wake-up pipe of delivery_limits.h).  It also purges old event bodies
+ * and checkpoints the WAL every hour.
  */
 #include <stdlib.h>
 #include <time.h>
 #include <unistd.h>
 
+#include "delivery_limits.h"
 #include "engine.h"
 #include "log.h"
 #include "store.h"
 #include "worker.h"
 
-#define PURGE_EVERY_S 3600 /* purge and checkpoint */
+#define PURGE_EVERY_MS (3600 * 1000) /* purge and checkpoint */
 
 static void
-retrier_purge(struct store *st, const struct app_config *cfg)
+dispatcher_purge(struct store *st, const struct app_config *cfg)
 {
 	int64_t before =
 	    store_now_ms() - (int64_t)cfg->retention_days * 86400 * 1000;
@@ -28,14 +33,37 @@ retrier_purge(struct store *st, const struct app_config *cfg)
 		log_warnx("store: checkpoint failed");
 }
 
-/* Sleep up to ms, waking early when told to stop. */
-static void
-retrier_sleep(long ms)
+/* Milliseconds on the monotonic clock, for the loop's own timers. */
+static int64_t
+mono_ms(void)
 {
-	struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
+	struct timespec ts;
 
-	if (!worker_stop)
-		nanosleep(&ts, NULL);
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/*
+ * Claim while there are free slots and due work; returns when the next
+ * look is due (now when the last claim filled what it asked for).
+ */
+static int64_t
+dispatcher_fill(struct engine *eng, const struct app_config *cfg)
+{
+	int free_jobs = cfg->delivery_concurrency - engine_jobs(eng);
+	int ask = cfg->retrier_batch < free_jobs / 2 ? cfg->retrier_batch
+	                                             : free_jobs / 2;
+	int got;
+
+	if (ask < 1)
+		return mono_ms() + cfg->retrier_interval_ms;
+	got = engine_claim(eng, ask * 2);
+	if (got < 0) {
+		log_warnx("dispatcher: could not claim due deliveries");
+		return mono_ms() + cfg->retrier_interval_ms;
+	}
+	/* A full batch: there may be more due right now. */
+	return got == ask ? mono_ms() : mono_ms() + cfg->retrier_interval_ms;
 }
 
 /* See worker.h. */
@@ -44,29 +72,31 @@ dispatcher_main(const struct app_config *cfg)
 {
 	struct store *st;
 	struct engine *eng;
-	time_t last_purge = 0;
+	int64_t last_purge = mono_ms() - PURGE_EVERY_MS, next_look = 0;
 	char why[512];
-	int n;
+	int woken = 1;
 
-	log_init("retrier", cfg->log_level);
+	log_init("dispatcher", cfg->log_level);
 	if (store_open(cfg, &st, why, sizeof(why)) != GC_OK)
 		fatalx("store: %s", why);
-	if ((eng = engine_alloc(cfg, st)) == NULL)
+	if ((eng = engine_alloc(cfg, st, 1)) == NULL)
 		fatalx("engine: out of memory");
-	while (!worker_stop) {
-		if (time(NULL) - last_purge >= PURGE_EVERY_S) {
-			retrier_purge(st, cfg);
-			last_purge = time(NULL);
+	while (!worker_stop || engine_jobs(eng) > 0) {
+		limits_dispatcher_beat(store_now_ms());
+		if (mono_ms() - last_purge >= PURGE_EVERY_MS) {
+			dispatcher_purge(st, cfg);
+			last_purge = mono_ms();
 		}
-		/* One event at a time, so a stop is noticed in between. */
-		for (n = 0; n < cfg->retrier_batch && !worker_stop; n++)
-			if (engine_run_due(eng) == 0)
-				break;
-		if (n < cfg->retrier_batch)
-			retrier_sleep(cfg->retrier_interval_ms);
+		/* Stopping: finish what is in flight, take nothing new. */
+		if (!worker_stop && (woken || mono_ms() >= next_look))
+			next_look = dispatcher_fill(eng, cfg);
+		long wait = (long)(next_look - mono_ms());
+		woken = engine_step(eng, wait < 0      ? 0
+		                         : wait > 1000 ? 1000
+		                                       : wait);
 	}
 	engine_free(eng);
 	store_close(st);
-	log_info("retrier stopped");
+	log_info("dispatcher stopped");
 	exit(0);
 }

@@ -4,6 +4,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -14,6 +15,7 @@
 #define HOLDS    512 /* accounts with a live hold */
 #define CIRCUITS 512 /* (brand, destination) pairs with failures */
 #define KEYLEN   160
+#define SYNCERS  256 /* workers at most */
 
 const char *const circuit_state_names[] = {
     [CIRCUIT_CLOSED] = "closed",
@@ -32,7 +34,7 @@ struct hold {
 struct circuit {
 	char brand[KEYLEN]; /* "" when the slot is free */
 	int dest;
-	int failures;      /* consecutive */
+	int failures;       /* consecutive */
 	int64_t open_until; /* 0 when closed */
 };
 
@@ -40,7 +42,7 @@ struct l_shared {
 	pthread_mutex_t lock;
 	struct hold holds[HOLDS];
 	struct circuit circuits[CIRCUITS];
-	int syncing;
+	pid_t syncing[SYNCERS]; /* workers delivering at intake; 0: free */
 	int64_t beat_ms;
 };
 
@@ -218,8 +220,8 @@ limits_circuit_result(const char *brand, enum m_dest d, int ok, int trip,
 /* See limits.h. */
 void
 limits_circuit_foreach(int64_t now_ms,
-                       void (*fn)(void *arg, const char *brand,
-                                  enum m_dest d, enum circuit_state s),
+                       void (*fn)(void *arg, const char *brand, enum m_dest d,
+                                  enum circuit_state s),
                        void *arg)
 {
 	struct l_shared *s = L();
@@ -237,18 +239,34 @@ limits_circuit_foreach(int64_t now_ms,
 		   circuit_state(&copy[i], now_ms));
 }
 
+/* Whether the slot's worker still lives (one killed mid-delivery). */
+static int
+sync_live(pid_t pid)
+{
+	return pid > 0 && (kill(pid, 0) == 0 || errno != ESRCH);
+}
+
 /* See limits.h. */
 int
 limits_sync_enter(int max)
 {
 	struct l_shared *s = L();
-	int ok;
+	int busy = 0, mine = -1;
+	pid_t me = getpid();
 
 	l_lock();
-	if ((ok = s->syncing < max))
-		s->syncing++;
+	for (int i = 0; i < SYNCERS; i++) {
+		if (sync_live(s->syncing[i]))
+			busy++;
+		else if (mine < 0)
+			mine = i;
+	}
+	if (busy < max && mine >= 0)
+		s->syncing[mine] = me;
+	else
+		mine = -1;
 	l_unlock();
-	return ok;
+	return mine >= 0;
 }
 
 /* See limits.h. */
@@ -256,10 +274,14 @@ void
 limits_sync_leave(void)
 {
 	struct l_shared *s = L();
+	pid_t me = getpid();
 
 	l_lock();
-	if (s->syncing > 0)
-		s->syncing--;
+	for (int i = 0; i < SYNCERS; i++)
+		if (s->syncing[i] == me) {
+			s->syncing[i] = 0;
+			break;
+		}
 	l_unlock();
 }
 

@@ -100,7 +100,8 @@ class IntakeCase(unittest.TestCase):
     def assertHealthy(self):
         r = self.s.request("GET", "/healthz")
         self.assertEqual(r.status, 200, r)
-        self.assertEqual(r.json, {"status": "ok"})
+        self.assertEqual(r.json["status"], "ok", r)
+        self.assertTrue(r.json["dispatcher"]["alive"], r)
 
     def clear_sims(self):
         # Records only: the sims keep the fields and events gcrelay has

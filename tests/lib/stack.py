@@ -128,7 +128,9 @@ class Stack:
     def __init__(self, workers=2, sims=True, config_extra="",
                  webhook_secrets=None, start=True, budget_ms=8000,
                  retry_schedule="[1, 1, 1]", reconcile_after_s=1,
-                 http_timeout_ms=3000, base_dir=None, port=None):
+                 http_timeout_ms=3000, base_dir=None, port=None,
+                 sync_budget_ms=None, sync_workers=None, circuit_open_s=1,
+                 concurrency=64):
         if base_dir is None:
             self.dir = tempfile.mkdtemp(prefix="gcrelay-it-")
         else:
@@ -139,6 +141,14 @@ class Stack:
         self.webhook_secrets = webhook_secrets or [new_whsec()]
         self.config_extra = config_extra
         self.budget_ms = budget_ms
+        # The suites written before the dispatcher expect intake to
+        # deliver while it can: every worker, the whole budget.  Tests of
+        # the sync budget and circuits say otherwise.
+        self.sync_budget_ms = budget_ms if sync_budget_ms is None \
+            else sync_budget_ms
+        self.sync_workers = workers if sync_workers is None else sync_workers
+        self.circuit_open_s = circuit_open_s
+        self.concurrency = concurrency
         self.retry_schedule = retry_schedule
         self.reconcile_after_s = reconcile_after_s
         self.http_timeout_ms = http_timeout_ms
@@ -221,7 +231,9 @@ admin = {
 };
 http = { connect_timeout_ms = 2000; timeout_ms = %(http_timeout)d;
          ca_file = "%(ca)s"; };
-delivery = { budget_ms = %(budget)d; retry_schedule = %(sched)s; };
+delivery = { budget_ms = %(budget)d; retry_schedule = %(sched)s;
+             sync_budget_ms = %(sync_budget)d; sync_workers = %(sync_workers)d;
+             circuit_open_s = %(circuit_open)d; concurrency = %(conc)d; };
 retrier = { interval_ms = 200; };
 emarsys = { token_url = "%(em)s/oauth2/token"; api_base = "%(em)s/api/v3/"; };
 yotpo = { api_base = "%(yo)s/api/v2"; reconcile_after_s = %(recon)d; };
@@ -233,6 +245,9 @@ yotpo = { api_base = "%(yo)s/api/v2"; reconcile_after_s = %(recon)d; };
             "rid": ADMIN_READ[0], "rsec": ADMIN_READ[1],
             "ca": self.certs["ca"], "em": em, "yo": yo,
             "budget": self.budget_ms, "sched": self.retry_schedule,
+            "sync_budget": self.sync_budget_ms,
+            "sync_workers": self.sync_workers,
+            "circuit_open": self.circuit_open_s, "conc": self.concurrency,
             "recon": self.reconcile_after_s,
             "http_timeout": self.http_timeout_ms,
             "extra": self.config_extra if extra is None else extra,

@@ -1,0 +1,1002 @@
+/*
+ * The delivery engine (include/engine.h).  Every event being delivered is
+ * an "erun" holding one job per destination; the engine keeps a list of
+ * them and drives all their jobs on one curl multi handle.  A worker at
+ * intake runs one erun within delivery.sync_budget_ms; the dispatcher
+ * keeps up to delivery.concurrency jobs in flight.
+ *
+ * Before every request the engine checks the account's shared hold (a
+ * 429's reset) and, in the dispatcher, the (brand, destination) circuit;
+ * after every response it records the attempt, publishes a new hold and
+ * feeds the circuit.  A job that cannot go on now without a failure is
+ * "deferred": handed back to the store, due again when it can go, without
+ * using up a run of the retry schedule.
+ */
+#include <poll.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "delivery_limits.h"
+#include "dest.h"
+#include "engine.h"
+#include "jsonutil.h"
+#include "log.h"
+#include "payload.h"
+#include "store.h"
+
+#define LEASE_SLACK_MS   15000  /* a lease outlives the budget by this */
+#define PAUSED_RETRY_MS  300000 /* a paused destination is looked at again */
+#define DISPATCH_WAIT_MS 1000   /* longest in-place wait in the dispatcher */
+#define MIN_REQUEST_MS   200    /* no request starts with less time left */
+
+const char *const dest_outcome_names[] = {
+    [DEST_DELIVERED] = "delivered", [DEST_WARNING] = "delivered",
+    [DEST_SKIPPED] = "skipped",     [DEST_RETRY] = "retrying",
+    [DEST_FAILED] = "failed",
+};
+_Static_assert(sizeof(dest_outcome_names) / sizeof(dest_outcome_names[0]) ==
+                   DEST__MAX,
+               "dest_outcome_names[] out of step");
+
+/* Destinations in the order they appear in responses. */
+static const struct dest_ops *const dests[M_DEST__MAX] = {
+    [M_DEST_EMARSYS] = &emarsys_ops,
+    [M_DEST_YOTPO] = &yotpo_ops,
+};
+
+struct erun;
+
+/* One job and its place on the wire. */
+struct run {
+	struct job job;
+	struct erun *er;
+	int active;    /* still has work */
+	int in_flight; /* a request is on the wire */
+	int capped;    /* its timeout was cut to the deadline */
+	int64_t t0_ms;
+	char account[200]; /* whose limits apply: "emarsys:<client id>" */
+};
+
+/* One event's deliveries in progress. */
+struct erun {
+	struct erun *next;
+	char id[272];
+	const struct gc_event *ev;
+	const struct brand *b;
+	struct gc_event ev_own; /* when the engine loaded them (reruns) */
+	struct brand b_own;
+	int owns;
+	json_t *payload;
+	struct lease lease;
+	int64_t received_ms; /* 0: the run right after intake */
+	int sync; /* intake: what is left at the budget is deferred */
+	struct run runs[M_DEST__MAX];
+	int n;
+	int replan[M_DEST__MAX];
+};
+
+struct engine {
+	const struct app_config *cfg;
+	struct store *st;
+	struct httpc *http;
+	long long seq;       /* for lease owners */
+	struct erun *active; /* eruns with jobs left */
+	int jobs;            /* jobs of the active eruns */
+	int dispatcher;      /* this process is a dispatcher */
+};
+
+/* A fresh lease: unique owner, until the budget plus slack. */
+static void
+engine_lease(struct engine *eng, struct lease *l, long budget_ms)
+{
+	l->until_ms = store_now_ms() + budget_ms + LEASE_SLACK_MS;
+	snprintf(l->owner, sizeof(l->owner), "%ld.%lld", (long)getpid(),
+	         ++eng->seq);
+}
+
+/* See engine.h. */
+struct engine *
+engine_alloc(const struct app_config *cfg, struct store *st, int dispatcher)
+{
+	struct httpc_opts o = {
+	    .connect_timeout_ms = cfg->http_connect_timeout_ms,
+	    .timeout_ms = cfg->http_timeout_ms,
+	    .max_response_bytes = cfg->http_max_response_bytes,
+	    .ca_file = cfg->http_ca_file,
+	    .max_transfers = dispatcher ? cfg->delivery_concurrency : 0,
+	};
+	struct engine *eng = calloc(1, sizeof(*eng));
+
+	if (eng == NULL)
+		return NULL;
+	eng->cfg = cfg;
+	eng->st = st;
+	eng->dispatcher = dispatcher;
+	if ((eng->http = httpc_alloc(&o)) == NULL) {
+		free(eng);
+		return NULL;
+	}
+	if (dispatcher)
+		httpc_wake_fd(eng->http, limits_wake_fd());
+	return eng;
+}
+
+static void erun_free(struct erun *er);
+
+/* See engine.h. */
+void
+engine_free(struct engine *eng)
+{
+	struct erun *er, *next;
+
+	if (eng == NULL)
+		return;
+	/* Unfinished runs keep their leases; they expire and run again. */
+	for (er = eng->active; er != NULL; er = next) {
+		next = er->next;
+		for (int i = 0; i < er->n; i++)
+			er->runs[i].job.ops->finish(&er->runs[i].job);
+		erun_free(er);
+	}
+	httpc_free(eng->http);
+	free(eng);
+}
+
+/* See engine.h. */
+struct httpc *
+engine_httpc(struct engine *eng)
+{
+	return eng->http;
+}
+
+/* See engine.h. */
+int
+engine_jobs(const struct engine *eng)
+{
+	return eng->jobs;
+}
+
+/* See dest.h. */
+enum job_next
+job_done(struct job *j, enum dest_outcome o, const char *fmt, ...)
+{
+	va_list ap;
+
+	j->outcome = o;
+	va_start(ap, fmt);
+	vsnprintf(j->reason, sizeof(j->reason), fmt, ap);
+	va_end(ap);
+	return JOB_DONE;
+}
+
+/* See dest.h. */
+enum job_next
+job_defer(struct job *j, int64_t at_ms, const char *fmt, ...)
+{
+	va_list ap;
+
+	j->outcome = DEST_RETRY;
+	j->deferred = 1;
+	j->retry_at_ms = at_ms;
+	va_start(ap, fmt);
+	vsnprintf(j->reason, sizeof(j->reason), fmt, ap);
+	va_end(ap);
+	return JOB_DONE;
+}
+
+/* See dest.h. */
+int64_t
+job_wait_horizon(const struct job *j)
+{
+	int64_t h = j->deadline_ms - 500;
+
+	if (j->max_wait_ms > 0 && store_now_ms() + j->max_wait_ms < h)
+		h = store_now_ms() + j->max_wait_ms;
+	return h;
+}
+
+/* See dest.h. */
+int
+job_can_wait(const struct job *j, int64_t until_ms)
+{
+	return until_ms <= job_wait_horizon(j);
+}
+
+/* See dest.h. */
+void
+job_excerpt(struct job *j, const struct http_resp *r)
+{
+	const unsigned char *p = (const unsigned char *)buf_str(&r->body);
+	size_t o = 0;
+
+	/* Printable ASCII kept, anything else as \xHH: safe in logs/JSON. */
+	for (; *p != '\0' && o + 5 < sizeof(j->excerpt); p++) {
+		if (*p >= 0x20 && *p < 0x7f && *p != '\\')
+			j->excerpt[o++] = (char)*p;
+		else
+			o += (size_t)snprintf(j->excerpt + o,
+			                      sizeof(j->excerpt) - o, "\\x%02x",
+			                      *p);
+	}
+	j->excerpt[o] = '\0';
+}
+
+/*
+ * Whether destination d has work for this event: 0 when it does, else 1
+ * with the skip reason in buf.
+ */
+static int
+plan_skip(enum m_dest d, const struct gc_event *ev, const struct brand *b,
+          char *buf, size_t n)
+{
+	int has = d == M_DEST_EMARSYS ? b->has_emarsys : b->has_yotpo;
+	int on = d == M_DEST_EMARSYS ? b->emarsys_enabled : b->yotpo_enabled;
+
+	if (!has) {
+		snprintf(buf, n, "%s is not configured for this brand",
+		         m_dest_names[d]);
+		return 1;
+	}
+	if (!on) {
+		snprintf(buf, n, "%s is paused for this brand (enabled: false)",
+		         m_dest_names[d]);
+		return 1;
+	}
+	return dests[d]->skip(ev, b, buf, n);
+}
+
+static void
+record_attempt(struct engine *eng, struct run *r, const struct http_resp *resp)
+{
+	static const char *const results[] = {"response", "not_sent",
+	                                      "maybe_sent", "too_large"};
+	_Static_assert(sizeof(results) / sizeof(results[0]) == HTTP__MAX,
+	               "results[] out of step");
+	struct attempt a = {
+	    .event_id = r->job.event_id,
+	    .destination = m_dest_names[r->job.dest],
+	    .step = r->job.step ? r->job.step : "request",
+	    .outcome =
+	        resp->result == HTTP_OK ? "response" : results[resp->result],
+	    .http_status = resp->status,
+	    .reply_code = r->job.reply_code[0] ? r->job.reply_code : NULL,
+	    .excerpt = r->job.excerpt[0]
+	                   ? r->job.excerpt
+	                   : (resp->error[0] ? resp->error : NULL),
+	    .latency_ms = (long)(store_now_ms() - r->t0_ms),
+	};
+
+	metrics_upstream(r->job.dest, resp->status, resp->seconds);
+	log_attempt(a.destination, a.event_id, a.step, resp->status,
+	            a.reply_code, (double)a.latency_ms);
+	if (store_attempt_add(eng->st, &a) != GC_OK)
+		log_warnx("could not record an attempt for %s", a.event_id);
+}
+
+/*
+ * The request j->req will not be sent: tell the client as if it had
+ * failed before leaving (so Yotpo gives its award key back), and stop.
+ * defer_at > 0 hands the delivery back, due then, as no failure.
+ */
+static void
+run_give_up(struct run *r, const char *why, int64_t defer_at)
+{
+	struct http_resp resp;
+	struct job *j = &r->job;
+
+	http_resp_init(&resp);
+	resp.result = HTTP_NOT_SENT;
+	snprintf(resp.error, sizeof(resp.error), "%s before %s", why,
+	         j->step ? j->step : "the next step");
+	j->ops->response(j, &resp);
+	http_resp_fini(&resp);
+	if (j->outcome != DEST_RETRY && j->outcome != DEST_FAILED)
+		job_done(j, DEST_RETRY, "%s", resp.error);
+	if (defer_at > 0 && j->outcome == DEST_RETRY) {
+		j->deferred = 1;
+		if (j->retry_at_ms < defer_at)
+			j->retry_at_ms = defer_at;
+	}
+	r->active = 0;
+}
+
+/*
+ * Until when the job's account may not be called (0: now): a 429's
+ * shared hold and, in the dispatcher, an open circuit.
+ */
+static int64_t
+run_blocked_until(struct engine *eng, const struct run *r, int64_t now)
+{
+	int64_t until = limits_hold_until(r->account);
+
+	if (eng->dispatcher &&
+	    limits_circuit(r->er->b->slug, r->job.dest, now) == CIRCUIT_OPEN) {
+		int64_t open = now + eng->cfg->circuit_open_ms / 4;
+		if (open > until)
+			until = open;
+	}
+	return until > now ? until : 0;
+}
+
+/* Put j->req on the wire, within the deadline and the account's limits. */
+static void
+run_send(struct engine *eng, struct run *r)
+{
+	struct job *j = &r->job;
+	int64_t now = store_now_ms(), blocked;
+	long left = (long)(j->deadline_ms - now);
+
+	if ((blocked = run_blocked_until(eng, r, now)) > 0) {
+		run_give_up(r, "account on hold (rate limit or open circuit)",
+		            blocked);
+		return;
+	}
+	if (left < MIN_REQUEST_MS) {
+		run_give_up(r, "time budget used up", r->er->sync ? now : 0);
+		return;
+	}
+	if (j->req.timeout_ms == 0)
+		j->req.timeout_ms = eng->cfg->http_timeout_ms;
+	r->capped = j->req.timeout_ms > left;
+	if (r->capped)
+		j->req.timeout_ms = left;
+	j->reply_code[0] = j->excerpt[0] = '\0';
+	r->t0_ms = now;
+	if (httpc_start(eng->http, &j->req, r) != GC_OK) {
+		run_give_up(r, "could not start a request", 0);
+		return;
+	}
+	r->in_flight = 1;
+}
+
+/* Ask a job what it wants next and act on it. */
+static void
+run_advance(struct engine *eng, struct run *r)
+{
+	struct job *j = &r->job;
+
+	while (r->active && !r->in_flight) {
+		if (j->wait_until_ms > store_now_ms())
+			return;
+		j->wait_until_ms = 0;
+		switch (j->ops->next(j)) {
+		case JOB_DONE:
+			r->active = 0;
+			return;
+		case JOB_WAIT:
+			continue;
+		case JOB_REQUEST:
+			run_send(eng, r);
+		}
+	}
+}
+
+/* Tell the shared limits what a response says about the account. */
+static void
+run_feed_limits(struct engine *eng, struct run *r, const struct http_resp *rp)
+{
+	const struct app_config *cfg = eng->cfg;
+	int trip = rp->result == HTTP_OK && rp->status == 429;
+	int ok = rp->result == HTTP_OK && rp->status < 500 && !trip;
+
+	if (r->job.hold_until_ms > 0) {
+		limits_hold(r->account, r->job.hold_until_ms);
+		r->job.hold_until_ms = 0;
+	}
+	/* A timeout we imposed (the sync budget) says nothing of health. */
+	if (r->capped && rp->timed_out)
+		return;
+	limits_circuit_result(r->er->b->slug, r->job.dest, ok, trip,
+	                      cfg->circuit_failures, cfg->circuit_open_ms,
+	                      store_now_ms());
+}
+
+/* A response arrived for r. */
+static void
+run_response(struct engine *eng, struct run *r, const struct http_resp *resp)
+{
+	struct job *j = &r->job;
+
+	r->in_flight = 0;
+	j->ops->response(j, resp);
+	record_attempt(eng, r, resp);
+	run_feed_limits(eng, r, resp);
+	/* Cut short by intake's budget: no failure of the remote's. */
+	if (r->capped && resp->timed_out && r->er->sync &&
+	    j->outcome == DEST_RETRY) {
+		j->deferred = 1;
+		if (j->retry_at_ms < store_now_ms())
+			j->retry_at_ms = store_now_ms();
+	}
+}
+
+/* The run's number within the retry schedule (counted at claim). */
+static int
+engine_runs(struct engine *eng, const struct job *j)
+{
+	int runs = 0;
+
+	store_delivery_attempts(eng->st, j->event_id, m_dest_names[j->dest],
+	                        &runs);
+	return runs < 1 ? 1 : runs;
+}
+
+static enum m_outcome
+engine_metric(enum dest_outcome o)
+{
+	return o == DEST_DELIVERED ? M_OUT_DELIVERED
+	       : o == DEST_WARNING ? M_OUT_WARNING
+	       : o == DEST_SKIPPED ? M_OUT_SKIPPED
+	       : o == DEST_FAILED  ? M_OUT_FAILED
+	                           : M_OUT_RETRYING;
+}
+
+/* Hand a deferred job back: due at its time, no run used. */
+static void
+engine_postpone(struct engine *eng, struct job *j)
+{
+	int64_t now = store_now_ms();
+	int64_t at = j->retry_at_ms > now ? j->retry_at_ms : now;
+
+	if (store_delivery_postpone(eng->st, j->event_id, m_dest_names[j->dest],
+	                            j->lease->owner, j->reason, at) != GC_OK)
+		log_warnx("could not hand %s/%s back; its lease expires and "
+		          "it runs again then",
+		          j->event_id, m_dest_names[j->dest]);
+	else if (at <= now + DISPATCH_WAIT_MS)
+		limits_wake();
+}
+
+/* Store a job's result, choosing the next retry time or giving up. */
+static void
+engine_apply(struct engine *eng, struct job *j)
+{
+	const char *dest = m_dest_names[j->dest];
+	int64_t next = 0;
+	enum m_outcome mo = engine_metric(j->outcome);
+	const char *status = dest_outcome_names[j->outcome];
+	char reason[400];
+	enum gc_err err;
+	int runs;
+
+	if (j->deferred)
+		return engine_postpone(eng, j);
+	snprintf(reason, sizeof(reason), "%s", j->reason);
+	if (j->outcome == DEST_RETRY) {
+		runs = engine_runs(eng, j);
+		if ((size_t)runs > eng->cfg->nretry_schedule) {
+			status = "dead";
+			mo = M_OUT_DEAD;
+			snprintf(reason, sizeof(reason),
+			         "gave up after %d runs: %s", runs, j->reason);
+		} else {
+			next = store_now_ms() +
+			       eng->cfg->retry_schedule[runs - 1] * 1000;
+			if (j->retry_at_ms > next)
+				next = j->retry_at_ms;
+		}
+	}
+	metrics_delivery(j->dest, mo);
+	err = store_delivery_finish(eng->st, j->event_id, dest, j->lease->owner,
+	                            status, reason[0] ? reason : NULL,
+	                            j->warning[0] ? j->warning : NULL, next);
+	if (err == GC_EEXISTS)
+		log_errorx("%s delivery of %s outlived its lease; another run "
+		           "owns it now, this outcome (%s) is not stored",
+		           dest, j->event_id, status);
+	else if (err != GC_OK)
+		log_errorx("could not store the %s outcome of %s; the lease "
+		           "will expire and the dispatcher will run it again",
+		           dest, j->event_id);
+}
+
+/*
+ * A delivery the plan now skips on a retry: the brand changed since the
+ * event arrived.  A paused destination keeps it waiting (without using
+ * up a run); anything else needs an operator.
+ */
+static void
+engine_replan(struct engine *eng, struct job *j, const struct brand *b,
+              int64_t received_ms)
+{
+	int paused =
+	    (j->dest == M_DEST_EMARSYS && b->has_emarsys &&
+	     !b->emarsys_enabled) ||
+	    (j->dest == M_DEST_YOTPO && b->has_yotpo && !b->yotpo_enabled);
+	int64_t span = 0;
+
+	for (size_t i = 0; i < eng->cfg->nretry_schedule; i++)
+		span += eng->cfg->retry_schedule[i] * 1000;
+	if (paused && store_now_ms() - received_ms < span) {
+		j->retry_at_ms = store_now_ms() + PAUSED_RETRY_MS;
+		j->deferred = 1;
+		engine_apply(eng, j);
+		return;
+	}
+	/* Removed, or paused for longer than the whole retry schedule. */
+	if (paused && store_delivery_finish(
+	                  eng->st, j->event_id, m_dest_names[j->dest],
+	                  j->lease->owner, "dead",
+	                  "destination paused for longer than the retry "
+	                  "schedule",
+	                  NULL, 0) == GC_OK)
+		return;
+	j->outcome = DEST_FAILED;
+	engine_apply(eng, j);
+}
+
+static void
+erun_free(struct erun *er)
+{
+	if (er == NULL)
+		return;
+	json_decref(er->payload);
+	if (er->owns) {
+		event_fini(&er->ev_own);
+		brand_fini(&er->b_own);
+	}
+	free(er);
+}
+
+/* The account whose limits govern calls of destination d for brand b. */
+static void
+erun_account(const struct brand *b, enum m_dest d, char *out, size_t n)
+{
+	if (d == M_DEST_EMARSYS)
+		snprintf(out, n, "emarsys:%s",
+		         b->em_client_id ? b->em_client_id : "");
+	else
+		snprintf(out, n, "yotpo:%s", b->slug);
+}
+
+/*
+ * Set up one job per wanted destination (each already leased to
+ * er->lease) and add the erun to the engine's active list.
+ */
+static void
+erun_plan(struct engine *eng, struct erun *er, const int want[M_DEST__MAX],
+          long budget_ms)
+{
+	int64_t deadline = store_now_ms() + budget_ms;
+
+	/* Taking the lease may have waited for the store: end in time. */
+	if (deadline > er->lease.until_ms - LEASE_SLACK_MS)
+		deadline = er->lease.until_ms - LEASE_SLACK_MS;
+	er->payload = payload_build(er->ev);
+	for (int d = 0; d < M_DEST__MAX; d++) {
+		if (!want[d])
+			continue;
+		struct run *r = &er->runs[er->n];
+		struct job *j = &r->job;
+		r->er = er;
+		erun_account(er->b, (enum m_dest)d, r->account,
+		             sizeof(r->account));
+		j->ops = dests[d];
+		j->dest = (enum m_dest)d;
+		j->cfg = eng->cfg;
+		j->st = eng->st;
+		j->event_id = er->id;
+		j->ev = er->ev;
+		j->brand = er->b;
+		j->payload = er->payload;
+		j->deadline_ms = deadline;
+		j->max_wait_ms = eng->dispatcher ? DISPATCH_WAIT_MS : 0;
+		j->lease = &er->lease;
+		if (plan_skip((enum m_dest)d, er->ev, er->b, j->reason,
+		              sizeof(j->reason))) {
+			j->outcome = DEST_SKIPPED;
+			er->replan[er->n] = er->received_ms != 0;
+		} else
+			r->active = j->ops->start(j) != JOB_DONE;
+		er->n++;
+	}
+	eng->jobs += er->n;
+	er->next = eng->active;
+	eng->active = er;
+}
+
+/* Store every job's result and forget the erun. */
+static void
+erun_finish(struct engine *eng, struct erun *er)
+{
+	for (int i = 0; i < er->n; i++) {
+		struct job *j = &er->runs[i].job;
+		if (er->replan[i])
+			engine_replan(eng, j, er->b, er->received_ms);
+		else
+			engine_apply(eng, j);
+		j->ops->finish(j);
+	}
+	eng->jobs -= er->n;
+	erun_free(er);
+}
+
+/* Advance every job; finish the eruns that have nothing left. */
+static void
+engine_advance(struct engine *eng)
+{
+	struct erun **pp = &eng->active, *er;
+	int busy;
+
+	while ((er = *pp) != NULL) {
+		busy = 0;
+		for (int i = 0; i < er->n; i++) {
+			run_advance(eng, &er->runs[i]);
+			busy |= er->runs[i].active;
+		}
+		if (busy) {
+			pp = &er->next;
+			continue;
+		}
+		*pp = er->next;
+		erun_finish(eng, er);
+	}
+}
+
+/* Milliseconds until the earliest waiting job, at most max_ms. */
+static long
+engine_wait_ms(const struct engine *eng, long max_ms)
+{
+	int64_t now = store_now_ms(), next = now + max_ms;
+
+	for (const struct erun *er = eng->active; er != NULL; er = er->next)
+		for (int i = 0; i < er->n; i++) {
+			const struct run *r = &er->runs[i];
+			if (r->active && !r->in_flight &&
+			    r->job.wait_until_ms < next)
+				next = r->job.wait_until_ms;
+		}
+	return next > now ? (long)(next - now) : 0;
+}
+
+/* Sleep up to ms, waking early when the wake-up fd says so. */
+static int
+engine_sleep(const struct engine *eng, long ms)
+{
+	struct pollfd p = {eng->dispatcher ? limits_wake_fd() : -1, POLLIN, 0};
+
+	return poll(&p, 1, (int)ms) > 0;
+}
+
+/* See engine.h. */
+int
+engine_step(struct engine *eng, long max_wait_ms)
+{
+	struct http_resp resp;
+	void *owner;
+	long wait;
+	int rc, woken = 0;
+
+	engine_advance(eng);
+	if (eng->active == NULL && !eng->dispatcher)
+		return 0; /* intake: nothing left to wait for */
+	wait = engine_wait_ms(eng, max_wait_ms);
+	rc = httpc_next(eng->http, wait, &owner, &resp);
+	if (rc == -1 && wait > 0)
+		woken = engine_sleep(eng, wait); /* nothing on the wire */
+	if (rc == 1) {
+		run_response(eng, owner, &resp);
+		http_resp_fini(&resp);
+	}
+	woken |= httpc_woken(eng->http);
+	if (woken)
+		limits_wake_drain();
+	return woken;
+}
+
+/* Drive er (the only erun of an intake worker) until it is finished. */
+static void
+engine_drive_one(struct engine *eng, const struct erun *er)
+{
+	for (;;) {
+		const struct erun *a = eng->active;
+		while (a != NULL && a != er)
+			a = a->next;
+		if (a == NULL)
+			return;
+		engine_step(eng, 1000);
+	}
+}
+
+static enum gc_err
+engine_outcome(struct engine *eng, const char *id, int duplicate,
+               json_t **outcome, int *status)
+{
+	int ok = 0;
+	enum gc_err err = store_event_outcome(eng->st, id, outcome, &ok);
+
+	if (err != GC_OK)
+		return err;
+	if (duplicate)
+		json_object_set_new(*outcome, "duplicate", json_true());
+	*status = ok ? 200 : 202;
+	return GC_OK;
+}
+
+/*
+ * Whether intake may deliver now: a budget is set, no wanted destination
+ * has an open circuit (a half-open one lets this call be the probe), and
+ * a sync slot is free (taken on 1).
+ */
+static int
+engine_sync_ok(struct engine *eng, const struct brand *b,
+               const int want[M_DEST__MAX])
+{
+	int64_t now = store_now_ms();
+
+	if (eng->cfg->delivery_sync_budget_ms <= 0)
+		return 0;
+	for (int d = 0; d < M_DEST__MAX; d++)
+		if (want[d] && limits_circuit(b->slug, (enum m_dest)d, now) ==
+		                   CIRCUIT_OPEN)
+			return 0;
+	return limits_sync_enter(eng->cfg->delivery_sync_workers);
+}
+
+/* Record the event; pending deliveries leased to l (until 0: unleased). */
+static enum gc_err
+engine_record(struct engine *eng, const char *webhook_id,
+              const struct gc_event *ev, const struct brand *b,
+              int want[M_DEST__MAX], const struct lease *l)
+{
+	struct delivery_init di[M_DEST__MAX];
+	char reasons[M_DEST__MAX][300];
+	json_t *body;
+	char *text;
+	enum gc_err err;
+
+	for (int d = 0; d < M_DEST__MAX; d++) {
+		int skip = plan_skip((enum m_dest)d, ev, b, reasons[d],
+		                     sizeof(reasons[d]));
+		di[d].destination = m_dest_names[d];
+		di[d].status = skip ? "skipped" : "pending";
+		di[d].reason = skip ? reasons[d] : NULL;
+		want[d] = !skip;
+	}
+	if ((body = event_to_json(ev)) == NULL ||
+	    (text = jsonutil_compact(body)) == NULL) {
+		json_decref(body);
+		return GC_ENOMEM;
+	}
+	json_decref(body);
+	err = store_event_insert(eng->st, webhook_id, ev->brand_slug,
+	                         ev_kind_names[ev->kind], text, di, M_DEST__MAX,
+	                         l);
+	free(text);
+	if (err == GC_OK) {
+		metrics_event(ev->kind, M_EV_ACCEPTED);
+		for (int d = 0; d < M_DEST__MAX; d++)
+			if (!want[d])
+				metrics_delivery((enum m_dest)d, M_OUT_SKIPPED);
+	} else if (err == GC_EEXISTS)
+		metrics_event(ev->kind, M_EV_DUPLICATE);
+	return err;
+}
+
+/* Deliver a recorded event here and now, within the sync budget. */
+static void
+engine_sync(struct engine *eng, const char *id, const struct gc_event *ev,
+            const struct brand *b, const int want[M_DEST__MAX],
+            const struct lease *l)
+{
+	struct erun *er = calloc(1, sizeof(*er));
+
+	if (er == NULL) {
+		/* Recorded and leased: it runs when the lease expires. */
+		log_errorx("out of memory; %s waits for its lease to expire",
+		           id);
+		return;
+	}
+	snprintf(er->id, sizeof(er->id), "%s", id);
+	er->ev = ev;
+	er->b = b;
+	er->lease = *l;
+	er->sync = 1;
+	erun_plan(eng, er, want, eng->cfg->delivery_sync_budget_ms);
+	engine_drive_one(eng, er);
+}
+
+/* See engine.h. */
+enum gc_err
+engine_submit(struct engine *eng, const char *webhook_id,
+              const struct gc_event *ev, const struct brand *b,
+              json_t **outcome, int *status)
+{
+	int want[M_DEST__MAX] = {0}, sync, any = 0;
+	struct lease l;
+	enum gc_err err;
+
+	*outcome = NULL;
+	for (int d = 0; d < M_DEST__MAX; d++) {
+		char why[300];
+		want[d] = !plan_skip((enum m_dest)d, ev, b, why, sizeof(why));
+		any |= want[d];
+	}
+	sync = any && engine_sync_ok(eng, b, want);
+	memset(&l, 0, sizeof(l));
+	if (sync)
+		engine_lease(eng, &l, eng->cfg->delivery_sync_budget_ms);
+	err = engine_record(eng, webhook_id, ev, b, want, &l);
+	if (err == GC_OK && sync)
+		engine_sync(eng, webhook_id, ev, b, want, &l);
+	else if (err == GC_OK && any)
+		limits_wake(); /* the dispatcher takes it */
+	if (sync)
+		limits_sync_leave();
+	if (err == GC_EEXISTS)
+		return engine_outcome(eng, webhook_id, 1, outcome, status);
+	if (err != GC_OK)
+		return err;
+	if (engine_outcome(eng, webhook_id, 0, outcome, status) != GC_OK) {
+		/* Recorded: gcrelay owns it now, whatever happens next. */
+		*outcome = json_pack("{s:s, s:s}", "id", webhook_id, "status",
+		                     "accepted");
+		*status = 202;
+	}
+	return *outcome != NULL ? GC_OK : GC_ENOMEM;
+}
+
+/*
+ * Finish the leased deliveries of an event that cannot run at all: as a
+ * result for the retry schedule (status NULL) or with a final status.
+ */
+static void
+engine_cannot_run(struct engine *eng, const char *id,
+                  const int want[M_DEST__MAX], const struct lease *l,
+                  const char *status, const char *why)
+{
+	struct job j;
+
+	for (int d = 0; d < M_DEST__MAX; d++) {
+		if (!want[d])
+			continue;
+		log_warnx("delivery %s/%s: %s", id, m_dest_names[d], why);
+		memset(&j, 0, sizeof(j));
+		j.dest = (enum m_dest)d;
+		j.event_id = id;
+		j.lease = l;
+		if (status == NULL) {
+			job_done(&j, DEST_RETRY, "%s", why);
+			engine_apply(eng, &j);
+		} else if (store_delivery_finish(eng->st, id, m_dest_names[d],
+		                                 l->owner, status, why, NULL,
+		                                 0) != GC_OK)
+			log_errorx("could not finish %s/%s", id,
+			           m_dest_names[d]);
+	}
+}
+
+/* Load a claimed event and its brand into er; 0 when it can run. */
+static int
+erun_load(struct engine *eng, struct erun *er, const int want[M_DEST__MAX])
+{
+	char *brand = NULL, *body = NULL;
+	json_t *obj = NULL;
+	enum gc_err err;
+	int ok = 0;
+
+	if ((err = store_event_body(eng->st, er->id, &brand, &body,
+	                            &er->received_ms)) != GC_OK)
+		engine_cannot_run(eng, er->id, want, &er->lease,
+		                  err == GC_ENOTFOUND ? "dead" : NULL,
+		                  err == GC_ENOTFOUND
+		                      ? "event body purged (retention)"
+		                      : "store unavailable");
+	else if ((obj = json_loads(body, 0, NULL)) == NULL ||
+	         event_from_json(obj, &er->ev_own) != GC_OK)
+		engine_cannot_run(eng, er->id, want, &er->lease, "failed",
+		                  "stored event is unreadable");
+	else if ((err = brand_load(eng->st, eng->cfg->secrets_key, brand,
+	                           &er->b_own)) != GC_OK)
+		engine_cannot_run(
+		    eng, er->id, want, &er->lease,
+		    err == GC_ESTORE ? NULL : "failed",
+		    err == GC_ENOTFOUND ? "brand is no longer configured"
+		    : err == GC_ECRYPTO ? "brand secrets do not decrypt (wrong "
+		                          "secrets key?)"
+		    : err == GC_ESTORE ? "brand unreadable or store unavailable"
+		                       : gc_strerror(err));
+	else
+		ok = 1;
+	/* event_fini on a half-filled event is safe; brand only when ok. */
+	er->owns = ok;
+	if (!ok)
+		event_fini(&er->ev_own);
+	json_decref(obj);
+	free(brand);
+	free(body);
+	return ok ? 0 : -1;
+}
+
+/* Destination flags from an array of destination names. */
+static void
+engine_wanted(const json_t *names, int want[M_DEST__MAX])
+{
+	json_t *v;
+	size_t i;
+
+	json_array_foreach(names, i, v)
+	{
+		for (int d = 0; d < M_DEST__MAX; d++)
+			if (strcmp(json_string_value(v), m_dest_names[d]) == 0)
+				want[d] = 1;
+	}
+}
+
+/* Start a claimed event ({"id","owner","destinations"}) in the engine. */
+static void
+engine_start_claimed(struct engine *eng, const json_t *c, int64_t until_ms)
+{
+	int want[M_DEST__MAX] = {0};
+	struct erun *er = calloc(1, sizeof(*er));
+
+	if (er == NULL)
+		return; /* its lease expires and it is claimed again */
+	snprintf(er->id, sizeof(er->id), "%s", jsonutil_str(c, "id"));
+	snprintf(er->lease.owner, sizeof(er->lease.owner), "%s",
+	         jsonutil_str(c, "owner"));
+	er->lease.until_ms = until_ms;
+	engine_wanted(json_object_get(c, "destinations"), want);
+	if (erun_load(eng, er, want) != 0) {
+		erun_free(er);
+		return;
+	}
+	er->ev = &er->ev_own;
+	er->b = &er->b_own;
+	if (er->received_ms <= 0)
+		er->received_ms = 1;
+	erun_plan(eng, er, want, eng->cfg->delivery_budget_ms);
+}
+
+/* See engine.h. */
+int
+engine_claim(struct engine *eng, int max_jobs)
+{
+	struct lease l;
+	json_t *claimed, *c;
+	size_t i;
+	int events = max_jobs / M_DEST__MAX;
+
+	if (events < 1)
+		return 0;
+	engine_lease(eng, &l, eng->cfg->delivery_budget_ms);
+	if (store_claim_batch(eng->st, store_now_ms(), &l, events, &claimed) !=
+	    GC_OK)
+		return -1;
+	json_array_foreach(claimed, i, c)
+	    engine_start_claimed(eng, c, l.until_ms);
+	i = json_array_size(claimed);
+	json_decref(claimed);
+	return (int)i;
+}
+
+/* See engine.h. */
+enum gc_err
+engine_redeliver(struct engine *eng, const char *event_id, int *count)
+{
+	int64_t now = store_now_ms();
+	struct lease l;
+	json_t *taken, *v;
+	size_t i;
+	enum gc_err err;
+
+	*count = 0;
+	engine_lease(eng, &l, eng->cfg->delivery_budget_ms);
+	err = store_event_take(eng->st, event_id, now, &l, &taken);
+	if (err != GC_OK)
+		return err;
+	/* Hand them to the dispatcher, due now, as its first run. */
+	json_array_foreach(taken, i, v) if (store_delivery_postpone(
+	                                        eng->st, event_id,
+	                                        json_string_value(v), l.owner,
+	                                        "redelivery requested",
+	                                        now) == GC_OK)(*count)++;
+	json_decref(taken);
+	if (*count > 0)
+		limits_wake();
+	return GC_OK;
+}
