@@ -38,10 +38,10 @@ struct app_config {
 	int listen_backlog;
 
 	int workers;
-	int control_workers; /* serve /healthz, /metrics, /admin only */
+	int control_workers;  /* serve /healthz, /metrics, /admin only */
 	char *control_socket; /* NULL when control_port is used */
 	int control_port;     /* TCP on 127.0.0.1; 0 with control_socket */
-	int log_level; /* enum log_level */
+	int log_level;        /* enum log_level */
 	int shutdown_grace_s;
 
 	char *store_path;
