@@ -251,6 +251,72 @@ cfg_url(struct cfg_ctx *c, const char *path, const char *def)
 	return v;
 }
 
+/*
+ * Default control socket beside the data socket: "x.sock" becomes
+ * "x-control.sock", any other path gets "-control" appended.
+ */
+static char *
+cfg_control_path(const char *data)
+{
+	size_t n = strlen(data);
+	char *p;
+
+	if (n > 5 && strcmp(data + n - 5, ".sock") == 0)
+		n -= 5;
+	if ((p = malloc(n + sizeof("-control.sock"))) == NULL)
+		return NULL;
+	snprintf(p, n + sizeof("-control.sock"), "%.*s-control%s", (int)n, data,
+	         n < strlen(data) ? ".sock" : "");
+	return p;
+}
+
+/*
+ * The control plane's listener (/healthz, /metrics, /admin): a unix
+ * socket or 127.0.0.1:port, by default beside the data listener.
+ */
+static void
+cfg_control(struct cfg_ctx *c, struct app_config *cfg)
+{
+	config_setting_t *s = config_lookup(&c->lc, "listen.control_socket");
+
+	cfg->control_socket = cfg_str(c, "listen.control_socket", NULL);
+	cfg->control_port = (int)cfg_int(c, "listen.control_port", 1, 65535, 0);
+	if (c->failed)
+		return;
+	if (cfg->control_socket != NULL && cfg->control_port != 0) {
+		cfg_error(c, config_lookup(&c->lc, "listen.control_port"),
+		          "set listen.control_socket or listen.control_port, "
+		          "not both");
+		return;
+	}
+	if (cfg->control_socket == NULL && cfg->control_port == 0) {
+		s = config_lookup(&c->lc, "listen");
+		if (cfg->listen_socket != NULL) {
+			if ((cfg->control_socket =
+			         cfg_control_path(cfg->listen_socket)) == NULL)
+				cfg_error(c, s, "out of memory");
+		} else if (cfg->listen_port < 65535)
+			cfg->control_port = cfg->listen_port + 1;
+		else
+			cfg_error(c, config_lookup(&c->lc, "listen.port"),
+			          "listen.port 65535 leaves no default "
+			          "listen.control_port; set one");
+	}
+	if (cfg->control_socket != NULL && strlen(cfg->control_socket) >= 100)
+		cfg_error(c, s,
+		          "listen.control_socket path %s is too long (max 99)",
+		          cfg->control_socket);
+	else if (cfg->control_socket != NULL && cfg->listen_socket != NULL &&
+	         strcmp(cfg->control_socket, cfg->listen_socket) == 0)
+		cfg_error(c, s,
+		          "listen.control_socket must differ from "
+		          "listen.socket");
+	else if (cfg->control_port != 0 &&
+	         cfg->control_port == cfg->listen_port)
+		cfg_error(c, config_lookup(&c->lc, "listen.control_port"),
+		          "listen.control_port must differ from listen.port");
+}
+
 static void
 cfg_listen(struct cfg_ctx *c, struct app_config *cfg)
 {
@@ -284,6 +350,7 @@ cfg_listen(struct cfg_ctx *c, struct app_config *cfg)
 	}
 	cfg->listen_group = cfg_str(c, "listen.group", NULL);
 	cfg->listen_backlog = (int)cfg_int(c, "listen.backlog", 1, 65535, 128);
+	cfg_control(c, cfg);
 }
 
 static void
@@ -589,6 +656,7 @@ cfg_fini(struct app_config *cfg)
 	free(cfg->path);
 	free(cfg->listen_socket);
 	free(cfg->listen_group);
+	free(cfg->control_socket);
 	free(cfg->store_path);
 	free(cfg->secrets_key_file);
 	for (size_t i = 0; i < cfg->nadmin_keys; i++) {

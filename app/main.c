@@ -50,7 +50,8 @@ main(int argc, char *argv[])
 	struct app_config *cfg;
 	const char *path = NULL;
 	char err[512];
-	int ch, test = 0, fd, created;
+	char *sock[2];
+	int ch, test = 0, fds[2], created[2];
 
 	while ((ch = getopt(argc, argv, "c:tV")) != -1) {
 		switch (ch) {
@@ -98,16 +99,23 @@ main(int argc, char *argv[])
 		fatal("metrics: shared memory");
 	if (limits_init() != GC_OK)
 		fatal("limits: shared memory or wake-up pipe");
-	if ((fd = supervisor_listen(cfg, &created, err, sizeof(err))) < 0)
+	if (supervisor_listen(cfg, fds, created, err, sizeof(err)) != 0)
 		fatalx("%s", err);
-	log_info("gcrelay %s listening on %s%s", GCRELAY_VERSION,
-	         created ? cfg->listen_socket : "",
-	         created ? "" : "an inherited or TCP socket");
-	char *sock = created ? strdup(cfg->listen_socket) : NULL;
-	ch = supervisor_run(cfg, fd);
-	if (sock != NULL)
-		unlink(sock);
-	free(sock);
+	log_info("gcrelay %s listening on %s, control on %s", GCRELAY_VERSION,
+	         created[0] ? cfg->listen_socket : "an inherited or TCP socket",
+	         created[1] ? cfg->control_socket
+	                    : "an inherited or TCP socket");
+	/* Copies: a SIGHUP reload frees the config these came from. */
+	for (int i = 0; i < 2; i++)
+		sock[i] = created[i] ? strdup(i ? cfg->control_socket
+		                                : cfg->listen_socket)
+		                     : NULL;
+	ch = supervisor_run(cfg, fds);
+	for (int i = 0; i < 2; i++) {
+		if (sock[i] != NULL)
+			unlink(sock[i]);
+		free(sock[i]);
+	}
 	curl_global_cleanup();
 	return ch;
 }

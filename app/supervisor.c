@@ -20,11 +20,20 @@
 #include "supervisor.h"
 #include "worker.h"
 
-#define MAX_CHILDREN   257 /* workers (max 256) + the retrier */
-#define CRASH_WINDOW_S 5   /* a child dying sooner than this "crashed" */
+/* Workers (max 256), control workers (max 16), dispatchers (max 16). */
+#define MAX_CHILDREN   (256 + 16 + 16)
+#define CRASH_WINDOW_S 5 /* a child dying sooner than this "crashed" */
 #define MAX_BACKOFF_S  30
 
-enum child_kind { CHILD_WORKER, CHILD_RETRIER };
+enum child_kind { CHILD_WORKER, CHILD_CONTROL, CHILD_DISPATCHER, CHILD__MAX };
+
+static const char *const child_names[] = {
+    [CHILD_WORKER] = "worker",
+    [CHILD_CONTROL] = "control worker",
+    [CHILD_DISPATCHER] = "dispatcher",
+};
+_Static_assert(sizeof(child_names) / sizeof(child_names[0]) == CHILD__MAX,
+               "child_names[] out of step");
 
 struct child {
 	pid_t pid; /* 0 when not running */
@@ -37,7 +46,8 @@ struct child {
 
 struct master {
 	struct app_config *cfg;
-	int listen_fd;
+	int listen_fd;  /* data plane: every route */
+	int control_fd; /* control plane: /healthz, /metrics, /admin */
 	unsigned generation;
 	struct child slots[MAX_CHILDREN]; /* current generation */
 	int nslots;
@@ -92,26 +102,42 @@ master_signals(sigset_t *waitmask)
 	sigdelset(waitmask, SIGALRM);
 }
 
+/*
+ * Listening sockets handed to us: systemd's LISTEN_FDS (fd 3 the data
+ * socket, fd 4 the control socket when there are two) or one socket on
+ * fd 0 (spawn-fcgi, StandardInput=socket).  Fills fds[] and returns how
+ * many were inherited: 0, 1 or 2.
+ */
 static int
-listen_inherited(void)
+listen_inherited(int fds[2])
 {
-	const char *pid = getenv("LISTEN_PID"), *fds = getenv("LISTEN_FDS");
+	const char *pid = getenv("LISTEN_PID"), *nfds = getenv("LISTEN_FDS");
 	int acc = 0;
+	long n;
 	socklen_t len = sizeof(acc);
 
-	if (pid != NULL && fds != NULL && strtol(pid, NULL, 10) == getpid() &&
-	    strtol(fds, NULL, 10) >= 1) {
+	n = nfds != NULL ? strtol(nfds, NULL, 10) : 0;
+	if (pid != NULL && strtol(pid, NULL, 10) == getpid() && n >= 1) {
 		unsetenv("LISTEN_PID");
 		unsetenv("LISTEN_FDS");
-		return 3; /* SD_LISTEN_FDS_START */
+		unsetenv("LISTEN_FDNAMES");
+		fds[0] = 3; /* SD_LISTEN_FDS_START */
+		fds[1] = 4;
+		if (n > 2)
+			log_warnx("LISTEN_FDS=%ld: using fds 3 and 4 only", n);
+		return n >= 2 ? 2 : 1;
 	}
-	if (getsockopt(0, SOL_SOCKET, SO_ACCEPTCONN, &acc, &len) == 0 && acc)
-		return 0;
-	return -1;
+	if (getsockopt(0, SOL_SOCKET, SO_ACCEPTCONN, &acc, &len) == 0 && acc) {
+		fds[0] = 0;
+		return 1;
+	}
+	return 0;
 }
 
+/* A unix socket at path with listen.mode, listen.group and the backlog. */
 static int
-listen_unix(const struct app_config *cfg, char *why, size_t whysz)
+listen_unix(const struct app_config *cfg, const char *path, char *why,
+            size_t whysz)
 {
 	struct sockaddr_un sun;
 	struct group *gr;
@@ -119,13 +145,13 @@ listen_unix(const struct app_config *cfg, char *why, size_t whysz)
 
 	memset(&sun, 0, sizeof(sun));
 	sun.sun_family = AF_UNIX;
-	snprintf(sun.sun_path, sizeof(sun.sun_path), "%s", cfg->listen_socket);
+	snprintf(sun.sun_path, sizeof(sun.sun_path), "%s", path);
 	if ((fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0)) < 0)
 		goto fail;
-	if (unlink(cfg->listen_socket) != 0 && errno != ENOENT)
+	if (unlink(path) != 0 && errno != ENOENT)
 		goto fail;
 	if (bind(fd, (struct sockaddr *)&sun, sizeof(sun)) != 0 ||
-	    chmod(cfg->listen_socket, cfg->listen_mode) != 0)
+	    chmod(path, cfg->listen_mode) != 0)
 		goto fail;
 	if (cfg->listen_group != NULL) {
 		if ((gr = getgrnam(cfg->listen_group)) == NULL) {
@@ -134,36 +160,35 @@ listen_unix(const struct app_config *cfg, char *why, size_t whysz)
 			close(fd);
 			return -1;
 		}
-		if (chown(cfg->listen_socket, (uid_t)-1, gr->gr_gid) != 0)
+		if (chown(path, (uid_t)-1, gr->gr_gid) != 0)
 			goto fail;
 	}
 	if (listen(fd, cfg->listen_backlog) != 0)
 		goto fail;
 	return fd;
 fail:
-	snprintf(why, whysz, "listen on %s: %s", cfg->listen_socket,
-	         strerror(errno));
+	snprintf(why, whysz, "listen on %s: %s", path, strerror(errno));
 	if (fd >= 0)
 		close(fd);
 	return -1;
 }
 
 static int
-listen_tcp(const struct app_config *cfg, char *why, size_t whysz)
+listen_tcp(const struct app_config *cfg, int port, char *why, size_t whysz)
 {
 	struct sockaddr_in sin;
 	int fd, one = 1;
 
 	memset(&sin, 0, sizeof(sin));
 	sin.sin_family = AF_INET;
-	sin.sin_port = htons((uint16_t)cfg->listen_port);
+	sin.sin_port = htons((uint16_t)port);
 	sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
 	if ((fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0)) < 0 ||
 	    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) != 0 ||
 	    bind(fd, (struct sockaddr *)&sin, sizeof(sin)) != 0 ||
 	    listen(fd, cfg->listen_backlog) != 0) {
-		snprintf(why, whysz, "listen on 127.0.0.1:%d: %s",
-		         cfg->listen_port, strerror(errno));
+		snprintf(why, whysz, "listen on 127.0.0.1:%d: %s", port,
+		         strerror(errno));
 		if (fd >= 0)
 			close(fd);
 		return -1;
@@ -171,23 +196,46 @@ listen_tcp(const struct app_config *cfg, char *why, size_t whysz)
 	return fd;
 }
 
-/* See supervisor.h. */
-int
-supervisor_listen(const struct app_config *cfg, int *created, char *why,
-                  size_t whysz)
+/* Open the unix socket at path, else TCP on port; *created when a file. */
+static int
+listen_one(const struct app_config *cfg, const char *path, int port,
+           int *created, char *why, size_t whysz)
 {
 	int fd;
 
-	*created = 0;
-	if ((fd = listen_inherited()) >= 0) {
-		log_info("using the inherited listening socket on fd %d", fd);
-		return fd;
-	}
-	if (cfg->listen_socket == NULL)
-		return listen_tcp(cfg, why, whysz);
-	if ((fd = listen_unix(cfg, why, whysz)) >= 0)
+	if (path == NULL)
+		return listen_tcp(cfg, port, why, whysz);
+	if ((fd = listen_unix(cfg, path, why, whysz)) >= 0)
 		*created = 1;
 	return fd;
+}
+
+/* See supervisor.h. */
+int
+supervisor_listen(const struct app_config *cfg, int fds[2], int created[2],
+                  char *why, size_t whysz)
+{
+	int n;
+
+	created[0] = created[1] = 0;
+	n = listen_inherited(fds);
+	for (int i = 0; i < n; i++)
+		log_info("using the inherited %s listening socket on fd %d",
+		         i == 0 ? "data" : "control", fds[i]);
+	if (n < 1 &&
+	    (fds[0] = listen_one(cfg, cfg->listen_socket, cfg->listen_port,
+	                         &created[0], why, whysz)) < 0)
+		return -1;
+	if (n < 2 &&
+	    (fds[1] = listen_one(cfg, cfg->control_socket, cfg->control_port,
+	                         &created[1], why, whysz)) < 0) {
+		if (created[0])
+			unlink(cfg->listen_socket);
+		if (n < 1)
+			close(fds[0]);
+		return -1;
+	}
+	return 0;
 }
 
 static void
@@ -212,8 +260,15 @@ child_start(struct master *m, struct child *c)
 		sigset_t none;
 		sigemptyset(&none);
 		sigprocmask(SIG_SETMASK, &none, NULL);
+		/* Each child keeps only the listener it serves. */
+		if (c->kind != CHILD_WORKER)
+			close(m->listen_fd);
+		if (c->kind != CHILD_CONTROL)
+			close(m->control_fd);
 		if (c->kind == CHILD_WORKER)
-			worker_main(m->cfg, m->listen_fd);
+			worker_main(m->cfg, m->listen_fd, 0);
+		if (c->kind == CHILD_CONTROL)
+			worker_main(m->cfg, m->control_fd, 1);
 		dispatcher_main(m->cfg);
 	}
 	c->pid = pid;
@@ -226,17 +281,26 @@ child_start(struct master *m, struct child *c)
 static void
 master_spawn_all(struct master *m)
 {
-	int want = m->cfg->workers + 1;
+	const struct app_config *cfg = m->cfg;
+	int want =
+	    cfg->workers + cfg->control_workers + cfg->delivery_dispatchers;
 
 	for (int i = 0; i < want; i++) {
 		struct child *c = &m->slots[i];
 		memset(c, 0, sizeof(*c));
-		c->kind = i < m->cfg->workers ? CHILD_WORKER : CHILD_RETRIER;
+		if (i < cfg->workers)
+			c->kind = CHILD_WORKER;
+		else if (i < cfg->workers + cfg->control_workers)
+			c->kind = CHILD_CONTROL;
+		else
+			c->kind = CHILD_DISPATCHER;
 		child_start(m, c);
 	}
 	m->nslots = want;
-	log_info("started %d workers and the retrier (generation %u)",
-	         m->cfg->workers, m->generation);
+	log_info("started %d workers, %d control workers and %d dispatchers "
+	         "(generation %u)",
+	         cfg->workers, cfg->control_workers, cfg->delivery_dispatchers,
+	         m->generation);
 }
 
 static void
@@ -259,8 +323,7 @@ master_child_died(struct child *c, int status, int stopping)
 	time_t now = time(NULL);
 	int abnormal = WIFSIGNALED(status) || WEXITSTATUS(status) != 0;
 
-	log_exit(c->pid, status,
-	         c->kind == CHILD_WORKER ? "worker" : "retrier");
+	log_exit(c->pid, status, child_names[c->kind]);
 	c->pid = 0;
 	if (stopping)
 		return;
@@ -322,13 +385,20 @@ master_respawn(struct master *m)
 }
 
 static int
+same_str(const char *a, const char *b)
+{
+	if (a == NULL || b == NULL)
+		return a == b;
+	return strcmp(a, b) == 0;
+}
+
+static int
 same_listen(const struct app_config *a, const struct app_config *b)
 {
-	if ((a->listen_socket == NULL) != (b->listen_socket == NULL))
-		return 0;
-	if (a->listen_socket != NULL)
-		return strcmp(a->listen_socket, b->listen_socket) == 0;
-	return a->listen_port == b->listen_port;
+	return same_str(a->listen_socket, b->listen_socket) &&
+	       a->listen_port == b->listen_port &&
+	       same_str(a->control_socket, b->control_socket) &&
+	       a->control_port == b->control_port;
 }
 
 /* SIGHUP: validate the new config; on success replace the workers. */
@@ -450,7 +520,7 @@ master_nudge_old(struct master *m)
 
 /* See supervisor.h. */
 int
-supervisor_run(struct app_config *cfg, int listen_fd)
+supervisor_run(struct app_config *cfg, const int fds[2])
 {
 	struct master m;
 	sigset_t waitmask;
@@ -458,7 +528,8 @@ supervisor_run(struct app_config *cfg, int listen_fd)
 
 	memset(&m, 0, sizeof(m));
 	m.cfg = cfg;
-	m.listen_fd = listen_fd;
+	m.listen_fd = fds[0];
+	m.control_fd = fds[1];
 	m.master_pid = getpid();
 	master_signals(&waitmask);
 	master_spawn_all(&m);

@@ -112,7 +112,7 @@ worker_reqid(struct request *req)
 
 static void
 worker_serve(FCGX_Request *r, const struct app_config *cfg, struct store *st,
-             struct engine *eng)
+             struct engine *eng, int control)
 {
 	int nlabels;
 	struct request req;
@@ -126,6 +126,7 @@ worker_serve(FCGX_Request *r, const struct app_config *cfg, struct store *st,
 	req.cfg = cfg;
 	req.st = st;
 	req.eng = eng;
+	req.control_plane = control;
 	if (request_init(&req) != GC_OK) {
 		worker_reqid(&req);
 		request_problem(&req, 400, "bad_request",
@@ -151,14 +152,14 @@ worker_serve(FCGX_Request *r, const struct app_config *cfg, struct store *st,
 
 /* See worker.h. */
 void
-worker_main(const struct app_config *cfg, int listen_fd)
+worker_main(const struct app_config *cfg, int listen_fd, int control)
 {
 	FCGX_Request r;
 	struct store *st;
 	struct engine *eng;
 	char why[512];
 
-	log_init("worker", cfg->log_level);
+	log_init(control ? "control" : "worker", cfg->log_level);
 	if (store_open(cfg, &st, why, sizeof(why)) != GC_OK)
 		fatalx("store: %s", why);
 	if ((eng = engine_alloc(cfg, st, 0)) == NULL)
@@ -174,7 +175,7 @@ worker_main(const struct app_config *cfg, int listen_fd)
 			usleep(100 * 1000);
 			continue;
 		}
-		worker_serve(&r, cfg, st, eng);
+		worker_serve(&r, cfg, st, eng, control);
 		FCGX_Finish_r(&r);
 	}
 	FCGX_Free(&r, 1);

@@ -5,31 +5,40 @@
 
 enum route_auth { AUTH_NONE, AUTH_READ, AUTH_WRITE };
 
+/* Where a route is served: the data socket serves every route. */
+enum route_plane { PLANE_ANY, PLANE_DATA };
+
 struct route {
 	const char *method;
 	const char *pattern; /* "*" matches one non-empty path segment */
 	const char *label;
 	enum route_auth auth;
 	void (*fn)(struct request *);
+	enum route_plane plane;
 };
 
 static const struct route routes[] = {
-    {"GET", "/healthz", "healthz", AUTH_NONE, health_get},
-    {"GET", "/metrics", "metrics", AUTH_NONE, metrics_get},
-    {"POST", "/v1/events", "events", AUTH_NONE, events_post},
-    {"GET", "/admin/v1/brands", "admin_brands", AUTH_READ, admin_brands_list},
-    {"GET", "/admin/v1/brands/*", "admin_brand", AUTH_READ, admin_brand_get},
-    {"PUT", "/admin/v1/brands/*", "admin_brand", AUTH_WRITE, admin_brand_put},
+    {"GET", "/healthz", "healthz", AUTH_NONE, health_get, PLANE_ANY},
+    {"GET", "/metrics", "metrics", AUTH_NONE, metrics_get, PLANE_ANY},
+    {"POST", "/v1/events", "events", AUTH_NONE, events_post, PLANE_DATA},
+    {"GET", "/admin/v1/brands", "admin_brands", AUTH_READ, admin_brands_list,
+     PLANE_ANY},
+    {"GET", "/admin/v1/brands/*", "admin_brand", AUTH_READ, admin_brand_get,
+     PLANE_ANY},
+    {"PUT", "/admin/v1/brands/*", "admin_brand", AUTH_WRITE, admin_brand_put,
+     PLANE_ANY},
     {"DELETE", "/admin/v1/brands/*", "admin_brand", AUTH_WRITE,
-     admin_brand_delete},
+     admin_brand_delete, PLANE_ANY},
     {"POST", "/admin/v1/brands/*/check", "admin_brand_check", AUTH_WRITE,
-     admin_brand_check},
+     admin_brand_check, PLANE_ANY},
     {"POST", "/admin/v1/brands/*/redeliver", "admin_brand_redeliver",
-     AUTH_WRITE, admin_brand_redeliver},
-    {"GET", "/admin/v1/events", "admin_events", AUTH_READ, admin_events_list},
-    {"GET", "/admin/v1/events/*", "admin_event", AUTH_READ, admin_event_get},
+     AUTH_WRITE, admin_brand_redeliver, PLANE_ANY},
+    {"GET", "/admin/v1/events", "admin_events", AUTH_READ, admin_events_list,
+     PLANE_ANY},
+    {"GET", "/admin/v1/events/*", "admin_event", AUTH_READ, admin_event_get,
+     PLANE_ANY},
     {"POST", "/admin/v1/events/*/redeliver", "admin_event_redeliver",
-     AUTH_WRITE, admin_event_redeliver},
+     AUTH_WRITE, admin_event_redeliver, PLANE_ANY},
 };
 #define NROUTES (sizeof(routes) / sizeof(routes[0]))
 
@@ -107,6 +116,7 @@ void
 router_dispatch(struct request *req)
 {
 	int path_seen = 0, is_admin = strncmp(req->path, "/admin/", 7) == 0;
+	int data_only = 0;
 	size_t i;
 
 	if (is_admin && admin_authenticate(req) != 0)
@@ -114,6 +124,11 @@ router_dispatch(struct request *req)
 	for (i = 0; i < NROUTES; i++) {
 		if (!route_match(routes[i].pattern, req->path, NULL))
 			continue;
+		/* The control socket must stay free for health and admin. */
+		if (req->control_plane && routes[i].plane == PLANE_DATA) {
+			data_only = 1;
+			continue;
+		}
 		path_seen = 1;
 		if (strcmp(routes[i].method, req->method) == 0)
 			break;
@@ -121,6 +136,12 @@ router_dispatch(struct request *req)
 	if (i == NROUTES) {
 		if (path_seen)
 			route_not_allowed(req);
+		else if (data_only)
+			request_problemf(
+			    req, 404, "not_found",
+			    "%s is not served on the control socket; "
+			    "send it to the data socket",
+			    req->path);
 		else
 			request_problemf(req, 404, "not_found",
 			                 "no route for %s", req->path);

@@ -39,6 +39,7 @@ struct request {
 	struct store *st;
 	struct engine *eng;
 	const struct admin_key *admin_key; /* set once admin auth passed */
+	int control_plane; /* on the control socket: data routes are 404 */
 
 	/* Output. */
 	int status;

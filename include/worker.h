@@ -1,5 +1,5 @@
 /*
- * Child processes: FastCGI workers and the retrier.  Both run until told
+ * Child processes: FastCGI workers and the dispatchers.  Both run until told
  * to stop (SIGTERM/SIGINT) and then exit(0) after finishing the work in
  * hand.
  */
@@ -10,8 +10,12 @@
 
 #include "app_config.h"
 
-/* Serve FastCGI requests on listen_fd.  Never returns. */
-void worker_main(const struct app_config *cfg, int listen_fd)
+/*
+ * Serve FastCGI requests on listen_fd.  A control worker (control != 0)
+ * serves only /healthz, /metrics and /admin; other routes get 404.
+ * Never returns.
+ */
+void worker_main(const struct app_config *cfg, int listen_fd, int control)
     __attribute__((noreturn));
 
 /* Deliver due deliveries from the outbox, many at once.  Never returns. */

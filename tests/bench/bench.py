@@ -90,6 +90,7 @@ http {
 # The shipped locations, plus the static baseline in the same server block.
 MAIN_HTTP = """
   upstream gcrelay { server unix:%(sock)s; }
+  upstream gcrelay_control { server unix:%(csock)s; }
   server {
     listen 127.0.0.1:%(port)d;
     add_header X-Request-Id $request_id always;
@@ -203,7 +204,8 @@ def bench_stack_class():
 
         def start_nginx(self):
             self.main_nginx = Nginx(self, "nginx", self.port, MAIN_HTTP % {
-                "sock": self.socket_path, "port": self.port,
+                "sock": self.socket_path, "csock": self.control_path,
+                "port": self.port,
                 "nd": os.path.join(self.dir, "nginx")}, self.nginx_workers)
             self.nginx = self.main_nginx.proc  # Stack.close() stops it
 

@@ -347,11 +347,12 @@ class Processes(unittest.TestCase):
     def test_killed_worker_is_replaced(self):
         with Stack(sims=False) as s:
             before = set(s.worker_pids())
-            self.assertEqual(len(before), 3)  # 2 workers + the retrier
+            # 2 workers, 1 control worker, 1 dispatcher
+            self.assertEqual(len(before), 4)
             victim = sorted(before)[0]
             os.kill(victim, signal.SIGKILL)
             s.wait(lambda: victim not in s.worker_pids() and
-                   len(s.worker_pids()) == 3, what="respawn")
+                   len(s.worker_pids()) == 4, what="respawn")
             for _ in range(6):
                 self.assertEqual(s.request("GET", "/healthz").status, 200)
             self.assertIn("killed by signal 9", s.log())
@@ -370,7 +371,7 @@ class Processes(unittest.TestCase):
                 self.assertEqual(s.request("GET", "/metrics").status, 200)
             finally:
                 os.chmod(s.db_path, 0o600)
-            s.wait(lambda: len(s.worker_pids()) == 3, timeout=15,
+            s.wait(lambda: len(s.worker_pids()) == 4, timeout=15,
                    what="recovered")
 
     def test_sighup_with_broken_config_keeps_serving(self):
@@ -387,7 +388,7 @@ class Processes(unittest.TestCase):
             with open(s.config_path, "w") as f:
                 f.write(good.replace("workers = 2;", "workers = 3;"))
             os.kill(s.gcrelay.pid, signal.SIGHUP)
-            s.wait(lambda: len(s.worker_pids()) == 4 and
+            s.wait(lambda: len(s.worker_pids()) == 5 and
                    not (set(s.worker_pids()) & pids), what="new generation")
             self.assertEqual(s.request("GET", "/healthz").status, 200)
 
@@ -425,7 +426,7 @@ class Processes(unittest.TestCase):
 
     def test_inherited_socket_on_fd0(self):
         """spawn-fcgi / systemd StandardInput=socket hand gcrelay a
-        listening socket on fd 0."""
+        listening socket on fd 0: the data socket."""
         with Stack(sims=False, start=False) as s:
             lsock = socket.socket(socket.AF_UNIX)
             lsock.bind(s.socket_path)
@@ -442,14 +443,17 @@ class Processes(unittest.TestCase):
             lsock.close()
             s.start_nginx()
             s.wait_healthy()
-            self.assertIn("inherited listening socket on fd 0", s.log())
+            self.assertIn("inherited data listening socket on fd 0", s.log())
+            # The control socket was not inherited: made from the config.
+            self.assertIn("control on %s" % s.control_path, s.log())
 
     def test_tcp_listener(self):
         port = stack.free_port()
         with Stack(sims=False, start=False) as s:
             text = open(s.config_path).read().replace(
                 'listen = { socket = "%s"; mode = "0666"; };' % s.socket_path,
-                "listen = { port = %d; };" % port)
+                "listen = { port = %d; control_port = %d; };" % (
+                    port, stack.free_port()))
             with open(s.config_path, "w") as f:
                 f.write(text)
             s.start_gcrelay_tcp = True
@@ -666,11 +670,18 @@ class DeployFiles(unittest.TestCase):
         svc = open(os.path.join(ROOT, "deploy", "gcrelay.service")).read()
         for k in ["User=gcrelay", "NoNewPrivileges=yes",
                   "ProtectSystem=strict", "StateDirectory=gcrelay",
-                  "StandardInput=socket", "StandardOutput=journal",
+                  "StandardOutput=journal",
                   "ExecReload=/bin/kill -HUP $MAINPID"]:
             self.assertIn(k, svc)
+        # Two sockets: LISTEN_FDS, not StandardInput=socket (one only).
+        self.assertNotRegex(svc, r"(?m)^StandardInput=socket")
         sock = open(os.path.join(ROOT, "deploy", "gcrelay.socket")).read()
-        self.assertIn("ListenStream=/run/gcrelay/gcrelay.sock", sock)
+        streams = re.findall(r"^ListenStream=(.*)$", sock, re.M)
+        self.assertEqual(streams, ["/run/gcrelay/gcrelay.sock",
+                                   "/run/gcrelay/gcrelay-control.sock"])
+        site = open(os.path.join(ROOT, "nginx", "gcrelay.conf")).read()
+        for path in streams:
+            self.assertIn("server unix:%s;" % path, site)
         if shutil.which("systemd-analyze"):
             r = run(["systemd-analyze", "verify",
                      os.path.join(ROOT, "deploy", "gcrelay.service")])

@@ -165,6 +165,9 @@ class Stack:
         self._chown(self.reports)
         self.db_path = os.path.join(self.state_dir, "gcrelay.db")
         self.socket_path = os.path.join(self.state_dir, "gcrelay.sock")
+        # The default: listen.socket with ".sock" -> "-control.sock".
+        self.control_path = os.path.join(self.state_dir,
+                                         "gcrelay-control.sock")
         self.log_path = os.path.join(self.dir, "gcrelay.log")
         self.fixed_port = port is not None
         self.port = port or free_port()
@@ -295,12 +298,13 @@ yotpo = { api_base = "%(yo)s/api/v2"; reconcile_after_s = %(recon)d; };
             stderr=log, env=self._gcrelay_env(), cwd=self.dir,
             preexec_fn=die_with_parent, **kw)
         deadline = time.monotonic() + (60 if VALGRIND else 10)
-        while not os.path.exists(self.socket_path):
+        while not (os.path.exists(self.socket_path) and
+                   os.path.exists(self.control_path)):
             if self.gcrelay.poll() is not None:
                 raise RuntimeError("gcrelay exited with %d:\n%s" % (
                     self.gcrelay.returncode, self.log()))
             if time.monotonic() > deadline:
-                raise RuntimeError("gcrelay did not create its socket")
+                raise RuntimeError("gcrelay did not create its sockets")
             time.sleep(0.02)
 
     def start_nginx(self):
@@ -339,13 +343,15 @@ http {
   uwsgi_temp_path %(nd)s/uwsgi;
   scgi_temp_path %(nd)s/scgi;
   upstream gcrelay { server unix:%(sock)s; }
+  upstream gcrelay_control { server unix:%(csock)s; }
   server {
     listen 127.0.0.1:%(port)d;
     add_header X-Request-Id $request_id always;
     include %(nd)s/gcrelay-locations.conf;
   }
 }
-""" % {"user": user, "nd": nd, "sock": self.socket_path, "port": self.port}
+""" % {"user": user, "nd": nd, "sock": self.socket_path,
+       "csock": self.control_path, "port": self.port}
         path = os.path.join(nd, "nginx.conf")
         with open(path, "w") as f:
             f.write(conf)
