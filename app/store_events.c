@@ -30,18 +30,53 @@ iso_ms(int64_t ms)
 static int
 event_refresh(struct store *st, const char *id)
 {
-	sqlite3_stmt *stmt = store_prepare(
-	    st, "UPDATE events SET status = CASE"
-	        " WHEN EXISTS (SELECT 1 FROM deliveries WHERE event_id = ?1"
-	        "  AND status IN ('pending','retrying')) THEN 'pending'"
-	        " WHEN EXISTS (SELECT 1 FROM deliveries WHERE event_id = ?1"
-	        "  AND status IN ('failed','dead')) THEN 'failed'"
-	        " ELSE 'delivered' END WHERE id = ?1");
+	sqlite3_stmt *s = store_stmt(st, STMT_EVENT_REFRESH);
 
-	if (stmt == NULL)
+	if (s != NULL)
+		store_bind_text(s, 1, id);
+	return store_step(st, s, "event refresh");
+}
+
+/*
+ * The status event_refresh would give an event with these deliveries, so
+ * that intake need not run it.
+ */
+static const char *
+event_status_of(const struct delivery_init *d, size_t n)
+{
+	const char *status = "delivered";
+
+	for (size_t i = 0; i < n; i++) {
+		if (strcmp(d[i].status, "pending") == 0 ||
+		    strcmp(d[i].status, "retrying") == 0)
+			return "pending";
+		if (strcmp(d[i].status, "failed") == 0 ||
+		    strcmp(d[i].status, "dead") == 0)
+			status = "failed";
+	}
+	return status;
+}
+
+/* Insert one delivery of a new event (inside its transaction). */
+static int
+delivery_insert(struct store *st, const char *id, const struct delivery_init *d,
+                int64_t now, const struct lease *l)
+{
+	sqlite3_stmt *s = store_stmt(st, STMT_DELIVERY_INSERT);
+	int pending = strcmp(d->status, "pending") == 0;
+
+	if (s == NULL)
 		return 0;
-	sqlite3_bind_text(stmt, 1, id, -1, SQLITE_STATIC);
-	return store_step(st, stmt, "step");
+	store_bind_text(s, 1, id);
+	store_bind_text(s, 2, d->destination);
+	store_bind_text(s, 3, d->status);
+	store_bind_text(s, 4, d->reason);
+	store_bind_int(s, 5, pending);
+	store_bind_pos(s, 6, pending ? now : 0);
+	store_bind_int(s, 7, pending ? l->until_ms : 0);
+	store_bind_int(s, 8, now);
+	store_bind_text(s, 9, pending ? l->owner : NULL);
+	return store_step(st, s, "delivery insert");
 }
 
 /* See store.h. */
@@ -52,60 +87,33 @@ store_event_insert(struct store *st, const char *id, const char *brand,
                    const struct lease *l)
 {
 	int64_t now = store_now_ms();
-	sqlite3_stmt *stmt;
-	int rc;
+	sqlite3_stmt *s;
 
 	if (store_begin(st) != GC_OK)
 		return GC_ESTORE;
-	stmt = store_prepare(st, "INSERT INTO events(id, brand, kind, body, "
-	                         "received_at, status) VALUES "
-	                         "(?, ?, ?, ?, ?, 'pending') "
-	                         "ON CONFLICT(id) DO NOTHING");
-	if (stmt == NULL)
+	if ((s = store_stmt(st, STMT_EVENT_INSERT)) == NULL)
 		goto fail;
-	sqlite3_bind_text(stmt, 1, id, -1, SQLITE_STATIC);
-	sqlite3_bind_text(stmt, 2, brand, -1, SQLITE_STATIC);
-	sqlite3_bind_text(stmt, 3, kind, -1, SQLITE_STATIC);
-	sqlite3_bind_text(stmt, 4, body, -1, SQLITE_STATIC);
-	sqlite3_bind_int64(stmt, 5, now);
-	rc = sqlite3_step(stmt);
-	sqlite3_finalize(stmt);
-	if (rc != SQLITE_DONE)
+	store_bind_text(s, 1, id);
+	store_bind_text(s, 2, brand);
+	store_bind_text(s, 3, kind);
+	store_bind_text(s, 4, body);
+	store_bind_int(s, 5, now);
+	store_bind_text(s, 6, event_status_of(d, n));
+	if (!store_step(st, s, "event insert"))
 		goto fail;
 	if (sqlite3_changes(st->db) == 0) {
 		store_rollback(st);
 		return GC_EEXISTS;
 	}
-	for (size_t i = 0; i < n; i++) {
-		int pending = strcmp(d[i].status, "pending") == 0;
-		stmt = store_prepare(
-		    st, "INSERT INTO deliveries(event_id, destination, status, "
-		        "reason, attempts, next_at, lease_until, updated_at, "
-		        "lease_owner) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)");
-		if (stmt == NULL)
+	for (size_t i = 0; i < n; i++)
+		if (!delivery_insert(st, id, &d[i], now, l))
 			goto fail;
-		sqlite3_bind_text(stmt, 1, id, -1, SQLITE_STATIC);
-		sqlite3_bind_text(stmt, 2, d[i].destination, -1, SQLITE_STATIC);
-		sqlite3_bind_text(stmt, 3, d[i].status, -1, SQLITE_STATIC);
-		sqlite3_bind_text(stmt, 4, d[i].reason, -1, SQLITE_STATIC);
-		sqlite3_bind_int(stmt, 5, pending);
-		if (pending)
-			sqlite3_bind_int64(stmt, 6, now);
-		else
-			sqlite3_bind_null(stmt, 6);
-		sqlite3_bind_int64(stmt, 7, pending ? l->until_ms : 0);
-		sqlite3_bind_int64(stmt, 8, now);
-		sqlite3_bind_text(stmt, 9, pending ? l->owner : NULL, -1,
-		                  SQLITE_STATIC);
-		if (!store_step(st, stmt, "step"))
-			goto fail;
-	}
-	if (!event_refresh(st, id) || store_commit(st) != GC_OK)
+	if (store_commit(st) != GC_OK)
 		goto fail;
 	return GC_OK;
 fail:
 	store_rollback(st);
-	return store_fail(st, "event insert");
+	return GC_ESTORE;
 }
 
 /* One delivery row as JSON; detail adds attempts/next time. */
@@ -113,14 +121,10 @@ static json_t *
 delivery_json(sqlite3_stmt *s, int detail)
 {
 	json_t *d = json_object();
-	const char *reason = (const char *)sqlite3_column_text(s, 2),
-	           *warning = (const char *)sqlite3_column_text(s, 3);
+	const char *reason = store_col(s, 2), *warning = store_col(s, 3);
 
-	json_object_set_new(
-	    d, "destination",
-	    json_string((const char *)sqlite3_column_text(s, 0)));
-	json_object_set_new(
-	    d, "status", json_string((const char *)sqlite3_column_text(s, 1)));
+	json_object_set_new(d, "destination", json_string(store_col(s, 0)));
+	json_object_set_new(d, "status", json_string(store_col(s, 1)));
 	if (reason != NULL)
 		json_object_set_new(d, "reason", json_string(reason));
 	if (warning != NULL)
@@ -129,8 +133,7 @@ delivery_json(sqlite3_stmt *s, int detail)
 		json_object_set_new(d, "runs",
 		                    json_integer(sqlite3_column_int(s, 4)));
 		if (sqlite3_column_type(s, 5) != SQLITE_NULL &&
-		    !strcmp((const char *)sqlite3_column_text(s, 1),
-		            "retrying"))
+		    !strcmp(store_col(s, 1), "retrying"))
 			json_object_set_new(d, "next_attempt_at",
 			                    iso_ms(sqlite3_column_int64(s, 5)));
 	}
@@ -141,23 +144,18 @@ delivery_json(sqlite3_stmt *s, int detail)
 static json_t *
 deliveries_of(struct store *st, const char *id, int detail)
 {
-	sqlite3_stmt *s = store_prepare(
-	    st, "SELECT destination, status, reason, warning, attempts, "
-	        "next_at FROM deliveries WHERE event_id = ? "
-	        "ORDER BY destination");
+	sqlite3_stmt *s = store_stmt(st, STMT_DELIVERIES_OF);
 	json_t *arr;
 	int rc;
 
 	if (s == NULL)
 		return NULL;
 	arr = json_array();
-	sqlite3_bind_text(s, 1, id, -1, SQLITE_STATIC);
-	while ((rc = sqlite3_step(s)) == SQLITE_ROW)
+	store_bind_text(s, 1, id);
+	while ((rc = store_row(st, s)) == SQLITE_ROW)
 		json_array_append_new(arr, delivery_json(s, detail));
-	sqlite3_finalize(s);
-	if (rc != SQLITE_DONE) {
+	if (!store_end(st, s, rc, "deliveries")) {
 		json_decref(arr);
-		store_fail(st, "deliveries");
 		return NULL;
 	}
 	return arr;
@@ -174,19 +172,15 @@ store_event_outcome(struct store *st, const char *id, json_t **out,
 	int rc;
 
 	*out = NULL;
-	s = store_prepare(st, "SELECT status FROM events WHERE id = ?");
-	if (s == NULL)
+	if ((s = store_stmt(st, STMT_EVENT_STATUS)) == NULL)
 		return GC_ESTORE;
-	sqlite3_bind_text(s, 1, id, -1, SQLITE_STATIC);
-	rc = sqlite3_step(s);
-	if (rc == SQLITE_ROW)
-		snprintf(status, sizeof(status), "%s",
-		         (const char *)sqlite3_column_text(s, 0));
-	sqlite3_finalize(s);
+	store_bind_text(s, 1, id);
+	if ((rc = store_row(st, s)) == SQLITE_ROW)
+		snprintf(status, sizeof(status), "%s", store_col(s, 0));
+	if (!store_end(st, s, rc, "event outcome"))
+		return GC_ESTORE;
 	if (rc == SQLITE_DONE)
 		return GC_ENOTFOUND;
-	if (rc != SQLITE_ROW)
-		return store_fail(st, "event outcome");
 	if ((dl = deliveries_of(st, id, 1)) == NULL)
 		return GC_ESTORE;
 	*final_ok = strcmp(status, "delivered") == 0;
@@ -206,22 +200,18 @@ store_event_body(struct store *st, const char *id, char **brand, char **body,
 
 	*brand = *body = NULL;
 	*received_ms = 0;
-	s = store_prepare(st, "SELECT brand, received_at, body FROM events "
-	                      "WHERE id = ?");
-	if (s == NULL)
+	if ((s = store_stmt(st, STMT_EVENT_BODY)) == NULL)
 		return GC_ESTORE;
-	sqlite3_bind_text(s, 1, id, -1, SQLITE_STATIC);
-	rc = sqlite3_step(s);
-	if (rc == SQLITE_ROW) {
+	store_bind_text(s, 1, id);
+	if ((rc = store_row(st, s)) == SQLITE_ROW) {
 		*brand = store_col_text(s, 0);
 		*received_ms = sqlite3_column_int64(s, 1);
 		*body = store_col_text(s, 2);
 	}
-	sqlite3_finalize(s);
+	if (!store_end(st, s, rc, "event body"))
+		return GC_ESTORE;
 	if (rc == SQLITE_DONE)
 		return GC_ENOTFOUND;
-	if (rc != SQLITE_ROW)
-		return store_fail(st, "event body");
 	if (*brand == NULL || *body == NULL) {
 		free(*brand);
 		free(*body);
@@ -231,16 +221,17 @@ store_event_body(struct store *st, const char *id, char **brand, char **body,
 	return GC_OK;
 }
 
-/* Run an UPDATE of one leased delivery and refresh its event. */
+/*
+ * Run the UPDATE s of one leased delivery (bound; NULL when it could not
+ * be had) inside the open transaction, refresh its event and commit.
+ */
 static enum gc_err
 delivery_update(struct store *st, sqlite3_stmt *s, const char *event_id,
                 const char *what)
 {
-	int changed;
-
-	if (s == NULL || !store_step(st, s, "step"))
+	if (!store_step(st, s, what))
 		goto fail;
-	if ((changed = sqlite3_changes(st->db)) == 0) {
+	if (sqlite3_changes(st->db) == 0) {
 		store_rollback(st);
 		return GC_EEXISTS;
 	}
@@ -249,7 +240,7 @@ delivery_update(struct store *st, sqlite3_stmt *s, const char *event_id,
 	return GC_OK;
 fail:
 	store_rollback(st);
-	return store_fail(st, what);
+	return GC_ESTORE;
 }
 
 /* See store.h. */
@@ -262,23 +253,15 @@ store_delivery_finish(struct store *st, const char *event_id, const char *dest,
 
 	if (store_begin(st) != GC_OK)
 		return GC_ESTORE;
-	s = store_prepare(st, "UPDATE deliveries SET status = ?, reason = ?, "
-	                      "warning = ?, next_at = ?, lease_until = 0, "
-	                      "lease_owner = NULL, updated_at = ? WHERE "
-	                      "event_id = ? AND destination = ? AND "
-	                      "lease_owner = ?");
-	if (s != NULL) {
-		sqlite3_bind_text(s, 1, status, -1, SQLITE_STATIC);
-		sqlite3_bind_text(s, 2, reason, -1, SQLITE_STATIC);
-		sqlite3_bind_text(s, 3, warning, -1, SQLITE_STATIC);
-		if (next_at_ms > 0)
-			sqlite3_bind_int64(s, 4, next_at_ms);
-		else
-			sqlite3_bind_null(s, 4);
-		sqlite3_bind_int64(s, 5, store_now_ms());
-		sqlite3_bind_text(s, 6, event_id, -1, SQLITE_STATIC);
-		sqlite3_bind_text(s, 7, dest, -1, SQLITE_STATIC);
-		sqlite3_bind_text(s, 8, owner, -1, SQLITE_STATIC);
+	if ((s = store_stmt(st, STMT_DELIVERY_FINISH)) != NULL) {
+		store_bind_text(s, 1, status);
+		store_bind_text(s, 2, reason);
+		store_bind_text(s, 3, warning);
+		store_bind_pos(s, 4, next_at_ms);
+		store_bind_int(s, 5, store_now_ms());
+		store_bind_text(s, 6, event_id);
+		store_bind_text(s, 7, dest);
+		store_bind_text(s, 8, owner);
 	}
 	return delivery_update(st, s, event_id, "delivery finish");
 }
@@ -293,19 +276,13 @@ store_delivery_postpone(struct store *st, const char *event_id,
 
 	if (store_begin(st) != GC_OK)
 		return GC_ESTORE;
-	s = store_prepare(st,
-	                  "UPDATE deliveries SET status = 'retrying', "
-	                  "reason = ?, next_at = ?, lease_until = 0, "
-	                  "lease_owner = NULL, attempts = max(attempts - 1, "
-	                  "0), updated_at = ? WHERE event_id = ? AND "
-	                  "destination = ? AND lease_owner = ?");
-	if (s != NULL) {
-		sqlite3_bind_text(s, 1, reason, -1, SQLITE_STATIC);
-		sqlite3_bind_int64(s, 2, next_at_ms);
-		sqlite3_bind_int64(s, 3, store_now_ms());
-		sqlite3_bind_text(s, 4, event_id, -1, SQLITE_STATIC);
-		sqlite3_bind_text(s, 5, dest, -1, SQLITE_STATIC);
-		sqlite3_bind_text(s, 6, owner, -1, SQLITE_STATIC);
+	if ((s = store_stmt(st, STMT_DELIVERY_POSTPONE)) != NULL) {
+		store_bind_text(s, 1, reason);
+		store_bind_int(s, 2, next_at_ms);
+		store_bind_int(s, 3, store_now_ms());
+		store_bind_text(s, 4, event_id);
+		store_bind_text(s, 5, dest);
+		store_bind_text(s, 6, owner);
 	}
 	return delivery_update(st, s, event_id, "delivery postpone");
 }
@@ -315,49 +292,65 @@ enum gc_err
 store_delivery_attempts(struct store *st, const char *event_id,
                         const char *dest, int *runs)
 {
-	sqlite3_stmt *s = store_prepare(st, "SELECT attempts FROM deliveries "
-	                                    "WHERE event_id = ? AND "
-	                                    "destination = ?");
+	sqlite3_stmt *s;
 	int rc;
 
 	*runs = 0;
-	if (s == NULL)
+	if ((s = store_stmt(st, STMT_DELIVERY_RUNS)) == NULL)
 		return GC_ESTORE;
-	sqlite3_bind_text(s, 1, event_id, -1, SQLITE_STATIC);
-	sqlite3_bind_text(s, 2, dest, -1, SQLITE_STATIC);
-	rc = sqlite3_step(s);
-	if (rc == SQLITE_ROW)
+	store_bind_text(s, 1, event_id);
+	store_bind_text(s, 2, dest);
+	if ((rc = store_row(st, s)) == SQLITE_ROW)
 		*runs = sqlite3_column_int(s, 0);
-	sqlite3_finalize(s);
-	if (rc == SQLITE_DONE)
-		return GC_ENOTFOUND;
-	return rc == SQLITE_ROW ? GC_OK : store_fail(st, "delivery runs");
+	if (!store_end(st, s, rc, "delivery runs"))
+		return GC_ESTORE;
+	return rc == SQLITE_ROW ? GC_OK : GC_ENOTFOUND;
 }
 
 /* See store.h. */
 enum gc_err
 store_attempt_add(struct store *st, const struct attempt *a)
 {
-	sqlite3_stmt *s = store_prepare(
-	    st, "INSERT INTO attempts(event_id, destination, at, step, "
-	        "outcome, http_status, reply_code, excerpt, latency_ms) "
-	        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)");
+	sqlite3_stmt *s;
 
-	if (s == NULL)
+	if ((s = store_stmt(st, STMT_ATTEMPT_ADD)) == NULL)
 		return GC_ESTORE;
-	sqlite3_bind_text(s, 1, a->event_id, -1, SQLITE_STATIC);
-	sqlite3_bind_text(s, 2, a->destination, -1, SQLITE_STATIC);
-	sqlite3_bind_int64(s, 3, store_now_ms());
-	sqlite3_bind_text(s, 4, a->step, -1, SQLITE_STATIC);
-	sqlite3_bind_text(s, 5, a->outcome, -1, SQLITE_STATIC);
-	if (a->http_status > 0)
-		sqlite3_bind_int64(s, 6, a->http_status);
-	else
-		sqlite3_bind_null(s, 6);
-	sqlite3_bind_text(s, 7, a->reply_code, -1, SQLITE_STATIC);
-	sqlite3_bind_text(s, 8, a->excerpt, -1, SQLITE_STATIC);
-	sqlite3_bind_int64(s, 9, a->latency_ms);
-	return store_step(st, s, "step") ? GC_OK : GC_ESTORE;
+	store_bind_text(s, 1, a->event_id);
+	store_bind_text(s, 2, a->destination);
+	store_bind_int(s, 3, store_now_ms());
+	store_bind_text(s, 4, a->step);
+	store_bind_text(s, 5, a->outcome);
+	store_bind_pos(s, 6, a->http_status);
+	store_bind_text(s, 7, a->reply_code);
+	store_bind_text(s, 8, a->excerpt);
+	store_bind_int(s, 9, a->latency_ms);
+	return store_step(st, s, "attempt add") ? GC_OK : GC_ESTORE;
+}
+
+/*
+ * Step s to its end, collecting text column col of each row into *out (a
+ * new array) and, when first is not NULL, a copy of the first row's
+ * column 0 into *first (caller frees).  Returns 1, or 0 (logged, *out
+ * NULL).
+ */
+static int
+store_collect(struct store *st, sqlite3_stmt *s, int col, json_t **out,
+              char **first, const char *what)
+{
+	json_t *arr = json_array();
+	int rc;
+
+	while ((rc = store_row(st, s)) == SQLITE_ROW) {
+		if (first != NULL && *first == NULL)
+			*first = store_col_text(s, 0);
+		json_array_append_new(arr, json_string(store_col(s, col)));
+	}
+	if (!store_end(st, s, rc, what)) {
+		json_decref(arr);
+		arr = NULL;
+	}
+	*out = arr;
+	return arr != NULL;
 }
 
 /* See store.h. */
@@ -366,45 +359,44 @@ store_claim_due(struct store *st, int64_t now_ms, const struct lease *l,
                 char **event_id, json_t **claimed)
 {
 	sqlite3_stmt *s;
-	json_t *arr;
-	int rc;
+	json_t *arr = NULL;
 
 	*event_id = NULL;
 	*claimed = NULL;
 	if (store_begin(st) != GC_OK)
 		return GC_ESTORE;
-	s = store_prepare(
-	    st, "UPDATE deliveries SET lease_until = ?1, lease_owner = ?3, "
-	        "attempts = attempts + 1, updated_at = ?2 "
-	        "WHERE status IN ('pending','retrying') AND next_at <= ?2 "
-	        "AND lease_until < ?2 AND event_id = (SELECT event_id FROM "
-	        "deliveries WHERE status IN ('pending','retrying') AND "
-	        "next_at <= ?2 AND lease_until < ?2 ORDER BY next_at LIMIT 1) "
-	        "RETURNING event_id, destination");
-	if (s == NULL) {
-		store_rollback(st);
-		return GC_ESTORE;
-	}
-	sqlite3_bind_int64(s, 1, l->until_ms);
-	sqlite3_bind_int64(s, 2, now_ms);
-	sqlite3_bind_text(s, 3, l->owner, -1, SQLITE_STATIC);
-	arr = json_array();
-	while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
-		if (*event_id == NULL)
-			*event_id = store_col_text(s, 0);
-		json_array_append_new(
-		    arr, json_string((const char *)sqlite3_column_text(s, 1)));
-	}
-	sqlite3_finalize(s);
-	if (rc != SQLITE_DONE || store_commit(st) != GC_OK) {
-		json_decref(arr);
-		free(*event_id);
-		*event_id = NULL;
-		store_rollback(st);
-		return store_fail(st, "claim due");
-	}
+	if ((s = store_stmt(st, STMT_CLAIM_DUE)) == NULL)
+		goto fail;
+	store_bind_int(s, 1, l->until_ms);
+	store_bind_int(s, 2, now_ms);
+	store_bind_text(s, 3, l->owner);
+	if (!store_collect(st, s, 1, &arr, event_id, "claim due") ||
+	    store_commit(st) != GC_OK)
+		goto fail;
 	*claimed = arr;
 	return GC_OK;
+fail:
+	store_rollback(st);
+	json_decref(arr);
+	free(*event_id);
+	*event_id = NULL;
+	return GC_ESTORE;
+}
+
+/* Whether event id exists: 1 yes, 0 no, -1 store failure (logged). */
+static int
+event_exists(struct store *st, const char *id)
+{
+	sqlite3_stmt *s;
+	int rc;
+
+	if ((s = store_stmt(st, STMT_EVENT_EXISTS)) == NULL)
+		return -1;
+	store_bind_text(s, 1, id);
+	rc = store_row(st, s);
+	if (!store_end(st, s, rc, "event exists"))
+		return -1;
+	return rc == SQLITE_ROW;
 }
 
 /* See store.h. */
@@ -413,52 +405,33 @@ store_event_take(struct store *st, const char *event_id, int64_t now_ms,
                  const struct lease *l, json_t **taken)
 {
 	sqlite3_stmt *s;
-	json_t *arr;
-	int rc, exists;
+	json_t *arr = NULL;
+	int exists;
 
 	*taken = NULL;
 	if (store_begin(st) != GC_OK)
 		return GC_ESTORE;
-	if ((s = store_prepare(st, "SELECT 1 FROM events WHERE id = ?")) ==
-	    NULL)
+	if ((exists = event_exists(st, event_id)) < 0)
 		goto fail;
-	sqlite3_bind_text(s, 1, event_id, -1, SQLITE_STATIC);
-	rc = sqlite3_step(s);
-	sqlite3_finalize(s);
-	if ((exists = rc == SQLITE_ROW) == 0 && rc != SQLITE_DONE)
-		goto fail;
-	if (!exists) {
+	if (exists == 0) {
 		store_rollback(st);
 		return GC_ENOTFOUND;
 	}
-	s = store_prepare(
-	    st, "UPDATE deliveries SET status = 'retrying', attempts = 1,"
-	        " next_at = ?1, lease_until = ?2, lease_owner = ?4, updated_at "
-	        "= ?1 "
-	        "WHERE event_id = ?3 AND (status IN ('failed','dead') "
-	        "OR (status IN ('pending','retrying') AND "
-	        "lease_until < ?1)) RETURNING destination");
-	if (s == NULL)
+	if ((s = store_stmt(st, STMT_EVENT_TAKE)) == NULL)
 		goto fail;
-	sqlite3_bind_int64(s, 1, now_ms);
-	sqlite3_bind_int64(s, 2, l->until_ms);
-	sqlite3_bind_text(s, 3, event_id, -1, SQLITE_STATIC);
-	sqlite3_bind_text(s, 4, l->owner, -1, SQLITE_STATIC);
-	arr = json_array();
-	while ((rc = sqlite3_step(s)) == SQLITE_ROW)
-		json_array_append_new(
-		    arr, json_string((const char *)sqlite3_column_text(s, 0)));
-	sqlite3_finalize(s);
-	if (rc != SQLITE_DONE || !event_refresh(st, event_id) ||
-	    store_commit(st) != GC_OK) {
-		json_decref(arr);
+	store_bind_int(s, 1, now_ms);
+	store_bind_int(s, 2, l->until_ms);
+	store_bind_text(s, 3, event_id);
+	store_bind_text(s, 4, l->owner);
+	if (!store_collect(st, s, 0, &arr, NULL, "event take") ||
+	    !event_refresh(st, event_id) || store_commit(st) != GC_OK)
 		goto fail;
-	}
 	*taken = arr;
 	return GC_OK;
 fail:
 	store_rollback(st);
-	return store_fail(st, "event take");
+	json_decref(arr);
+	return GC_ESTORE;
 }
 
 /* See store.h. */
@@ -467,73 +440,61 @@ store_brand_requeue(struct store *st, const char *brand, int64_t since_ms,
                     int64_t until_ms, int *count)
 {
 	sqlite3_stmt *s;
-	json_t *ids, *v;
+	json_t *ids = NULL, *v;
 	size_t i;
-	int rc;
 
 	*count = 0;
 	if (store_begin(st) != GC_OK)
 		return GC_ESTORE;
-	s = store_prepare(
-	    st, "UPDATE deliveries SET status = 'retrying', next_at = ?1, "
-	        "attempts = 0, updated_at = ?1 WHERE status IN "
-	        "('failed','dead') AND event_id IN (SELECT id FROM events "
-	        "WHERE brand = ?2 AND received_at >= ?3 AND received_at < ?4 "
-	        "AND body IS NOT NULL) RETURNING event_id");
-	if (s == NULL)
+	if ((s = store_stmt(st, STMT_BRAND_REQUEUE)) == NULL)
 		goto fail;
-	sqlite3_bind_int64(s, 1, store_now_ms());
-	sqlite3_bind_text(s, 2, brand, -1, SQLITE_STATIC);
-	sqlite3_bind_int64(s, 3, since_ms);
-	sqlite3_bind_int64(s, 4, until_ms);
-	ids = json_array();
-	while ((rc = sqlite3_step(s)) == SQLITE_ROW)
-		json_array_append_new(
-		    ids, json_string((const char *)sqlite3_column_text(s, 0)));
-	sqlite3_finalize(s);
+	store_bind_int(s, 1, store_now_ms());
+	store_bind_text(s, 2, brand);
+	store_bind_int(s, 3, since_ms);
+	store_bind_int(s, 4, until_ms);
+	if (!store_collect(st, s, 0, &ids, NULL, "brand requeue"))
+		goto fail;
+	for (i = 0; i < json_array_size(ids); i++) {
+		v = json_array_get(ids, i);
+		if (!event_refresh(st, json_string_value(v)))
+			goto fail;
+	}
+	if (store_commit(st) != GC_OK)
+		goto fail;
 	*count = (int)json_array_size(ids);
-	json_array_foreach(ids, i, v) event_refresh(st, json_string_value(v));
 	json_decref(ids);
-	if (rc != SQLITE_DONE || store_commit(st) != GC_OK)
-		goto fail;
 	return GC_OK;
 fail:
 	store_rollback(st);
-	return store_fail(st, "brand requeue");
+	json_decref(ids);
+	return GC_ESTORE;
 }
 
 /* See store.h. */
 enum gc_err
 store_outbox_depth(struct store *st, long *n)
 {
-	sqlite3_stmt *s = store_prepare(st, "SELECT count(*) FROM deliveries "
-	                                    "WHERE status IN "
-	                                    "('pending','retrying')");
+	sqlite3_stmt *s;
 	int rc;
 
 	*n = 0;
-	if (s == NULL)
+	if ((s = store_stmt(st, STMT_OUTBOX_DEPTH)) == NULL)
 		return GC_ESTORE;
-	rc = sqlite3_step(s);
-	if (rc == SQLITE_ROW)
+	if ((rc = store_row(st, s)) == SQLITE_ROW)
 		*n = (long)sqlite3_column_int64(s, 0);
-	sqlite3_finalize(s);
-	return rc == SQLITE_ROW ? GC_OK : store_fail(st, "outbox depth");
+	return store_end(st, s, rc, "outbox depth") ? GC_OK : GC_ESTORE;
 }
 
 static json_t *
 event_row_json(struct store *st, sqlite3_stmt *s)
 {
-	const char *id = (const char *)sqlite3_column_text(s, 0);
+	const char *id = store_col(s, 0);
 	json_t *e = json_object();
 
 	json_object_set_new(e, "id", json_string(id));
-	json_object_set_new(
-	    e, "brand", json_string((const char *)sqlite3_column_text(s, 1)));
-	json_object_set_new(
-	    e, "kind", json_string((const char *)sqlite3_column_text(s, 2)));
-	json_object_set_new(
-	    e, "status", json_string((const char *)sqlite3_column_text(s, 3)));
+	json_object_set_new(e, "brand", json_string(store_col(s, 1)));
+	json_object_set_new(e, "kind", json_string(store_col(s, 2)));
+	json_object_set_new(e, "status", json_string(store_col(s, 3)));
 	json_object_set_new(e, "received_at",
 	                    iso_ms(sqlite3_column_int64(s, 4)));
 	json_object_set_new(e, "deliveries", deliveries_of(st, id, 0));
@@ -551,31 +512,25 @@ store_events_list(struct store *st, const struct event_filter *f, json_t **out)
 	char cursor[32];
 
 	*out = NULL;
-	s = store_prepare(st, "SELECT id, brand, kind, status, received_at, "
-	                      "rowid FROM events WHERE (?1 IS NULL OR brand = "
-	                      "?1) AND (?2 IS NULL OR status = ?2) AND "
-	                      "received_at >= ?3 AND (?4 IS NULL OR rowid < "
-	                      "?4) ORDER BY rowid DESC LIMIT ?5");
-	if (s == NULL)
+	if ((s = store_stmt(st, STMT_EVENTS_LIST)) == NULL)
 		return GC_ESTORE;
-	sqlite3_bind_text(s, 1, f->brand, -1, SQLITE_STATIC);
-	sqlite3_bind_text(s, 2, f->status, -1, SQLITE_STATIC);
-	sqlite3_bind_int64(s, 3, f->since_ms);
+	store_bind_text(s, 1, f->brand);
+	store_bind_text(s, 2, f->status);
+	store_bind_int(s, 3, f->since_ms);
 	if (f->cursor != NULL)
-		sqlite3_bind_int64(s, 4, strtoll(f->cursor, NULL, 10));
+		store_bind_int(s, 4, strtoll(f->cursor, NULL, 10));
 	else
 		sqlite3_bind_null(s, 4);
-	sqlite3_bind_int(s, 5, f->limit);
+	store_bind_int(s, 5, f->limit);
 	arr = json_array();
-	while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
+	while ((rc = store_row(st, s)) == SQLITE_ROW) {
 		json_array_append_new(arr, event_row_json(st, s));
 		last = sqlite3_column_int64(s, 5);
 		n++;
 	}
-	sqlite3_finalize(s);
-	if (rc != SQLITE_DONE) {
+	if (!store_end(st, s, rc, "events list")) {
 		json_decref(arr);
-		return store_fail(st, "events list");
+		return GC_ESTORE;
 	}
 	snprintf(cursor, sizeof(cursor), "%lld", (long long)last);
 	*out = json_pack("{s:o, s:o}", "events", arr, "next_cursor",
@@ -583,50 +538,42 @@ store_events_list(struct store *st, const struct event_filter *f, json_t **out)
 	return GC_OK;
 }
 
+/* One attempt row as JSON. */
+static json_t *
+attempt_json(sqlite3_stmt *s)
+{
+	json_t *a = json_object();
+
+	json_object_set_new(a, "destination", json_string(store_col(s, 0)));
+	json_object_set_new(a, "at", iso_ms(sqlite3_column_int64(s, 1)));
+	json_object_set_new(a, "step", json_string(store_col(s, 2)));
+	json_object_set_new(a, "outcome", json_string(store_col(s, 3)));
+	if (sqlite3_column_type(s, 4) != SQLITE_NULL)
+		json_object_set_new(a, "http_status",
+		                    json_integer(sqlite3_column_int(s, 4)));
+	if (sqlite3_column_type(s, 5) != SQLITE_NULL)
+		json_object_set_new(a, "reply_code",
+		                    json_string(store_col(s, 5)));
+	if (sqlite3_column_type(s, 6) != SQLITE_NULL)
+		json_object_set_new(a, "excerpt", json_string(store_col(s, 6)));
+	json_object_set_new(a, "latency_ms",
+	                    json_integer(sqlite3_column_int64(s, 7)));
+	return a;
+}
+
 static json_t *
 attempts_of(struct store *st, const char *id)
 {
-	sqlite3_stmt *s = store_prepare(
-	    st, "SELECT destination, at, step, outcome, http_status, "
-	        "reply_code, excerpt, latency_ms FROM attempts "
-	        "WHERE event_id = ? ORDER BY id");
+	sqlite3_stmt *s = store_stmt(st, STMT_ATTEMPTS_OF);
 	json_t *arr = json_array();
+	int rc;
 
 	if (s == NULL)
 		return arr;
-	sqlite3_bind_text(s, 1, id, -1, SQLITE_STATIC);
-	while (sqlite3_step(s) == SQLITE_ROW) {
-		json_t *a = json_object();
-		json_object_set_new(
-		    a, "destination",
-		    json_string((const char *)sqlite3_column_text(s, 0)));
-		json_object_set_new(a, "at",
-		                    iso_ms(sqlite3_column_int64(s, 1)));
-		json_object_set_new(
-		    a, "step",
-		    json_string((const char *)sqlite3_column_text(s, 2)));
-		json_object_set_new(
-		    a, "outcome",
-		    json_string((const char *)sqlite3_column_text(s, 3)));
-		if (sqlite3_column_type(s, 4) != SQLITE_NULL)
-			json_object_set_new(
-			    a, "http_status",
-			    json_integer(sqlite3_column_int(s, 4)));
-		if (sqlite3_column_type(s, 5) != SQLITE_NULL)
-			json_object_set_new(
-			    a, "reply_code",
-			    json_string(
-			        (const char *)sqlite3_column_text(s, 5)));
-		if (sqlite3_column_type(s, 6) != SQLITE_NULL)
-			json_object_set_new(
-			    a, "excerpt",
-			    json_string(
-			        (const char *)sqlite3_column_text(s, 6)));
-		json_object_set_new(a, "latency_ms",
-		                    json_integer(sqlite3_column_int64(s, 7)));
-		json_array_append_new(arr, a);
-	}
-	sqlite3_finalize(s);
+	store_bind_text(s, 1, id);
+	while ((rc = store_row(st, s)) == SQLITE_ROW)
+		json_array_append_new(arr, attempt_json(s));
+	store_end(st, s, rc, "attempts");
 	return arr;
 }
 
@@ -639,27 +586,24 @@ store_event_detail(struct store *st, const char *id, json_t **out)
 	int rc;
 
 	*out = NULL;
-	s = store_prepare(st, "SELECT id, brand, kind, status, received_at, "
-	                      "body FROM events WHERE id = ?");
-	if (s == NULL)
+	if ((s = store_stmt(st, STMT_EVENT_DETAIL)) == NULL)
 		return GC_ESTORE;
-	sqlite3_bind_text(s, 1, id, -1, SQLITE_STATIC);
-	rc = sqlite3_step(s);
-	if (rc == SQLITE_ROW) {
+	store_bind_text(s, 1, id);
+	if ((rc = store_row(st, s)) == SQLITE_ROW) {
 		e = event_row_json(st, s);
 		json_object_set_new(e, "deliveries", deliveries_of(st, id, 1));
 		body = sqlite3_column_type(s, 5) == SQLITE_NULL
 		           ? json_null()
-		           : json_loads((const char *)sqlite3_column_text(s, 5),
-		                        0, NULL);
+		           : json_loads(store_col(s, 5), 0, NULL);
 		json_object_set_new(e, "event", body ? body : json_null());
 		json_object_set_new(e, "attempts", attempts_of(st, id));
 	}
-	sqlite3_finalize(s);
+	if (!store_end(st, s, rc, "event detail")) {
+		json_decref(e);
+		return GC_ESTORE;
+	}
 	if (rc == SQLITE_DONE)
 		return GC_ENOTFOUND;
-	if (rc != SQLITE_ROW)
-		return store_fail(st, "event detail");
 	*out = e;
 	return GC_OK;
 }
@@ -673,23 +617,13 @@ store_purge_bodies(struct store *st, int64_t before_ms, int *count)
 	*count = 0;
 	if (store_begin(st) != GC_OK)
 		return GC_ESTORE;
-	/* Attempt excerpts can quote contact details too. */
-	s = store_prepare(st, "UPDATE attempts SET excerpt = NULL WHERE "
-	                      "excerpt IS NOT NULL AND event_id IN (SELECT id "
-	                      "FROM events WHERE received_at < ?1 AND body IS "
-	                      "NOT NULL AND status != 'pending')");
-	if (s == NULL)
+	if ((s = store_stmt(st, STMT_PURGE_EXCERPTS)) != NULL)
+		store_bind_int(s, 1, before_ms);
+	if (!store_step(st, s, "purge excerpts"))
 		goto fail;
-	sqlite3_bind_int64(s, 1, before_ms);
-	if (!store_step(st, s, "step"))
-		goto fail;
-	s = store_prepare(st, "UPDATE events SET body = NULL, purged = 1 WHERE "
-	                      "received_at < ? AND body IS NOT NULL AND "
-	                      "status != 'pending'");
-	if (s == NULL)
-		goto fail;
-	sqlite3_bind_int64(s, 1, before_ms);
-	if (!store_step(st, s, "step"))
+	if ((s = store_stmt(st, STMT_PURGE_BODIES)) != NULL)
+		store_bind_int(s, 1, before_ms);
+	if (!store_step(st, s, "purge bodies"))
 		goto fail;
 	*count = sqlite3_changes(st->db);
 	if (store_commit(st) != GC_OK)
@@ -697,5 +631,6 @@ store_purge_bodies(struct store *st, int64_t before_ms, int *count)
 	return GC_OK;
 fail:
 	store_rollback(st);
-	return store_fail(st, "purge");
+	*count = 0;
+	return GC_ESTORE;
 }

@@ -8,6 +8,7 @@
 
 #include <sqlite3.h>
 
+#include "log.h"
 #include "store.h"
 #include "store_priv.h"
 
@@ -16,25 +17,20 @@ enum gc_err
 store_em_id_get(struct store *st, const char *scope, const char *kind,
                 const char *name, char out[32])
 {
-	sqlite3_stmt *s = store_prepare(st, "SELECT remote_id FROM emarsys_ids "
-	                                    "WHERE brand = ? AND kind = ? AND "
-	                                    "name = ?");
+	sqlite3_stmt *s;
 	int rc;
 
 	out[0] = '\0';
-	if (s == NULL)
+	if ((s = store_stmt(st, STMT_EM_ID_GET)) == NULL)
 		return GC_ESTORE;
-	sqlite3_bind_text(s, 1, scope, -1, SQLITE_STATIC);
-	sqlite3_bind_text(s, 2, kind, -1, SQLITE_STATIC);
-	sqlite3_bind_text(s, 3, name, -1, SQLITE_STATIC);
-	rc = sqlite3_step(s);
-	if (rc == SQLITE_ROW)
-		snprintf(out, 32, "%s",
-		         (const char *)sqlite3_column_text(s, 0));
-	sqlite3_finalize(s);
-	if (rc == SQLITE_DONE)
-		return GC_ENOTFOUND;
-	return rc == SQLITE_ROW ? GC_OK : store_fail(st, "emarsys id");
+	store_bind_text(s, 1, scope);
+	store_bind_text(s, 2, kind);
+	store_bind_text(s, 3, name);
+	if ((rc = store_row(st, s)) == SQLITE_ROW)
+		snprintf(out, 32, "%s", store_col(s, 0));
+	if (!store_end(st, s, rc, "emarsys id"))
+		return GC_ESTORE;
+	return rc == SQLITE_ROW ? GC_OK : GC_ENOTFOUND;
 }
 
 /* See store.h. */
@@ -42,18 +38,15 @@ enum gc_err
 store_em_id_put(struct store *st, const char *scope, const char *kind,
                 const char *name, const char *id)
 {
-	sqlite3_stmt *s = store_prepare(
-	    st, "INSERT INTO emarsys_ids(brand, kind, name, remote_id, "
-	        "updated_at) VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT(brand, "
-	        "kind, name) DO UPDATE SET remote_id = ?4, updated_at = ?5");
+	sqlite3_stmt *s;
 
-	if (s == NULL)
-		return GC_ESTORE;
-	sqlite3_bind_text(s, 1, scope, -1, SQLITE_STATIC);
-	sqlite3_bind_text(s, 2, kind, -1, SQLITE_STATIC);
-	sqlite3_bind_text(s, 3, name, -1, SQLITE_STATIC);
-	sqlite3_bind_text(s, 4, id, -1, SQLITE_STATIC);
-	sqlite3_bind_int64(s, 5, store_now_ms());
+	if ((s = store_stmt(st, STMT_EM_ID_PUT)) != NULL) {
+		store_bind_text(s, 1, scope);
+		store_bind_text(s, 2, kind);
+		store_bind_text(s, 3, name);
+		store_bind_text(s, 4, id);
+		store_bind_int(s, 5, store_now_ms());
+	}
 	return store_step(st, s, "emarsys id put") ? GC_OK : GC_ESTORE;
 }
 
@@ -61,13 +54,12 @@ store_em_id_put(struct store *st, const char *scope, const char *kind,
 enum gc_err
 store_em_id_forget(struct store *st, const char *scope, const char *kind)
 {
-	sqlite3_stmt *s = store_prepare(st, "DELETE FROM emarsys_ids WHERE "
-	                                    "brand = ? AND kind = ?");
+	sqlite3_stmt *s;
 
-	if (s == NULL)
-		return GC_ESTORE;
-	sqlite3_bind_text(s, 1, scope, -1, SQLITE_STATIC);
-	sqlite3_bind_text(s, 2, kind, -1, SQLITE_STATIC);
+	if ((s = store_stmt(st, STMT_EM_ID_FORGET)) != NULL) {
+		store_bind_text(s, 1, scope);
+		store_bind_text(s, 2, kind);
+	}
 	return store_step(st, s, "emarsys id forget") ? GC_OK : GC_ESTORE;
 }
 
@@ -76,26 +68,22 @@ enum gc_err
 store_em_token_get(struct store *st, const char *brand, const char *client_id,
                    char **sealed, int64_t *expires_ms)
 {
-	sqlite3_stmt *s = store_prepare(st, "SELECT token, expires_at FROM "
-	                                    "emarsys_tokens WHERE brand = ? "
-	                                    "AND client_id = ?");
+	sqlite3_stmt *s;
 	int rc;
 
 	*sealed = NULL;
 	*expires_ms = 0;
-	if (s == NULL)
+	if ((s = store_stmt(st, STMT_EM_TOKEN_GET)) == NULL)
 		return GC_ESTORE;
-	sqlite3_bind_text(s, 1, brand, -1, SQLITE_STATIC);
-	sqlite3_bind_text(s, 2, client_id, -1, SQLITE_STATIC);
-	rc = sqlite3_step(s);
-	if (rc == SQLITE_ROW) {
+	store_bind_text(s, 1, brand);
+	store_bind_text(s, 2, client_id);
+	if ((rc = store_row(st, s)) == SQLITE_ROW) {
 		*sealed = store_col_text(s, 0);
 		*expires_ms = sqlite3_column_int64(s, 1);
 	}
-	sqlite3_finalize(s);
-	if (rc == SQLITE_DONE)
-		return GC_ENOTFOUND;
-	return rc == SQLITE_ROW ? GC_OK : store_fail(st, "emarsys token");
+	if (!store_end(st, s, rc, "emarsys token"))
+		return GC_ESTORE;
+	return rc == SQLITE_ROW ? GC_OK : GC_ENOTFOUND;
 }
 
 /* See store.h. */
@@ -103,17 +91,14 @@ enum gc_err
 store_em_token_put(struct store *st, const char *brand, const char *client_id,
                    const char *sealed, int64_t expires_ms)
 {
-	sqlite3_stmt *s = store_prepare(
-	    st, "INSERT INTO emarsys_tokens(brand, client_id, token, "
-	        "expires_at) VALUES (?1, ?2, ?3, ?4) ON CONFLICT(brand) DO "
-	        "UPDATE SET client_id = ?2, token = ?3, expires_at = ?4");
+	sqlite3_stmt *s;
 
-	if (s == NULL)
-		return GC_ESTORE;
-	sqlite3_bind_text(s, 1, brand, -1, SQLITE_STATIC);
-	sqlite3_bind_text(s, 2, client_id, -1, SQLITE_STATIC);
-	sqlite3_bind_text(s, 3, sealed, -1, SQLITE_STATIC);
-	sqlite3_bind_int64(s, 4, expires_ms);
+	if ((s = store_stmt(st, STMT_EM_TOKEN_PUT)) != NULL) {
+		store_bind_text(s, 1, brand);
+		store_bind_text(s, 2, client_id);
+		store_bind_text(s, 3, sealed);
+		store_bind_int(s, 4, expires_ms);
+	}
 	return store_step(st, s, "emarsys token put") ? GC_OK : GC_ESTORE;
 }
 
@@ -121,23 +106,28 @@ store_em_token_put(struct store *st, const char *brand, const char *client_id,
 enum gc_err
 store_em_token_forget(struct store *st, const char *brand, const char *sealed)
 {
-	sqlite3_stmt *s = store_prepare(st, "DELETE FROM emarsys_tokens WHERE "
-	                                    "brand = ? AND token = ?");
+	sqlite3_stmt *s;
 
-	if (s == NULL)
-		return GC_ESTORE;
-	sqlite3_bind_text(s, 1, brand, -1, SQLITE_STATIC);
-	sqlite3_bind_text(s, 2, sealed, -1, SQLITE_STATIC);
+	if ((s = store_stmt(st, STMT_EM_TOKEN_FORGET)) != NULL) {
+		store_bind_text(s, 1, brand);
+		store_bind_text(s, 2, sealed);
+	}
 	return store_step(st, s, "emarsys token forget") ? GC_OK : GC_ESTORE;
 }
 
-static void
-bind_key(sqlite3_stmt *s, const char *brand, const char *token,
-         const char *action)
+/* The ledger statement id with the award key bound to ?1..?3. */
+static sqlite3_stmt *
+ledger_stmt(struct store *st, enum stmt id, const char *brand,
+            const char *token, const char *action)
 {
-	sqlite3_bind_text(s, 1, brand, -1, SQLITE_STATIC);
-	sqlite3_bind_text(s, 2, token, -1, SQLITE_STATIC);
-	sqlite3_bind_text(s, 3, action, -1, SQLITE_STATIC);
+	sqlite3_stmt *s = store_stmt(st, id);
+
+	if (s != NULL) {
+		store_bind_text(s, 1, brand);
+		store_bind_text(s, 2, token);
+		store_bind_text(s, 3, action);
+	}
+	return s;
 }
 
 /* Decide a claim on an existing row (inside the transaction). */
@@ -147,12 +137,12 @@ ledger_existing(struct store *st, sqlite3_stmt *row, const char *brand,
                 const struct lease *l, enum ledger_claim *res,
                 struct ledger_view *view)
 {
-	const char *state = (const char *)sqlite3_column_text(row, 0);
+	const char *state = store_col(row, 0);
 	sqlite3_stmt *s;
 	int rc;
 
 	snprintf(view->event_id, sizeof(view->event_id), "%s",
-	         (const char *)sqlite3_column_text(row, 1));
+	         store_col(row, 1));
 	view->lease_until = sqlite3_column_int64(row, 2);
 	if (strcmp(state, "done") == 0) {
 		*res = LEDGER_DONE;
@@ -167,25 +157,23 @@ ledger_existing(struct store *st, sqlite3_stmt *row, const char *brand,
 	 * have happened.  Take the lease to reconcile; an expired "sending"
 	 * counts as started when it was last claimed or re-sent.
 	 */
-	s = store_prepare(st, "UPDATE yotpo_ledger SET state = 'unknown', "
-	                      "lease_until = ?4, lease_owner = ?5, sent_at = "
-	                      "coalesce(sent_at, updated_at), updated_at = ?6 "
-	                      "WHERE brand = ?1 AND token = ?2 AND action = ?3 "
-	                      "RETURNING sent_at, coalesce(email, '')");
+	s = ledger_stmt(st, STMT_LEDGER_RECONCILE, brand, token, action);
 	if (s == NULL)
 		return GC_ESTORE;
-	bind_key(s, brand, token, action);
-	sqlite3_bind_int64(s, 4, l->until_ms);
-	sqlite3_bind_text(s, 5, l->owner, -1, SQLITE_STATIC);
-	sqlite3_bind_int64(s, 6, now_ms);
-	if ((rc = sqlite3_step(s)) == SQLITE_ROW) {
+	store_bind_int(s, 4, l->until_ms);
+	store_bind_text(s, 5, l->owner);
+	store_bind_int(s, 6, now_ms);
+	if ((rc = store_row(st, s)) == SQLITE_ROW) {
 		view->sent_at = sqlite3_column_int64(s, 0);
 		snprintf(view->email, sizeof(view->email), "%s",
-		         (const char *)sqlite3_column_text(s, 1));
+		         store_col(s, 1));
 	}
-	sqlite3_finalize(s);
-	if (rc != SQLITE_ROW)
+	if (!store_end(st, s, rc, "ledger reconcile"))
 		return GC_ESTORE;
+	if (rc != SQLITE_ROW) {
+		log_warnx("store: ledger reconcile: the key's row is gone");
+		return GC_ESTORE;
+	}
 	*res = LEDGER_RECONCILE;
 	return GC_OK;
 }
@@ -195,21 +183,16 @@ ledger_insert(struct store *st, const char *brand, const char *token,
               const char *action, const char *event_id, const char *email,
               int64_t now_ms, const struct lease *l)
 {
-	sqlite3_stmt *s = store_prepare(
-	    st,
-	    "INSERT INTO yotpo_ledger(brand, token, action, state, "
-	    "event_id, reference, email, lease_until, lease_owner, "
-	    "updated_at) VALUES (?1, ?2, ?3, 'sending', ?4, ?2, ?5, ?6, ?7, "
-	    "?8)");
+	sqlite3_stmt *s;
 
-	if (s == NULL)
-		return GC_ESTORE;
-	bind_key(s, brand, token, action);
-	sqlite3_bind_text(s, 4, event_id, -1, SQLITE_STATIC);
-	sqlite3_bind_text(s, 5, email, -1, SQLITE_STATIC);
-	sqlite3_bind_int64(s, 6, l->until_ms);
-	sqlite3_bind_text(s, 7, l->owner, -1, SQLITE_STATIC);
-	sqlite3_bind_int64(s, 8, now_ms);
+	s = ledger_stmt(st, STMT_LEDGER_INSERT, brand, token, action);
+	if (s != NULL) {
+		store_bind_text(s, 4, event_id);
+		store_bind_text(s, 5, email);
+		store_bind_int(s, 6, l->until_ms);
+		store_bind_text(s, 7, l->owner);
+		store_bind_int(s, 8, now_ms);
+	}
 	return store_step(st, s, "ledger insert") ? GC_OK : GC_ESTORE;
 }
 
@@ -227,18 +210,13 @@ store_ledger_claim(struct store *st, const char *brand, const char *token,
 	memset(view, 0, sizeof(*view));
 	if (store_begin(st) != GC_OK)
 		return GC_ESTORE;
-	s = store_prepare(st, "SELECT state, event_id, lease_until FROM "
-	                      "yotpo_ledger WHERE brand = ? AND token = ? AND "
-	                      "action = ?");
-	if (s == NULL)
+	if ((s = ledger_stmt(st, STMT_LEDGER_GET, brand, token, action)) ==
+	    NULL)
 		goto fail;
-	bind_key(s, brand, token, action);
-	rc = sqlite3_step(s);
-	if (rc == SQLITE_ROW)
+	if ((rc = store_row(st, s)) == SQLITE_ROW)
 		err = ledger_existing(st, s, brand, token, action, now_ms, l,
 		                      res, view);
-	sqlite3_finalize(s);
-	if (rc != SQLITE_ROW && rc != SQLITE_DONE)
+	if (!store_end(st, s, rc, "ledger claim"))
 		goto fail;
 	if (rc == SQLITE_DONE) {
 		err = ledger_insert(st, brand, token, action, event_id, email,
@@ -255,7 +233,7 @@ store_ledger_claim(struct store *st, const char *brand, const char *token,
 	return GC_OK;
 fail:
 	store_rollback(st);
-	return store_fail(st, "ledger claim");
+	return GC_ESTORE;
 }
 
 /* Run a statement on a ledger row owner holds; GC_EEXISTS when none. */
@@ -273,19 +251,15 @@ store_ledger_set(struct store *st, const char *brand, const char *token,
                  const char *action, const char *owner, const char *state,
                  int64_t sent_at_ms)
 {
-	sqlite3_stmt *s = store_prepare(
-	    st,
-	    "UPDATE yotpo_ledger SET state = ?4, sent_at = ?5, "
-	    "lease_until = 0, lease_owner = NULL, updated_at = ?6 WHERE "
-	    "brand = ?1 AND token = ?2 AND action = ?3 AND lease_owner = ?7");
+	sqlite3_stmt *s;
 
-	if (s == NULL)
-		return GC_ESTORE;
-	bind_key(s, brand, token, action);
-	sqlite3_bind_text(s, 4, state, -1, SQLITE_STATIC);
-	sqlite3_bind_int64(s, 5, sent_at_ms);
-	sqlite3_bind_int64(s, 6, store_now_ms());
-	sqlite3_bind_text(s, 7, owner, -1, SQLITE_STATIC);
+	s = ledger_stmt(st, STMT_LEDGER_SET, brand, token, action);
+	if (s != NULL) {
+		store_bind_text(s, 4, state);
+		store_bind_int(s, 5, sent_at_ms);
+		store_bind_int(s, 6, store_now_ms());
+		store_bind_text(s, 7, owner);
+	}
 	return ledger_owned(st, s, "ledger set");
 }
 
@@ -295,19 +269,15 @@ store_ledger_sending(struct store *st, const char *brand, const char *token,
                      const char *action, const char *owner,
                      const char *event_id, const char *email, int64_t now_ms)
 {
-	sqlite3_stmt *s = store_prepare(
-	    st, "UPDATE yotpo_ledger SET state = 'sending', sent_at = NULL, "
-	        "event_id = ?5, email = ?6, updated_at = ?7 WHERE brand = ?1 "
-	        "AND token = ?2 AND action = ?3 AND lease_owner = ?4 AND "
-	        "state != 'done'");
+	sqlite3_stmt *s;
 
-	if (s == NULL)
-		return GC_ESTORE;
-	bind_key(s, brand, token, action);
-	sqlite3_bind_text(s, 4, owner, -1, SQLITE_STATIC);
-	sqlite3_bind_text(s, 5, event_id, -1, SQLITE_STATIC);
-	sqlite3_bind_text(s, 6, email, -1, SQLITE_STATIC);
-	sqlite3_bind_int64(s, 7, now_ms);
+	s = ledger_stmt(st, STMT_LEDGER_SENDING, brand, token, action);
+	if (s != NULL) {
+		store_bind_text(s, 4, owner);
+		store_bind_text(s, 5, event_id);
+		store_bind_text(s, 6, email);
+		store_bind_int(s, 7, now_ms);
+	}
 	return ledger_owned(st, s, "ledger sending");
 }
 
@@ -316,15 +286,11 @@ enum gc_err
 store_ledger_release(struct store *st, const char *brand, const char *token,
                      const char *action, const char *owner)
 {
-	sqlite3_stmt *s = store_prepare(st, "DELETE FROM yotpo_ledger WHERE "
-	                                    "brand = ? AND token = ? AND "
-	                                    "action = ? AND state != 'done' "
-	                                    "AND lease_owner = ?");
+	sqlite3_stmt *s;
 
-	if (s == NULL)
-		return GC_ESTORE;
-	bind_key(s, brand, token, action);
-	sqlite3_bind_text(s, 4, owner, -1, SQLITE_STATIC);
+	s = ledger_stmt(st, STMT_LEDGER_RELEASE, brand, token, action);
+	if (s != NULL)
+		store_bind_text(s, 4, owner);
 	return ledger_owned(st, s, "ledger release");
 }
 
@@ -335,21 +301,18 @@ store_throttle_slot(struct store *st, const char *brand, int max_rps,
 {
 	/* 10% margin: a call can leave a little after its slot. */
 	int64_t interval = 1100 / (max_rps > 0 ? max_rps : 1);
-	sqlite3_stmt *s = store_prepare(
-	    st, "INSERT INTO throttle(brand, next_ms) VALUES (?1, ?2 + ?3) "
-	        "ON CONFLICT(brand) DO UPDATE SET next_ms = "
-	        "max(next_ms, ?2) + ?3 RETURNING next_ms - ?3");
+	sqlite3_stmt *s;
 	int rc;
 
 	*slot_ms = now_ms;
-	if (s == NULL)
+	if ((s = store_stmt(st, STMT_THROTTLE)) == NULL)
 		return GC_ESTORE;
-	sqlite3_bind_text(s, 1, brand, -1, SQLITE_STATIC);
-	sqlite3_bind_int64(s, 2, now_ms);
-	sqlite3_bind_int64(s, 3, interval);
-	rc = sqlite3_step(s);
-	if (rc == SQLITE_ROW)
+	store_bind_text(s, 1, brand);
+	store_bind_int(s, 2, now_ms);
+	store_bind_int(s, 3, interval);
+	if ((rc = store_row(st, s)) == SQLITE_ROW)
 		*slot_ms = sqlite3_column_int64(s, 0);
-	sqlite3_finalize(s);
-	return rc == SQLITE_ROW ? GC_OK : store_fail(st, "throttle");
+	if (!store_end(st, s, rc, "throttle") || rc != SQLITE_ROW)
+		return GC_ESTORE;
+	return GC_OK;
 }

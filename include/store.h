@@ -277,4 +277,19 @@ enum gc_err store_ledger_release(struct store *st, const char *brand,
 enum gc_err store_throttle_slot(struct store *st, const char *brand,
                                 int max_rps, int64_t now_ms, int64_t *slot_ms);
 
+/* ---- statement and transaction counts (store_sql.c) ---- */
+
+/* Work done on one connection since store_open, for tests and metrics. */
+struct store_stats {
+	uint64_t prepares;    /* statements compiled: one per kind, once */
+	uint64_t runs;        /* statements run, BEGIN and COMMIT aside */
+	uint64_t steps;       /* their sqlite3_step calls: rows + 1 */
+	uint64_t begun;       /* transactions begun */
+	uint64_t committed;   /* transactions committed */
+	uint64_t rolled_back; /* transactions rolled back */
+};
+
+/* Copy the connection's counters into *out. */
+void store_stats(struct store *st, struct store_stats *out);
+
 #endif
