@@ -137,16 +137,6 @@ struct attempt {
 enum gc_err store_attempt_add(struct store *st, const struct attempt *a);
 
 /*
- * Lease to l the due deliveries (pending or retrying, next_at passed,
- * lease expired) of the one event due first, counting a run for each.
- * *event_id is that event (caller frees) and *claimed its destination
- * names (new reference); both NULL when nothing is due.
- */
-enum gc_err store_claim_due(struct store *st, int64_t now_ms,
-                            const struct lease *l, char **event_id,
-                            json_t **claimed);
-
-/*
  * The dispatcher's claim: lease the due deliveries (pending or retrying,
  * next_at passed, lease expired) of up to max_events events, earliest
  * first, counting a run for each, in one transaction.  Each event gets its
@@ -295,5 +285,20 @@ enum gc_err store_ledger_release(struct store *st, const char *brand,
 enum gc_err store_throttle_slot(struct store *st, const char *brand,
                                 int max_rps, int64_t now_ms, int64_t horizon_ms,
                                 int64_t *slot_ms, int *reserved);
+
+/* ---- statement and transaction counts (store_sql.c) ---- */
+
+/* Work done on one connection since store_open, for tests and metrics. */
+struct store_stats {
+	uint64_t prepares;    /* statements compiled: one per kind, once */
+	uint64_t runs;        /* statements run, BEGIN and COMMIT aside */
+	uint64_t steps;       /* their sqlite3_step calls: rows + 1 */
+	uint64_t begun;       /* transactions begun */
+	uint64_t committed;   /* transactions committed */
+	uint64_t rolled_back; /* transactions rolled back */
+};
+
+/* Copy the connection's counters into *out. */
+void store_stats(struct store *st, struct store_stats *out);
 
 #endif

@@ -113,34 +113,6 @@ store_fail(struct store *st, const char *what)
 }
 
 /* See store_priv.h. */
-sqlite3_stmt *
-store_prepare(struct store *st, const char *sql)
-{
-	sqlite3_stmt *stmt = NULL;
-
-	if (sqlite3_prepare_v2(st->db, sql, -1, &stmt, NULL) != SQLITE_OK) {
-		log_warnx("store: prepare: %s", sqlite3_errmsg(st->db));
-		sqlite3_finalize(stmt);
-		return NULL;
-	}
-	return stmt;
-}
-
-/* See store_priv.h. */
-int
-store_step(struct store *st, sqlite3_stmt *stmt, const char *what)
-{
-	int rc = stmt ? sqlite3_step(stmt) : SQLITE_ERROR;
-
-	sqlite3_finalize(stmt);
-	if (rc != SQLITE_DONE && rc != SQLITE_ROW) {
-		store_fail(st, what);
-		return 0;
-	}
-	return 1;
-}
-
-/* See store_priv.h. */
 enum gc_err
 store_exec(struct store *st, const char *sql)
 {
@@ -154,46 +126,15 @@ store_exec(struct store *st, const char *sql)
 	return GC_OK;
 }
 
-/* See store_priv.h. */
-char *
-store_col_text(sqlite3_stmt *stmt, int col)
-{
-	const unsigned char *t = sqlite3_column_text(stmt, col);
-
-	return t ? strdup((const char *)t) : NULL;
-}
-
-/* See store_priv.h. */
-enum gc_err
-store_begin(struct store *st)
-{
-	return store_exec(st, "BEGIN IMMEDIATE");
-}
-
-/* See store_priv.h. */
-enum gc_err
-store_commit(struct store *st)
-{
-	return store_exec(st, "COMMIT");
-}
-
-/* See store_priv.h. */
-void
-store_rollback(struct store *st)
-{
-	if (!sqlite3_get_autocommit(st->db))
-		sqlite3_exec(st->db, "ROLLBACK", NULL, NULL, NULL);
-}
-
 static int
 store_user_version(struct store *st)
 {
-	sqlite3_stmt *stmt = store_prepare(st, "PRAGMA user_version");
+	sqlite3_stmt *s = store_stmt(st, STMT_USER_VERSION);
 	int v = -1;
 
-	if (stmt != NULL && sqlite3_step(stmt) == SQLITE_ROW)
-		v = sqlite3_column_int(stmt, 0);
-	sqlite3_finalize(stmt);
+	if (s != NULL && store_row(st, s) == SQLITE_ROW)
+		v = sqlite3_column_int(s, 0);
+	store_stmt_done(s);
 	return v;
 }
 
@@ -226,8 +167,9 @@ store_migrate(struct store *st, char *why, size_t whysz)
 		goto fail;
 	return GC_OK;
 fail:
-	store_rollback(st);
+	/* Before the rollback replaces the error. */
 	snprintf(why, whysz, "migration failed: %s", sqlite3_errmsg(st->db));
+	store_rollback(st);
 	return GC_ESTORE;
 }
 
@@ -292,6 +234,7 @@ store_close(struct store *st)
 {
 	if (st == NULL)
 		return;
+	store_stmts_free(st);
 	sqlite3_close_v2(st->db);
 	free(st->path);
 	free(st);
@@ -343,38 +286,28 @@ enum gc_err
 store_brand_put(struct store *st, const char *slug, const char *doc,
                 int *created)
 {
-	sqlite3_stmt *stmt;
-	int64_t now = store_now_ms();
+	sqlite3_stmt *s;
 	int rc;
 
 	*created = 0;
 	if (store_begin(st) != GC_OK)
 		return GC_ESTORE;
-	stmt = store_prepare(st, "SELECT 1 FROM brands WHERE slug = ?");
-	if (stmt == NULL)
+	if ((s = store_stmt(st, STMT_BRAND_EXISTS)) == NULL)
 		goto fail;
-	sqlite3_bind_text(stmt, 1, slug, -1, SQLITE_STATIC);
-	rc = sqlite3_step(stmt);
-	sqlite3_finalize(stmt);
-	if (rc != SQLITE_ROW && rc != SQLITE_DONE)
+	store_bind_text(s, 1, slug);
+	rc = store_row(st, s);
+	if (!store_end(st, s, rc, "brand put"))
 		goto fail;
 	*created = rc == SQLITE_DONE;
-	stmt = store_prepare(st, "INSERT INTO brands(slug, doc, created_at, "
-	                         "updated_at) VALUES (?1, ?2, ?3, ?3) "
-	                         "ON CONFLICT(slug) DO UPDATE SET doc = ?2, "
-	                         "updated_at = ?3");
-	if (stmt == NULL)
+	if ((s = store_stmt(st, STMT_BRAND_PUT)) == NULL)
 		goto fail;
-	sqlite3_bind_text(stmt, 1, slug, -1, SQLITE_STATIC);
-	sqlite3_bind_text(stmt, 2, doc, -1, SQLITE_STATIC);
-	sqlite3_bind_int64(stmt, 3, now);
-	rc = sqlite3_step(stmt);
-	sqlite3_finalize(stmt);
-	if (rc != SQLITE_DONE || store_commit(st) != GC_OK)
+	store_bind_text(s, 1, slug);
+	store_bind_text(s, 2, doc);
+	store_bind_int(s, 3, store_now_ms());
+	if (!store_step(st, s, "brand put") || store_commit(st) != GC_OK)
 		goto fail;
 	return GC_OK;
 fail:
-	store_fail(st, "brand put");
 	store_rollback(st);
 	return GC_ESTORE;
 }
@@ -383,24 +316,22 @@ fail:
 enum gc_err
 store_brand_get(struct store *st, const char *slug, char **doc)
 {
-	sqlite3_stmt *stmt;
+	sqlite3_stmt *s;
 	enum gc_err err = GC_OK;
 	int rc;
 
 	*doc = NULL;
-	stmt = store_prepare(st, "SELECT doc FROM brands WHERE slug = ?");
-	if (stmt == NULL)
+	if ((s = store_stmt(st, STMT_BRAND_GET)) == NULL)
 		return GC_ESTORE;
-	sqlite3_bind_text(stmt, 1, slug, -1, SQLITE_STATIC);
-	rc = sqlite3_step(stmt);
+	store_bind_text(s, 1, slug);
+	rc = store_row(st, s);
 	if (rc == SQLITE_ROW) {
-		if ((*doc = store_col_text(stmt, 0)) == NULL)
+		if ((*doc = store_col_text(s, 0)) == NULL)
 			err = GC_ENOMEM;
 	} else if (rc == SQLITE_DONE)
 		err = GC_ENOTFOUND;
-	else
-		err = store_fail(st, "brand get");
-	sqlite3_finalize(stmt);
+	if (!store_end(st, s, rc, "brand get"))
+		err = GC_ESTORE;
 	return err;
 }
 
@@ -408,17 +339,13 @@ store_brand_get(struct store *st, const char *slug, char **doc)
 enum gc_err
 store_brand_delete(struct store *st, const char *slug)
 {
-	sqlite3_stmt *stmt;
-	int rc;
+	sqlite3_stmt *s;
 
-	stmt = store_prepare(st, "DELETE FROM brands WHERE slug = ?");
-	if (stmt == NULL)
+	if ((s = store_stmt(st, STMT_BRAND_DELETE)) == NULL)
 		return GC_ESTORE;
-	sqlite3_bind_text(stmt, 1, slug, -1, SQLITE_STATIC);
-	rc = sqlite3_step(stmt);
-	sqlite3_finalize(stmt);
-	if (rc != SQLITE_DONE)
-		return store_fail(st, "brand delete");
+	store_bind_text(s, 1, slug);
+	if (!store_step(st, s, "brand delete"))
+		return GC_ESTORE;
 	return sqlite3_changes(st->db) > 0 ? GC_OK : GC_ENOTFOUND;
 }
 
@@ -426,26 +353,22 @@ store_brand_delete(struct store *st, const char *slug)
 enum gc_err
 store_brand_list(struct store *st, json_t **docs)
 {
-	sqlite3_stmt *stmt;
+	sqlite3_stmt *s;
 	json_t *arr;
 	int rc;
 
 	*docs = NULL;
 	if ((arr = json_array()) == NULL)
 		return GC_ENOMEM;
-	stmt = store_prepare(st, "SELECT doc FROM brands ORDER BY slug");
-	if (stmt == NULL) {
+	if ((s = store_stmt(st, STMT_BRAND_LIST)) == NULL) {
 		json_decref(arr);
 		return GC_ESTORE;
 	}
-	while ((rc = sqlite3_step(stmt)) == SQLITE_ROW)
-		json_array_append_new(
-		    arr,
-		    json_string((const char *)sqlite3_column_text(stmt, 0)));
-	sqlite3_finalize(stmt);
-	if (rc != SQLITE_DONE) {
+	while ((rc = store_row(st, s)) == SQLITE_ROW)
+		json_array_append_new(arr, json_string(store_col(s, 0)));
+	if (!store_end(st, s, rc, "brand list")) {
 		json_decref(arr);
-		return store_fail(st, "brand list");
+		return GC_ESTORE;
 	}
 	*docs = arr;
 	return GC_OK;

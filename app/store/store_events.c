@@ -1,0 +1,607 @@
+/*
+ * The event ledger: events, their deliveries and every attempt.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <sqlite3.h>
+
+#include "jsonutil.h"
+#include "store.h"
+#include "store_priv.h"
+
+/* ISO 8601 UTC with milliseconds. */
+static json_t *
+iso_ms(int64_t ms)
+{
+	char out[32], ts[24];
+	time_t t = (time_t)(ms / 1000);
+	struct tm tm;
+
+	gmtime_r(&t, &tm);
+	strftime(ts, sizeof(ts), "%Y-%m-%dT%H:%M:%S", &tm);
+	snprintf(out, sizeof(out), "%s.%03dZ", ts, (int)(ms % 1000));
+	return json_string(out);
+}
+
+/* Recompute an event's status from its deliveries. */
+static int
+event_refresh(struct store *st, const char *id)
+{
+	sqlite3_stmt *s = store_stmt(st, STMT_EVENT_REFRESH);
+
+	if (s != NULL)
+		store_bind_text(s, 1, id);
+	return store_step(st, s, "event refresh");
+}
+
+/*
+ * The status event_refresh would give an event with these deliveries, so
+ * that intake need not run it.
+ */
+static const char *
+event_status_of(const struct delivery_init *d, size_t n)
+{
+	const char *status = "delivered";
+
+	for (size_t i = 0; i < n; i++) {
+		if (strcmp(d[i].status, "pending") == 0 ||
+		    strcmp(d[i].status, "retrying") == 0)
+			return "pending";
+		if (strcmp(d[i].status, "failed") == 0 ||
+		    strcmp(d[i].status, "dead") == 0)
+			status = "failed";
+	}
+	return status;
+}
+
+/* Insert one delivery of a new event (inside its transaction). */
+static int
+delivery_insert(struct store *st, const char *id, const struct delivery_init *d,
+                int64_t now, const struct lease *l)
+{
+	sqlite3_stmt *s = store_stmt(st, STMT_DELIVERY_INSERT);
+	int pending = strcmp(d->status, "pending") == 0;
+	int leased = pending && l->until_ms > 0; /* else the dispatcher's */
+
+	if (s == NULL)
+		return 0;
+	store_bind_text(s, 1, id);
+	store_bind_text(s, 2, d->destination);
+	store_bind_text(s, 3, d->status);
+	store_bind_text(s, 4, d->reason);
+	store_bind_int(s, 5, leased);
+	store_bind_pos(s, 6, pending ? now : 0);
+	store_bind_int(s, 7, leased ? l->until_ms : 0);
+	store_bind_int(s, 8, now);
+	store_bind_text(s, 9, leased ? l->owner : NULL);
+	return store_step(st, s, "delivery insert");
+}
+
+/* See store.h. */
+enum gc_err
+store_event_insert(struct store *st, const char *id, const char *brand,
+                   const char *kind, const char *body,
+                   const struct delivery_init *d, size_t n,
+                   const struct lease *l)
+{
+	int64_t now = store_now_ms();
+	sqlite3_stmt *s;
+
+	if (store_begin(st) != GC_OK)
+		return GC_ESTORE;
+	if ((s = store_stmt(st, STMT_EVENT_INSERT)) == NULL)
+		goto fail;
+	store_bind_text(s, 1, id);
+	store_bind_text(s, 2, brand);
+	store_bind_text(s, 3, kind);
+	store_bind_text(s, 4, body);
+	store_bind_int(s, 5, now);
+	store_bind_text(s, 6, event_status_of(d, n));
+	if (!store_step(st, s, "event insert"))
+		goto fail;
+	if (sqlite3_changes(st->db) == 0) {
+		store_rollback(st);
+		return GC_EEXISTS;
+	}
+	for (size_t i = 0; i < n; i++)
+		if (!delivery_insert(st, id, &d[i], now, l))
+			goto fail;
+	if (store_commit(st) != GC_OK)
+		goto fail;
+	return GC_OK;
+fail:
+	store_rollback(st);
+	return GC_ESTORE;
+}
+
+/* One delivery row as JSON; detail adds attempts/next time. */
+static json_t *
+delivery_json(sqlite3_stmt *s, int detail)
+{
+	json_t *d = json_object();
+	const char *reason = store_col(s, 2), *warning = store_col(s, 3);
+
+	json_object_set_new(d, "destination", json_string(store_col(s, 0)));
+	json_object_set_new(d, "status", json_string(store_col(s, 1)));
+	if (reason != NULL)
+		json_object_set_new(d, "reason", json_string(reason));
+	if (warning != NULL)
+		json_object_set_new(d, "warning", json_string(warning));
+	if (detail) {
+		json_object_set_new(d, "runs",
+		                    json_integer(sqlite3_column_int(s, 4)));
+		if (sqlite3_column_type(s, 5) != SQLITE_NULL &&
+		    !strcmp(store_col(s, 1), "retrying"))
+			json_object_set_new(d, "next_attempt_at",
+			                    iso_ms(sqlite3_column_int64(s, 5)));
+	}
+	return d;
+}
+
+/* Deliveries of an event as a JSON array; NULL on store failure. */
+static json_t *
+deliveries_of(struct store *st, const char *id, int detail)
+{
+	sqlite3_stmt *s = store_stmt(st, STMT_DELIVERIES_OF);
+	json_t *arr;
+	int rc;
+
+	if (s == NULL)
+		return NULL;
+	arr = json_array();
+	store_bind_text(s, 1, id);
+	while ((rc = store_row(st, s)) == SQLITE_ROW)
+		json_array_append_new(arr, delivery_json(s, detail));
+	if (!store_end(st, s, rc, "deliveries")) {
+		json_decref(arr);
+		return NULL;
+	}
+	return arr;
+}
+
+/* See store.h. */
+enum gc_err
+store_event_outcome(struct store *st, const char *id, json_t **out,
+                    int *final_ok)
+{
+	sqlite3_stmt *s;
+	json_t *dl;
+	char status[16] = "";
+	int rc;
+
+	*out = NULL;
+	if ((s = store_stmt(st, STMT_EVENT_STATUS)) == NULL)
+		return GC_ESTORE;
+	store_bind_text(s, 1, id);
+	if ((rc = store_row(st, s)) == SQLITE_ROW)
+		snprintf(status, sizeof(status), "%s", store_col(s, 0));
+	if (!store_end(st, s, rc, "event outcome"))
+		return GC_ESTORE;
+	if (rc == SQLITE_DONE)
+		return GC_ENOTFOUND;
+	if ((dl = deliveries_of(st, id, 1)) == NULL)
+		return GC_ESTORE;
+	*final_ok = strcmp(status, "delivered") == 0;
+	*out =
+	    json_pack("{s:s, s:s, s:o}", "id", id, "status",
+	              *final_ok ? "delivered" : "accepted", "deliveries", dl);
+	return *out ? GC_OK : GC_ENOMEM;
+}
+
+/* See store.h. */
+enum gc_err
+store_event_body(struct store *st, const char *id, char **brand, char **body,
+                 int64_t *received_ms)
+{
+	sqlite3_stmt *s;
+	int rc;
+
+	*brand = *body = NULL;
+	*received_ms = 0;
+	if ((s = store_stmt(st, STMT_EVENT_BODY)) == NULL)
+		return GC_ESTORE;
+	store_bind_text(s, 1, id);
+	if ((rc = store_row(st, s)) == SQLITE_ROW) {
+		*brand = store_col_text(s, 0);
+		*received_ms = sqlite3_column_int64(s, 1);
+		*body = store_col_text(s, 2);
+	}
+	if (!store_end(st, s, rc, "event body"))
+		return GC_ESTORE;
+	if (rc == SQLITE_DONE)
+		return GC_ENOTFOUND;
+	if (*brand == NULL || *body == NULL) {
+		free(*brand);
+		free(*body);
+		*brand = *body = NULL;
+		return GC_ENOTFOUND; /* purged */
+	}
+	return GC_OK;
+}
+
+/*
+ * Run the UPDATE s of one leased delivery (bound; NULL when it could not
+ * be had) inside the open transaction, refresh its event and commit.
+ */
+static enum gc_err
+delivery_update(struct store *st, sqlite3_stmt *s, const char *event_id,
+                const char *what)
+{
+	if (!store_step(st, s, what))
+		goto fail;
+	if (sqlite3_changes(st->db) == 0) {
+		store_rollback(st);
+		return GC_EEXISTS;
+	}
+	if (!event_refresh(st, event_id) || store_commit(st) != GC_OK)
+		goto fail;
+	return GC_OK;
+fail:
+	store_rollback(st);
+	return GC_ESTORE;
+}
+
+/* See store.h. */
+enum gc_err
+store_delivery_finish(struct store *st, const char *event_id, const char *dest,
+                      const char *owner, const char *status, const char *reason,
+                      const char *warning, int64_t next_at_ms)
+{
+	sqlite3_stmt *s;
+
+	if (store_begin(st) != GC_OK)
+		return GC_ESTORE;
+	if ((s = store_stmt(st, STMT_DELIVERY_FINISH)) != NULL) {
+		store_bind_text(s, 1, status);
+		store_bind_text(s, 2, reason);
+		store_bind_text(s, 3, warning);
+		store_bind_pos(s, 4, next_at_ms);
+		store_bind_int(s, 5, store_now_ms());
+		store_bind_text(s, 6, event_id);
+		store_bind_text(s, 7, dest);
+		store_bind_text(s, 8, owner);
+	}
+	return delivery_update(st, s, event_id, "delivery finish");
+}
+
+/* See store.h. */
+enum gc_err
+store_delivery_postpone(struct store *st, const char *event_id,
+                        const char *dest, const char *owner, const char *reason,
+                        int64_t next_at_ms)
+{
+	sqlite3_stmt *s;
+
+	if (store_begin(st) != GC_OK)
+		return GC_ESTORE;
+	if ((s = store_stmt(st, STMT_DELIVERY_POSTPONE)) != NULL) {
+		store_bind_text(s, 1, reason);
+		store_bind_int(s, 2, next_at_ms);
+		store_bind_int(s, 3, store_now_ms());
+		store_bind_text(s, 4, event_id);
+		store_bind_text(s, 5, dest);
+		store_bind_text(s, 6, owner);
+	}
+	return delivery_update(st, s, event_id, "delivery postpone");
+}
+
+/* See store.h. */
+enum gc_err
+store_delivery_attempts(struct store *st, const char *event_id,
+                        const char *dest, int *runs)
+{
+	sqlite3_stmt *s;
+	int rc;
+
+	*runs = 0;
+	if ((s = store_stmt(st, STMT_DELIVERY_RUNS)) == NULL)
+		return GC_ESTORE;
+	store_bind_text(s, 1, event_id);
+	store_bind_text(s, 2, dest);
+	if ((rc = store_row(st, s)) == SQLITE_ROW)
+		*runs = sqlite3_column_int(s, 0);
+	if (!store_end(st, s, rc, "delivery runs"))
+		return GC_ESTORE;
+	return rc == SQLITE_ROW ? GC_OK : GC_ENOTFOUND;
+}
+
+/* See store.h. */
+enum gc_err
+store_attempt_add(struct store *st, const struct attempt *a)
+{
+	sqlite3_stmt *s;
+
+	if ((s = store_stmt(st, STMT_ATTEMPT_ADD)) == NULL)
+		return GC_ESTORE;
+	store_bind_text(s, 1, a->event_id);
+	store_bind_text(s, 2, a->destination);
+	store_bind_int(s, 3, store_now_ms());
+	store_bind_text(s, 4, a->step);
+	store_bind_text(s, 5, a->outcome);
+	store_bind_pos(s, 6, a->http_status);
+	store_bind_text(s, 7, a->reply_code);
+	store_bind_text(s, 8, a->excerpt);
+	store_bind_int(s, 9, a->latency_ms);
+	return store_step(st, s, "attempt add") ? GC_OK : GC_ESTORE;
+}
+
+/*
+ * Step s to its end, collecting text column col of each row into *out (a
+ * new array) and, when first is not NULL, a copy of the first row's
+ * column 0 into *first (caller frees).  Returns 1, or 0 (logged, *out
+ * NULL).
+ */
+static int
+store_collect(struct store *st, sqlite3_stmt *s, int col, json_t **out,
+              char **first, const char *what)
+{
+	json_t *arr = json_array();
+	int rc;
+
+	while ((rc = store_row(st, s)) == SQLITE_ROW) {
+		if (first != NULL && *first == NULL)
+			*first = store_col_text(s, 0);
+		json_array_append_new(arr, json_string(store_col(s, col)));
+	}
+	if (!store_end(st, s, rc, what)) {
+		json_decref(arr);
+		arr = NULL;
+	}
+	*out = arr;
+	return arr != NULL;
+}
+
+/* Whether event id exists: 1 yes, 0 no, -1 store failure (logged). */
+static int
+event_exists(struct store *st, const char *id)
+{
+	sqlite3_stmt *s;
+	int rc;
+
+	if ((s = store_stmt(st, STMT_EVENT_EXISTS)) == NULL)
+		return -1;
+	store_bind_text(s, 1, id);
+	rc = store_row(st, s);
+	if (!store_end(st, s, rc, "event exists"))
+		return -1;
+	return rc == SQLITE_ROW;
+}
+
+/* See store.h. */
+enum gc_err
+store_event_take(struct store *st, const char *event_id, int64_t now_ms,
+                 const struct lease *l, json_t **taken)
+{
+	sqlite3_stmt *s;
+	json_t *arr = NULL;
+	int exists;
+
+	*taken = NULL;
+	if (store_begin(st) != GC_OK)
+		return GC_ESTORE;
+	if ((exists = event_exists(st, event_id)) < 0)
+		goto fail;
+	if (exists == 0) {
+		store_rollback(st);
+		return GC_ENOTFOUND;
+	}
+	if ((s = store_stmt(st, STMT_EVENT_TAKE)) == NULL)
+		goto fail;
+	store_bind_int(s, 1, now_ms);
+	store_bind_int(s, 2, l->until_ms);
+	store_bind_text(s, 3, event_id);
+	store_bind_text(s, 4, l->owner);
+	if (!store_collect(st, s, 0, &arr, NULL, "event take") ||
+	    !event_refresh(st, event_id) || store_commit(st) != GC_OK)
+		goto fail;
+	*taken = arr;
+	return GC_OK;
+fail:
+	store_rollback(st);
+	json_decref(arr);
+	return GC_ESTORE;
+}
+
+/* See store.h. */
+enum gc_err
+store_brand_requeue(struct store *st, const char *brand, int64_t since_ms,
+                    int64_t until_ms, int *count)
+{
+	sqlite3_stmt *s;
+	json_t *ids = NULL, *v;
+	size_t i;
+
+	*count = 0;
+	if (store_begin(st) != GC_OK)
+		return GC_ESTORE;
+	if ((s = store_stmt(st, STMT_BRAND_REQUEUE)) == NULL)
+		goto fail;
+	store_bind_int(s, 1, store_now_ms());
+	store_bind_text(s, 2, brand);
+	store_bind_int(s, 3, since_ms);
+	store_bind_int(s, 4, until_ms);
+	if (!store_collect(st, s, 0, &ids, NULL, "brand requeue"))
+		goto fail;
+	for (i = 0; i < json_array_size(ids); i++) {
+		v = json_array_get(ids, i);
+		if (!event_refresh(st, json_string_value(v)))
+			goto fail;
+	}
+	if (store_commit(st) != GC_OK)
+		goto fail;
+	*count = (int)json_array_size(ids);
+	json_decref(ids);
+	return GC_OK;
+fail:
+	store_rollback(st);
+	json_decref(ids);
+	return GC_ESTORE;
+}
+
+/* See store.h. */
+enum gc_err
+store_outbox_depth(struct store *st, long *n)
+{
+	sqlite3_stmt *s;
+	int rc;
+
+	*n = 0;
+	if ((s = store_stmt(st, STMT_OUTBOX_DEPTH)) == NULL)
+		return GC_ESTORE;
+	if ((rc = store_row(st, s)) == SQLITE_ROW)
+		*n = (long)sqlite3_column_int64(s, 0);
+	return store_end(st, s, rc, "outbox depth") ? GC_OK : GC_ESTORE;
+}
+
+static json_t *
+event_row_json(struct store *st, sqlite3_stmt *s)
+{
+	const char *id = store_col(s, 0);
+	json_t *e = json_object();
+
+	json_object_set_new(e, "id", json_string(id));
+	json_object_set_new(e, "brand", json_string(store_col(s, 1)));
+	json_object_set_new(e, "kind", json_string(store_col(s, 2)));
+	json_object_set_new(e, "status", json_string(store_col(s, 3)));
+	json_object_set_new(e, "received_at",
+	                    iso_ms(sqlite3_column_int64(s, 4)));
+	json_object_set_new(e, "deliveries", deliveries_of(st, id, 0));
+	return e;
+}
+
+/* See store.h. */
+enum gc_err
+store_events_list(struct store *st, const struct event_filter *f, json_t **out)
+{
+	sqlite3_stmt *s;
+	json_t *arr;
+	int64_t last = 0;
+	int rc, n = 0;
+	char cursor[32];
+
+	*out = NULL;
+	if ((s = store_stmt(st, STMT_EVENTS_LIST)) == NULL)
+		return GC_ESTORE;
+	store_bind_text(s, 1, f->brand);
+	store_bind_text(s, 2, f->status);
+	store_bind_int(s, 3, f->since_ms);
+	if (f->cursor != NULL)
+		store_bind_int(s, 4, strtoll(f->cursor, NULL, 10));
+	else
+		sqlite3_bind_null(s, 4);
+	store_bind_int(s, 5, f->limit);
+	arr = json_array();
+	while ((rc = store_row(st, s)) == SQLITE_ROW) {
+		json_array_append_new(arr, event_row_json(st, s));
+		last = sqlite3_column_int64(s, 5);
+		n++;
+	}
+	if (!store_end(st, s, rc, "events list")) {
+		json_decref(arr);
+		return GC_ESTORE;
+	}
+	snprintf(cursor, sizeof(cursor), "%lld", (long long)last);
+	*out = json_pack("{s:o, s:o}", "events", arr, "next_cursor",
+	                 n == f->limit ? json_string(cursor) : json_null());
+	return GC_OK;
+}
+
+/* One attempt row as JSON. */
+static json_t *
+attempt_json(sqlite3_stmt *s)
+{
+	json_t *a = json_object();
+
+	json_object_set_new(a, "destination", json_string(store_col(s, 0)));
+	json_object_set_new(a, "at", iso_ms(sqlite3_column_int64(s, 1)));
+	json_object_set_new(a, "step", json_string(store_col(s, 2)));
+	json_object_set_new(a, "outcome", json_string(store_col(s, 3)));
+	if (sqlite3_column_type(s, 4) != SQLITE_NULL)
+		json_object_set_new(a, "http_status",
+		                    json_integer(sqlite3_column_int(s, 4)));
+	if (sqlite3_column_type(s, 5) != SQLITE_NULL)
+		json_object_set_new(a, "reply_code",
+		                    json_string(store_col(s, 5)));
+	if (sqlite3_column_type(s, 6) != SQLITE_NULL)
+		json_object_set_new(a, "excerpt", json_string(store_col(s, 6)));
+	json_object_set_new(a, "latency_ms",
+	                    json_integer(sqlite3_column_int64(s, 7)));
+	return a;
+}
+
+static json_t *
+attempts_of(struct store *st, const char *id)
+{
+	sqlite3_stmt *s = store_stmt(st, STMT_ATTEMPTS_OF);
+	json_t *arr = json_array();
+	int rc;
+
+	if (s == NULL)
+		return arr;
+	store_bind_text(s, 1, id);
+	while ((rc = store_row(st, s)) == SQLITE_ROW)
+		json_array_append_new(arr, attempt_json(s));
+	store_end(st, s, rc, "attempts");
+	return arr;
+}
+
+/* See store.h. */
+enum gc_err
+store_event_detail(struct store *st, const char *id, json_t **out)
+{
+	sqlite3_stmt *s;
+	json_t *e = NULL, *body;
+	int rc;
+
+	*out = NULL;
+	if ((s = store_stmt(st, STMT_EVENT_DETAIL)) == NULL)
+		return GC_ESTORE;
+	store_bind_text(s, 1, id);
+	if ((rc = store_row(st, s)) == SQLITE_ROW) {
+		e = event_row_json(st, s);
+		json_object_set_new(e, "deliveries", deliveries_of(st, id, 1));
+		body = sqlite3_column_type(s, 5) == SQLITE_NULL
+		           ? json_null()
+		           : json_loads(store_col(s, 5), 0, NULL);
+		json_object_set_new(e, "event", body ? body : json_null());
+		json_object_set_new(e, "attempts", attempts_of(st, id));
+	}
+	if (!store_end(st, s, rc, "event detail")) {
+		json_decref(e);
+		return GC_ESTORE;
+	}
+	if (rc == SQLITE_DONE)
+		return GC_ENOTFOUND;
+	*out = e;
+	return GC_OK;
+}
+
+/* See store.h. */
+enum gc_err
+store_purge_bodies(struct store *st, int64_t before_ms, int *count)
+{
+	sqlite3_stmt *s;
+
+	*count = 0;
+	if (store_begin(st) != GC_OK)
+		return GC_ESTORE;
+	if ((s = store_stmt(st, STMT_PURGE_EXCERPTS)) != NULL)
+		store_bind_int(s, 1, before_ms);
+	if (!store_step(st, s, "purge excerpts"))
+		goto fail;
+	if ((s = store_stmt(st, STMT_PURGE_BODIES)) != NULL)
+		store_bind_int(s, 1, before_ms);
+	if (!store_step(st, s, "purge bodies"))
+		goto fail;
+	*count = sqlite3_changes(st->db);
+	if (store_commit(st) != GC_OK)
+		goto fail;
+	return GC_OK;
+fail:
+	store_rollback(st);
+	*count = 0;
+	return GC_ESTORE;
+}

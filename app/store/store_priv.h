@@ -1,0 +1,131 @@
+/*
+ * Internals shared by the store_*.c files.  Nothing outside the store
+ * includes this header.
+ */
+#ifndef GC_STORE_PRIV_H
+#define GC_STORE_PRIV_H
+
+#include <sys/types.h>
+
+#include <stdint.h>
+
+#include <sqlite3.h>
+
+#include "store.h"
+
+/*
+ * Every statement the store runs, by name; the SQL is in stmts[]
+ * (store_sql.c).  Each is prepared on first use and kept until
+ * store_close.
+ */
+enum stmt {
+	STMT_BEGIN,
+	STMT_COMMIT,
+	STMT_ROLLBACK,
+	STMT_USER_VERSION,
+	/* brands (store.c) */
+	STMT_BRAND_EXISTS,
+	STMT_BRAND_PUT,
+	STMT_BRAND_GET,
+	STMT_BRAND_DELETE,
+	STMT_BRAND_LIST,
+	/* events, deliveries, attempts (store_events.c, store_queue.c) */
+	STMT_EVENT_INSERT,
+	STMT_DELIVERY_INSERT,
+	STMT_EVENT_REFRESH,
+	STMT_EVENT_STATUS,
+	STMT_EVENT_BODY,
+	STMT_EVENT_EXISTS,
+	STMT_EVENT_DETAIL,
+	STMT_EVENTS_LIST,
+	STMT_DELIVERIES_OF,
+	STMT_DELIVERY_FINISH,
+	STMT_DELIVERY_POSTPONE,
+	STMT_DELIVERY_RUNS,
+	STMT_ATTEMPT_ADD,
+	STMT_ATTEMPTS_OF,
+	STMT_CLAIM_SELECT,
+	STMT_CLAIM_ONE,
+	STMT_OLDEST_DUE,
+	STMT_EVENT_TAKE,
+	STMT_BRAND_REQUEUE,
+	STMT_OUTBOX_DEPTH,
+	STMT_PURGE_EXCERPTS,
+	STMT_PURGE_BODIES,
+	/* remote API state (store_remote.c) */
+	STMT_EM_ID_GET,
+	STMT_EM_ID_PUT,
+	STMT_EM_ID_FORGET,
+	STMT_EM_TOKEN_GET,
+	STMT_EM_TOKEN_PUT,
+	STMT_EM_TOKEN_FORGET,
+	STMT_LEDGER_GET,
+	STMT_LEDGER_RECONCILE,
+	STMT_LEDGER_INSERT,
+	STMT_LEDGER_SET,
+	STMT_LEDGER_SENDING,
+	STMT_LEDGER_RELEASE,
+	STMT_THROTTLE,
+	STMT_THROTTLE_PEEK,
+	STMT__MAX
+};
+
+struct store {
+	sqlite3 *db;
+	char *path;
+	dev_t dev; /* identity of the file opened, for store_ping */
+	ino_t ino;
+	sqlite3_stmt *stmt[STMT__MAX]; /* prepared on first use */
+	struct store_stats stats;
+};
+
+/*
+ * Log the SQLite error for what; returns GC_ESTORE.  Call it before any
+ * rollback: that replaces the error.  Failed statements and transaction
+ * commands log themselves, so a rollback after them needs no store_fail.
+ */
+enum gc_err store_fail(struct store *st, const char *what);
+/* Run SQL text once (startup, migrations, housekeeping); logged. */
+enum gc_err store_exec(struct store *st, const char *sql);
+
+/*
+ * The cached statement id, reset with no bindings, prepared on first use
+ * (store_sql.c).  Borrowed: give it back with store_stmt_done.  NULL
+ * when it cannot be prepared (logged).
+ */
+sqlite3_stmt *store_stmt(struct store *st, enum stmt id);
+/* Reset s and clear its bindings (s may be NULL). */
+void store_stmt_done(sqlite3_stmt *s);
+/* Free every cached statement (store_close). */
+void store_stmts_free(struct store *st);
+/* sqlite3_step, counted: SQLITE_ROW, SQLITE_DONE or an error. */
+int store_row(struct store *st, sqlite3_stmt *s);
+/*
+ * Give s back after its last step returned rc.  Returns 1 when rc is
+ * SQLITE_ROW or SQLITE_DONE, else logs what with the step's error (before
+ * the reset or a rollback can replace it) and returns 0.
+ */
+int store_end(struct store *st, sqlite3_stmt *s, int rc, const char *what);
+/*
+ * Step s once and give it back (s may be NULL: a failed store_stmt).
+ * Returns 1 on SQLITE_DONE or SQLITE_ROW, else logs what and returns 0.
+ */
+int store_step(struct store *st, sqlite3_stmt *s, const char *what);
+
+/* Bind text (NULL binds NULL), or an integer; borrowed until done. */
+void store_bind_text(sqlite3_stmt *s, int i, const char *v);
+void store_bind_int(sqlite3_stmt *s, int i, int64_t v);
+/* Bind v, or NULL when v <= 0. */
+void store_bind_pos(sqlite3_stmt *s, int i, int64_t v);
+
+/* Copy of a text column (caller frees), NULL when NULL. */
+char *store_col_text(sqlite3_stmt *stmt, int col);
+/* Text column, borrowed until the next step or done. */
+const char *store_col(sqlite3_stmt *stmt, int col);
+
+/* BEGIN IMMEDIATE / COMMIT / ROLLBACK (rollback only when open). */
+enum gc_err store_begin(struct store *st);
+enum gc_err store_commit(struct store *st);
+void store_rollback(struct store *st);
+
+#endif

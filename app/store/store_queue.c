@@ -1,0 +1,163 @@
+/*
+ * The dispatcher's queue: claiming due deliveries in batches, and how
+ * long the oldest due one has waited.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <sqlite3.h>
+
+#include "jsonutil.h"
+#include "store.h"
+#include "store_priv.h"
+
+/* The claimed event for id in arr, added (with its own owner) if new. */
+static json_t *
+claim_event(json_t *arr, const char *id, const struct lease *l)
+{
+	char owner[sizeof(l->owner) + 16];
+	json_t *c;
+	size_t i;
+
+	json_array_foreach(arr, i, c)
+	{
+		if (strcmp(jsonutil_str(c, "id"), id) == 0)
+			return c;
+	}
+	/* One owner per event: two runs must never share a Yotpo claim. */
+	snprintf(owner, sizeof(owner), "%s.%zu", l->owner, i);
+	c = json_pack("{s:s, s:s, s:[]}", "id", id, "owner", owner,
+	              "destinations");
+	if (c == NULL || json_array_append_new(arr, c) != 0)
+		return NULL;
+	return c;
+}
+
+/* Lease one due delivery to owner: 1 when taken, 0 when gone, -1 error. */
+static int
+claim_one(struct store *st, const char *id, const char *dest, const char *owner,
+          int64_t now_ms, int64_t until_ms)
+{
+	sqlite3_stmt *u = store_stmt(st, STMT_CLAIM_ONE);
+
+	if (u == NULL)
+		return -1;
+	store_bind_int(u, 1, until_ms);
+	store_bind_text(u, 2, owner);
+	store_bind_int(u, 3, now_ms);
+	store_bind_text(u, 4, id);
+	store_bind_text(u, 5, dest);
+	if (!store_step(st, u, "claim one"))
+		return -1;
+	return sqlite3_changes(st->db) > 0;
+}
+
+/*
+ * The due deliveries, earliest first, as [[event id, destination], ...]
+ * for up to max_events events (new reference); NULL on failure.
+ */
+static json_t *
+claim_due_rows(struct store *st, int64_t now_ms, int max_events)
+{
+	sqlite3_stmt *q = store_stmt(st, STMT_CLAIM_SELECT);
+	json_t *rows = json_array();
+	int rc = SQLITE_ERROR;
+
+	if (q == NULL || rows == NULL) {
+		json_decref(rows);
+		return NULL;
+	}
+	store_bind_int(q, 1, now_ms);
+	store_bind_int(q, 2, (int64_t)max_events * 2);
+	while ((rc = store_row(st, q)) == SQLITE_ROW)
+		json_array_append_new(rows, json_pack("[s, s]", store_col(q, 0),
+		                                      store_col(q, 1)));
+	if (!store_end(st, q, rc, "claim select")) {
+		json_decref(rows);
+		return NULL;
+	}
+	return rows;
+}
+
+/* Lease the rows to one owner per event, at most max_events events. */
+static enum gc_err
+claim_rows(struct store *st, json_t *rows, int64_t now_ms,
+           const struct lease *l, int max_events, json_t *arr)
+{
+	json_t *row, *c;
+	size_t i;
+	int got;
+
+	json_array_foreach(rows, i, row)
+	{
+		const char *id = json_string_value(json_array_get(row, 0));
+		const char *dest = json_string_value(json_array_get(row, 1));
+		if (id == NULL || dest == NULL)
+			continue;
+		if ((c = claim_event(arr, id, l)) == NULL)
+			return GC_ENOMEM;
+		if ((int)json_array_size(arr) > max_events) {
+			json_array_remove(arr, json_array_size(arr) - 1);
+			break;
+		}
+		got = claim_one(st, id, dest, jsonutil_str(c, "owner"), now_ms,
+		                l->until_ms);
+		if (got < 0)
+			return GC_ESTORE;
+		if (got)
+			json_array_append_new(
+			    json_object_get(c, "destinations"),
+			    json_string(dest));
+	}
+	return GC_OK;
+}
+
+/* See store.h. */
+enum gc_err
+store_claim_batch(struct store *st, int64_t now_ms, const struct lease *l,
+                  int max_events, json_t **claimed)
+{
+	json_t *arr = json_array(), *rows = NULL;
+	enum gc_err err = GC_ESTORE;
+
+	*claimed = NULL;
+	if (arr == NULL || store_begin(st) != GC_OK) {
+		json_decref(arr);
+		return arr == NULL ? GC_ENOMEM : GC_ESTORE;
+	}
+	if ((rows = claim_due_rows(st, now_ms, max_events)) != NULL)
+		err = claim_rows(st, rows, now_ms, l, max_events, arr);
+	json_decref(rows);
+	if (err != GC_OK || store_commit(st) != GC_OK) {
+		store_rollback(st);
+		json_decref(arr);
+		return err == GC_OK ? GC_ESTORE : err;
+	}
+	/* Events whose every delivery was taken meanwhile: drop them. */
+	for (size_t i = json_array_size(arr); i-- > 0;)
+		if (json_array_size(json_object_get(json_array_get(arr, i),
+		                                    "destinations")) == 0)
+			json_array_remove(arr, i);
+	*claimed = arr;
+	return GC_OK;
+}
+
+/* See store.h. */
+enum gc_err
+store_oldest_due(struct store *st, int64_t now_ms, int64_t *age_ms)
+{
+	sqlite3_stmt *s = store_stmt(st, STMT_OLDEST_DUE);
+	int rc;
+
+	*age_ms = 0;
+	if (s == NULL)
+		return GC_ESTORE;
+	store_bind_int(s, 1, now_ms);
+	if ((rc = store_row(st, s)) == SQLITE_ROW &&
+	    sqlite3_column_type(s, 0) != SQLITE_NULL)
+		*age_ms = now_ms - sqlite3_column_int64(s, 0);
+	if (!store_end(st, s, rc, "oldest due"))
+		return GC_ESTORE;
+	return GC_OK;
+}

@@ -1,0 +1,333 @@
+/*
+ * State kept for the remote APIs: Emarsys id and token caches, the Yotpo
+ * award ledger and the per-brand Yotpo throttle.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <sqlite3.h>
+
+#include "log.h"
+#include "store.h"
+#include "store_priv.h"
+
+/* See store.h. */
+enum gc_err
+store_em_id_get(struct store *st, const char *scope, const char *kind,
+                const char *name, char out[32])
+{
+	sqlite3_stmt *s;
+	int rc;
+
+	out[0] = '\0';
+	if ((s = store_stmt(st, STMT_EM_ID_GET)) == NULL)
+		return GC_ESTORE;
+	store_bind_text(s, 1, scope);
+	store_bind_text(s, 2, kind);
+	store_bind_text(s, 3, name);
+	if ((rc = store_row(st, s)) == SQLITE_ROW)
+		snprintf(out, 32, "%s", store_col(s, 0));
+	if (!store_end(st, s, rc, "emarsys id"))
+		return GC_ESTORE;
+	return rc == SQLITE_ROW ? GC_OK : GC_ENOTFOUND;
+}
+
+/* See store.h. */
+enum gc_err
+store_em_id_put(struct store *st, const char *scope, const char *kind,
+                const char *name, const char *id)
+{
+	sqlite3_stmt *s;
+
+	if ((s = store_stmt(st, STMT_EM_ID_PUT)) != NULL) {
+		store_bind_text(s, 1, scope);
+		store_bind_text(s, 2, kind);
+		store_bind_text(s, 3, name);
+		store_bind_text(s, 4, id);
+		store_bind_int(s, 5, store_now_ms());
+	}
+	return store_step(st, s, "emarsys id put") ? GC_OK : GC_ESTORE;
+}
+
+/* See store.h. */
+enum gc_err
+store_em_id_forget(struct store *st, const char *scope, const char *kind)
+{
+	sqlite3_stmt *s;
+
+	if ((s = store_stmt(st, STMT_EM_ID_FORGET)) != NULL) {
+		store_bind_text(s, 1, scope);
+		store_bind_text(s, 2, kind);
+	}
+	return store_step(st, s, "emarsys id forget") ? GC_OK : GC_ESTORE;
+}
+
+/* See store.h. */
+enum gc_err
+store_em_token_get(struct store *st, const char *brand, const char *client_id,
+                   char **sealed, int64_t *expires_ms)
+{
+	sqlite3_stmt *s;
+	int rc;
+
+	*sealed = NULL;
+	*expires_ms = 0;
+	if ((s = store_stmt(st, STMT_EM_TOKEN_GET)) == NULL)
+		return GC_ESTORE;
+	store_bind_text(s, 1, brand);
+	store_bind_text(s, 2, client_id);
+	if ((rc = store_row(st, s)) == SQLITE_ROW) {
+		*sealed = store_col_text(s, 0);
+		*expires_ms = sqlite3_column_int64(s, 1);
+	}
+	if (!store_end(st, s, rc, "emarsys token"))
+		return GC_ESTORE;
+	return rc == SQLITE_ROW ? GC_OK : GC_ENOTFOUND;
+}
+
+/* See store.h. */
+enum gc_err
+store_em_token_put(struct store *st, const char *brand, const char *client_id,
+                   const char *sealed, int64_t expires_ms)
+{
+	sqlite3_stmt *s;
+
+	if ((s = store_stmt(st, STMT_EM_TOKEN_PUT)) != NULL) {
+		store_bind_text(s, 1, brand);
+		store_bind_text(s, 2, client_id);
+		store_bind_text(s, 3, sealed);
+		store_bind_int(s, 4, expires_ms);
+	}
+	return store_step(st, s, "emarsys token put") ? GC_OK : GC_ESTORE;
+}
+
+/* See store.h. */
+enum gc_err
+store_em_token_forget(struct store *st, const char *brand, const char *sealed)
+{
+	sqlite3_stmt *s;
+
+	if ((s = store_stmt(st, STMT_EM_TOKEN_FORGET)) != NULL) {
+		store_bind_text(s, 1, brand);
+		store_bind_text(s, 2, sealed);
+	}
+	return store_step(st, s, "emarsys token forget") ? GC_OK : GC_ESTORE;
+}
+
+/* The ledger statement id with the award key bound to ?1..?3. */
+static sqlite3_stmt *
+ledger_stmt(struct store *st, enum stmt id, const char *brand,
+            const char *token, const char *action)
+{
+	sqlite3_stmt *s = store_stmt(st, id);
+
+	if (s != NULL) {
+		store_bind_text(s, 1, brand);
+		store_bind_text(s, 2, token);
+		store_bind_text(s, 3, action);
+	}
+	return s;
+}
+
+/* Decide a claim on an existing row (inside the transaction). */
+static enum gc_err
+ledger_existing(struct store *st, sqlite3_stmt *row, const char *brand,
+                const char *token, const char *action, int64_t now_ms,
+                const struct lease *l, enum ledger_claim *res,
+                struct ledger_view *view)
+{
+	const char *state = store_col(row, 0);
+	sqlite3_stmt *s;
+	int rc;
+
+	snprintf(view->event_id, sizeof(view->event_id), "%s",
+	         store_col(row, 1));
+	view->lease_until = sqlite3_column_int64(row, 2);
+	if (strcmp(state, "done") == 0) {
+		*res = LEDGER_DONE;
+		return GC_OK;
+	}
+	if (view->lease_until >= now_ms) {
+		*res = LEDGER_BUSY;
+		return GC_OK;
+	}
+	/*
+	 * "unknown", or "sending" whose run died mid-call: the award may
+	 * have happened.  Take the lease to reconcile; an expired "sending"
+	 * counts as started when it was last claimed or re-sent.
+	 */
+	s = ledger_stmt(st, STMT_LEDGER_RECONCILE, brand, token, action);
+	if (s == NULL)
+		return GC_ESTORE;
+	store_bind_int(s, 4, l->until_ms);
+	store_bind_text(s, 5, l->owner);
+	store_bind_int(s, 6, now_ms);
+	if ((rc = store_row(st, s)) == SQLITE_ROW) {
+		view->sent_at = sqlite3_column_int64(s, 0);
+		snprintf(view->email, sizeof(view->email), "%s",
+		         store_col(s, 1));
+	}
+	if (!store_end(st, s, rc, "ledger reconcile"))
+		return GC_ESTORE;
+	if (rc != SQLITE_ROW) {
+		log_warnx("store: ledger reconcile: the key's row is gone");
+		return GC_ESTORE;
+	}
+	*res = LEDGER_RECONCILE;
+	return GC_OK;
+}
+
+static enum gc_err
+ledger_insert(struct store *st, const char *brand, const char *token,
+              const char *action, const char *event_id, const char *email,
+              int64_t now_ms, const struct lease *l)
+{
+	sqlite3_stmt *s;
+
+	s = ledger_stmt(st, STMT_LEDGER_INSERT, brand, token, action);
+	if (s != NULL) {
+		store_bind_text(s, 4, event_id);
+		store_bind_text(s, 5, email);
+		store_bind_int(s, 6, l->until_ms);
+		store_bind_text(s, 7, l->owner);
+		store_bind_int(s, 8, now_ms);
+	}
+	return store_step(st, s, "ledger insert") ? GC_OK : GC_ESTORE;
+}
+
+/* See store.h. */
+enum gc_err
+store_ledger_claim(struct store *st, const char *brand, const char *token,
+                   const char *action, const char *event_id, const char *email,
+                   int64_t now_ms, const struct lease *l,
+                   enum ledger_claim *res, struct ledger_view *view)
+{
+	sqlite3_stmt *s;
+	enum gc_err err = GC_OK;
+	int rc;
+
+	memset(view, 0, sizeof(*view));
+	if (store_begin(st) != GC_OK)
+		return GC_ESTORE;
+	if ((s = ledger_stmt(st, STMT_LEDGER_GET, brand, token, action)) ==
+	    NULL)
+		goto fail;
+	if ((rc = store_row(st, s)) == SQLITE_ROW)
+		err = ledger_existing(st, s, brand, token, action, now_ms, l,
+		                      res, view);
+	if (!store_end(st, s, rc, "ledger claim"))
+		goto fail;
+	if (rc == SQLITE_DONE) {
+		err = ledger_insert(st, brand, token, action, event_id, email,
+		                    now_ms, l);
+		*res = LEDGER_CLAIMED;
+		snprintf(view->event_id, sizeof(view->event_id), "%s",
+		         event_id);
+		snprintf(view->email, sizeof(view->email), "%s", email);
+	}
+	if (err != GC_OK || store_commit(st) != GC_OK)
+		goto fail;
+	if (view->email[0] == '\0')
+		snprintf(view->email, sizeof(view->email), "%s", email);
+	return GC_OK;
+fail:
+	store_rollback(st);
+	return GC_ESTORE;
+}
+
+/* Run a statement on a ledger row owner holds; GC_EEXISTS when none. */
+static enum gc_err
+ledger_owned(struct store *st, sqlite3_stmt *s, const char *what)
+{
+	if (!store_step(st, s, what))
+		return GC_ESTORE;
+	return sqlite3_changes(st->db) > 0 ? GC_OK : GC_EEXISTS;
+}
+
+/* See store.h. */
+enum gc_err
+store_ledger_set(struct store *st, const char *brand, const char *token,
+                 const char *action, const char *owner, const char *state,
+                 int64_t sent_at_ms)
+{
+	sqlite3_stmt *s;
+
+	s = ledger_stmt(st, STMT_LEDGER_SET, brand, token, action);
+	if (s != NULL) {
+		store_bind_text(s, 4, state);
+		store_bind_int(s, 5, sent_at_ms);
+		store_bind_int(s, 6, store_now_ms());
+		store_bind_text(s, 7, owner);
+	}
+	return ledger_owned(st, s, "ledger set");
+}
+
+/* See store.h. */
+enum gc_err
+store_ledger_sending(struct store *st, const char *brand, const char *token,
+                     const char *action, const char *owner,
+                     const char *event_id, const char *email, int64_t now_ms)
+{
+	sqlite3_stmt *s;
+
+	s = ledger_stmt(st, STMT_LEDGER_SENDING, brand, token, action);
+	if (s != NULL) {
+		store_bind_text(s, 4, owner);
+		store_bind_text(s, 5, event_id);
+		store_bind_text(s, 6, email);
+		store_bind_int(s, 7, now_ms);
+	}
+	return ledger_owned(st, s, "ledger sending");
+}
+
+/* See store.h. */
+enum gc_err
+store_ledger_release(struct store *st, const char *brand, const char *token,
+                     const char *action, const char *owner)
+{
+	sqlite3_stmt *s;
+
+	s = ledger_stmt(st, STMT_LEDGER_RELEASE, brand, token, action);
+	if (s != NULL)
+		store_bind_text(s, 4, owner);
+	return ledger_owned(st, s, "ledger release");
+}
+
+/* See store.h. */
+enum gc_err
+store_throttle_slot(struct store *st, const char *brand, int max_rps,
+                    int64_t now_ms, int64_t horizon_ms, int64_t *slot_ms,
+                    int *reserved)
+{
+	/* 10% margin: a call can leave a little after its slot. */
+	int64_t interval = 1100 / (max_rps > 0 ? max_rps : 1);
+	sqlite3_stmt *s;
+	int rc;
+
+	*slot_ms = now_ms;
+	*reserved = 0;
+	if ((s = store_stmt(st, STMT_THROTTLE)) == NULL)
+		return GC_ESTORE;
+	store_bind_text(s, 1, brand);
+	store_bind_int(s, 2, now_ms);
+	store_bind_int(s, 3, interval);
+	store_bind_int(s, 4, horizon_ms);
+	if ((rc = store_row(st, s)) == SQLITE_ROW) {
+		*slot_ms = sqlite3_column_int64(s, 0);
+		*reserved = 1;
+	}
+	if (!store_end(st, s, rc, "throttle"))
+		return GC_ESTORE;
+	if (*reserved)
+		return GC_OK;
+	/* The next free slot is beyond the horizon: say when, keep it. */
+	if ((s = store_stmt(st, STMT_THROTTLE_PEEK)) == NULL)
+		return GC_ESTORE;
+	store_bind_text(s, 1, brand);
+	if ((rc = store_row(st, s)) == SQLITE_ROW)
+		*slot_ms = sqlite3_column_int64(s, 0);
+	if (!store_end(st, s, rc, "throttle peek") || rc != SQLITE_ROW)
+		return GC_ESTORE;
+	return GC_OK;
+}

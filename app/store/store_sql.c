@@ -1,0 +1,340 @@
+/*
+ * Every SQL statement the store runs, in one table indexed by enum stmt,
+ * and the per-connection cache that prepares each once (kcaldav over
+ * ksql).  Callers take a statement with store_stmt, bind, step with
+ * store_row or store_step, and give it back with store_stmt_done.
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#include <sqlite3.h>
+
+#include "log.h"
+#include "store.h"
+#include "store_priv.h"
+
+static const char *const stmts[] = {
+    [STMT_BEGIN] = "BEGIN IMMEDIATE",
+    [STMT_COMMIT] = "COMMIT",
+    [STMT_ROLLBACK] = "ROLLBACK",
+    [STMT_USER_VERSION] = "PRAGMA user_version",
+    [STMT_BRAND_EXISTS] = "SELECT 1 FROM brands WHERE slug = ?",
+    [STMT_BRAND_PUT] = "INSERT INTO brands(slug, doc, created_at, "
+                       "updated_at) VALUES (?1, ?2, ?3, ?3) "
+                       "ON CONFLICT(slug) DO UPDATE SET doc = ?2, "
+                       "updated_at = ?3",
+    [STMT_BRAND_GET] = "SELECT doc FROM brands WHERE slug = ?",
+    [STMT_BRAND_DELETE] = "DELETE FROM brands WHERE slug = ?",
+    [STMT_BRAND_LIST] = "SELECT doc FROM brands ORDER BY slug",
+    [STMT_EVENT_INSERT] = "INSERT INTO events(id, brand, kind, body, "
+                          "received_at, status) VALUES "
+                          "(?, ?, ?, ?, ?, ?) "
+                          "ON CONFLICT(id) DO NOTHING",
+    [STMT_DELIVERY_INSERT] =
+        "INSERT INTO deliveries(event_id, destination, status, "
+        "reason, attempts, next_at, lease_until, updated_at, "
+        "lease_owner) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+    [STMT_EVENT_REFRESH] =
+        "UPDATE events SET status = CASE"
+        " WHEN EXISTS (SELECT 1 FROM deliveries WHERE event_id = ?1"
+        "  AND status IN ('pending','retrying')) THEN 'pending'"
+        " WHEN EXISTS (SELECT 1 FROM deliveries WHERE event_id = ?1"
+        "  AND status IN ('failed','dead')) THEN 'failed'"
+        " ELSE 'delivered' END WHERE id = ?1",
+    [STMT_EVENT_STATUS] = "SELECT status FROM events WHERE id = ?",
+    [STMT_EVENT_BODY] = "SELECT brand, received_at, body FROM events "
+                        "WHERE id = ?",
+    [STMT_EVENT_EXISTS] = "SELECT 1 FROM events WHERE id = ?",
+    [STMT_EVENT_DETAIL] = "SELECT id, brand, kind, status, received_at, "
+                          "body FROM events WHERE id = ?",
+    [STMT_EVENTS_LIST] = "SELECT id, brand, kind, status, received_at, "
+                         "rowid FROM events WHERE (?1 IS NULL OR brand = "
+                         "?1) AND (?2 IS NULL OR status = ?2) AND "
+                         "received_at >= ?3 AND (?4 IS NULL OR rowid < "
+                         "?4) ORDER BY rowid DESC LIMIT ?5",
+    [STMT_DELIVERIES_OF] =
+        "SELECT destination, status, reason, warning, attempts, "
+        "next_at FROM deliveries WHERE event_id = ? "
+        "ORDER BY destination",
+    [STMT_DELIVERY_FINISH] =
+        "UPDATE deliveries SET status = ?, reason = ?, "
+        "warning = ?, next_at = ?, lease_until = 0, "
+        "lease_owner = NULL, updated_at = ? WHERE "
+        "event_id = ? AND destination = ? AND lease_owner = ?",
+    [STMT_DELIVERY_POSTPONE] =
+        "UPDATE deliveries SET status = 'retrying', "
+        "reason = ?, next_at = ?, lease_until = 0, "
+        "lease_owner = NULL, attempts = max(attempts - 1, "
+        "0), updated_at = ? WHERE event_id = ? AND "
+        "destination = ? AND lease_owner = ?",
+    [STMT_DELIVERY_RUNS] = "SELECT attempts FROM deliveries "
+                           "WHERE event_id = ? AND destination = ?",
+    [STMT_ATTEMPT_ADD] =
+        "INSERT INTO attempts(event_id, destination, at, step, "
+        "outcome, http_status, reply_code, excerpt, latency_ms) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+    [STMT_ATTEMPTS_OF] = "SELECT destination, at, step, outcome, http_status, "
+                         "reply_code, excerpt, latency_ms FROM attempts "
+                         "WHERE event_id = ? ORDER BY id",
+    [STMT_CLAIM_SELECT] = "SELECT event_id, destination FROM deliveries "
+                          "WHERE status IN ('pending','retrying') AND "
+                          "next_at <= ?1 AND lease_until < ?1 "
+                          "ORDER BY next_at LIMIT ?2",
+    [STMT_CLAIM_ONE] = "UPDATE deliveries SET lease_until = ?1, "
+                       "lease_owner = ?2, attempts = attempts + 1, "
+                       "updated_at = ?3 WHERE event_id = ?4 AND "
+                       "destination = ?5 AND status IN "
+                       "('pending','retrying') AND lease_until < ?3",
+    [STMT_OLDEST_DUE] = "SELECT min(next_at) FROM deliveries WHERE status IN "
+                        "('pending','retrying') AND next_at <= ?",
+    [STMT_EVENT_TAKE] =
+        "UPDATE deliveries SET status = 'retrying', attempts = 1,"
+        " next_at = ?1, lease_until = ?2, lease_owner = ?4, updated_at "
+        "= ?1 "
+        "WHERE event_id = ?3 AND (status IN ('failed','dead') "
+        "OR (status IN ('pending','retrying') AND "
+        "lease_until < ?1)) RETURNING destination",
+    [STMT_BRAND_REQUEUE] =
+        "UPDATE deliveries SET status = 'retrying', next_at = ?1, "
+        "attempts = 0, updated_at = ?1 WHERE status IN "
+        "('failed','dead') AND event_id IN (SELECT id FROM events "
+        "WHERE brand = ?2 AND received_at >= ?3 AND received_at < ?4 "
+        "AND body IS NOT NULL) RETURNING event_id",
+    [STMT_OUTBOX_DEPTH] = "SELECT count(*) FROM deliveries WHERE status "
+                          "IN ('pending','retrying')",
+    /* Attempt excerpts can quote contact details too. */
+    [STMT_PURGE_EXCERPTS] = "UPDATE attempts SET excerpt = NULL WHERE "
+                            "excerpt IS NOT NULL AND event_id IN (SELECT id "
+                            "FROM events WHERE received_at < ?1 AND body IS "
+                            "NOT NULL AND status != 'pending')",
+    [STMT_PURGE_BODIES] = "UPDATE events SET body = NULL, purged = 1 WHERE "
+                          "received_at < ? AND body IS NOT NULL AND "
+                          "status != 'pending'",
+    [STMT_EM_ID_GET] = "SELECT remote_id FROM emarsys_ids "
+                       "WHERE brand = ? AND kind = ? AND name = ?",
+    [STMT_EM_ID_PUT] =
+        "INSERT INTO emarsys_ids(brand, kind, name, remote_id, "
+        "updated_at) VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT(brand, "
+        "kind, name) DO UPDATE SET remote_id = ?4, updated_at = ?5",
+    [STMT_EM_ID_FORGET] = "DELETE FROM emarsys_ids WHERE "
+                          "brand = ? AND kind = ?",
+    [STMT_EM_TOKEN_GET] = "SELECT token, expires_at FROM emarsys_tokens "
+                          "WHERE brand = ? AND client_id = ?",
+    [STMT_EM_TOKEN_PUT] =
+        "INSERT INTO emarsys_tokens(brand, client_id, token, "
+        "expires_at) VALUES (?1, ?2, ?3, ?4) ON CONFLICT(brand) DO "
+        "UPDATE SET client_id = ?2, token = ?3, expires_at = ?4",
+    [STMT_EM_TOKEN_FORGET] = "DELETE FROM emarsys_tokens WHERE "
+                             "brand = ? AND token = ?",
+    [STMT_LEDGER_GET] = "SELECT state, event_id, lease_until FROM "
+                        "yotpo_ledger WHERE brand = ? AND token = ? AND "
+                        "action = ?",
+    [STMT_LEDGER_RECONCILE] = "UPDATE yotpo_ledger SET state = 'unknown', "
+                              "lease_until = ?4, lease_owner = ?5, sent_at = "
+                              "coalesce(sent_at, updated_at), updated_at = ?6 "
+                              "WHERE brand = ?1 AND token = ?2 AND action = ?3 "
+                              "RETURNING sent_at, coalesce(email, '')",
+    [STMT_LEDGER_INSERT] =
+        "INSERT INTO yotpo_ledger(brand, token, action, state, "
+        "event_id, reference, email, lease_until, lease_owner, "
+        "updated_at) VALUES (?1, ?2, ?3, 'sending', ?4, ?2, ?5, ?6, ?7, "
+        "?8)",
+    [STMT_LEDGER_SET] =
+        "UPDATE yotpo_ledger SET state = ?4, sent_at = ?5, "
+        "lease_until = 0, lease_owner = NULL, updated_at = ?6 WHERE "
+        "brand = ?1 AND token = ?2 AND action = ?3 AND lease_owner = ?7",
+    [STMT_LEDGER_SENDING] =
+        "UPDATE yotpo_ledger SET state = 'sending', sent_at = NULL, "
+        "event_id = ?5, email = ?6, updated_at = ?7 WHERE brand = ?1 "
+        "AND token = ?2 AND action = ?3 AND lease_owner = ?4 AND "
+        "state != 'done'",
+    [STMT_LEDGER_RELEASE] = "DELETE FROM yotpo_ledger WHERE brand = ? AND "
+                            "token = ? AND action = ? AND state != 'done' "
+                            "AND lease_owner = ?",
+    [STMT_THROTTLE] =
+        "INSERT INTO throttle(brand, next_ms) VALUES (?1, ?2 + ?3) "
+        "ON CONFLICT(brand) DO UPDATE SET next_ms = "
+        "max(next_ms, ?2) + ?3 WHERE next_ms <= ?2 + ?4 "
+        "RETURNING next_ms - ?3",
+    [STMT_THROTTLE_PEEK] = "SELECT next_ms FROM throttle WHERE brand = ?",
+};
+_Static_assert(sizeof(stmts) / sizeof(stmts[0]) == STMT__MAX,
+               "stmts[] must name every enum stmt");
+
+/* The cached statement id, prepared on first use; NULL (logged). */
+static sqlite3_stmt *
+stmt_get(struct store *st, enum stmt id)
+{
+	sqlite3_stmt *s;
+
+	if ((s = st->stmt[id]) != NULL) {
+		/* A caller that forgot store_stmt_done must not leak state. */
+		if (sqlite3_stmt_busy(s)) {
+			log_warnx("store: statement %d was not reset", id);
+			store_stmt_done(s);
+		}
+		return s;
+	}
+	if (stmts[id] == NULL) {
+		log_warnx("store: statement %d has no SQL", id);
+		return NULL;
+	}
+	if (sqlite3_prepare_v3(st->db, stmts[id], -1, SQLITE_PREPARE_PERSISTENT,
+	                       &s, NULL) != SQLITE_OK) {
+		log_warnx("store: prepare %d: %s", id, sqlite3_errmsg(st->db));
+		sqlite3_finalize(s);
+		return NULL;
+	}
+	st->stats.prepares++;
+	st->stmt[id] = s;
+	return s;
+}
+
+/* See store_priv.h. */
+sqlite3_stmt *
+store_stmt(struct store *st, enum stmt id)
+{
+	st->stats.runs++;
+	return stmt_get(st, id);
+}
+
+/* See store_priv.h. */
+void
+store_stmt_done(sqlite3_stmt *s)
+{
+	if (s == NULL)
+		return;
+	sqlite3_reset(s);
+	sqlite3_clear_bindings(s);
+}
+
+/* See store_priv.h. */
+void
+store_stmts_free(struct store *st)
+{
+	for (int i = 0; i < STMT__MAX; i++) {
+		sqlite3_finalize(st->stmt[i]);
+		st->stmt[i] = NULL;
+	}
+}
+
+/* See store_priv.h. */
+int
+store_row(struct store *st, sqlite3_stmt *s)
+{
+	st->stats.steps++;
+	return sqlite3_step(s);
+}
+
+/* See store_priv.h. */
+int
+store_end(struct store *st, sqlite3_stmt *s, int rc, const char *what)
+{
+	int ok = rc == SQLITE_DONE || rc == SQLITE_ROW;
+
+	/* Before the reset, while the error is still the step's. */
+	if (!ok)
+		store_fail(st, what);
+	store_stmt_done(s);
+	return ok;
+}
+
+/* See store_priv.h. */
+int
+store_step(struct store *st, sqlite3_stmt *s, const char *what)
+{
+	return store_end(st, s, s != NULL ? store_row(st, s) : SQLITE_ERROR,
+	                 what);
+}
+
+/* See store_priv.h. */
+void
+store_bind_text(sqlite3_stmt *s, int i, const char *v)
+{
+	sqlite3_bind_text(s, i, v, -1, SQLITE_STATIC);
+}
+
+/* See store_priv.h. */
+void
+store_bind_int(sqlite3_stmt *s, int i, int64_t v)
+{
+	sqlite3_bind_int64(s, i, v);
+}
+
+/* See store_priv.h. */
+void
+store_bind_pos(sqlite3_stmt *s, int i, int64_t v)
+{
+	if (v > 0)
+		sqlite3_bind_int64(s, i, v);
+	else
+		sqlite3_bind_null(s, i);
+}
+
+/* See store_priv.h. */
+char *
+store_col_text(sqlite3_stmt *stmt, int col)
+{
+	const unsigned char *t = sqlite3_column_text(stmt, col);
+
+	return t ? strdup((const char *)t) : NULL;
+}
+
+/* See store_priv.h. */
+const char *
+store_col(sqlite3_stmt *stmt, int col)
+{
+	return (const char *)sqlite3_column_text(stmt, col);
+}
+
+/* Run a transaction-control statement. */
+static enum gc_err
+store_txn(struct store *st, enum stmt id, const char *what)
+{
+	sqlite3_stmt *s = stmt_get(st, id);
+	int rc;
+
+	if (s == NULL)
+		return GC_ESTORE;
+	rc = sqlite3_step(s);
+	return store_end(st, s, rc, what) ? GC_OK : GC_ESTORE;
+}
+
+/* See store_priv.h. */
+enum gc_err
+store_begin(struct store *st)
+{
+	enum gc_err err = store_txn(st, STMT_BEGIN, "begin");
+
+	if (err == GC_OK)
+		st->stats.begun++;
+	return err;
+}
+
+/* See store_priv.h. */
+enum gc_err
+store_commit(struct store *st)
+{
+	enum gc_err err = store_txn(st, STMT_COMMIT, "commit");
+
+	if (err == GC_OK)
+		st->stats.committed++;
+	return err;
+}
+
+/* See store_priv.h. */
+void
+store_rollback(struct store *st)
+{
+	if (sqlite3_get_autocommit(st->db))
+		return;
+	if (store_txn(st, STMT_ROLLBACK, "rollback") == GC_OK)
+		st->stats.rolled_back++;
+}
+
+/* See store.h. */
+void
+store_stats(struct store *st, struct store_stats *out)
+{
+	*out = st->stats;
+}

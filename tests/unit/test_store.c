@@ -1,0 +1,265 @@
+/*
+ * Unit tests for the store's cost: how many statements and transactions
+ * each hot-path operation runs, and that statements are prepared once
+ * per connection.  Table-driven: each row is one operation on a store in
+ * a temporary directory and the counters it must add; a failing row
+ * prints file:line, what we had and what we wanted; every row runs before
+ * the test fails.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+#include <jansson.h>
+
+#include "app_config.h"
+#include "store.h"
+
+struct fixture {
+	char dir[64];
+	char path[96];
+	struct store *st;
+};
+
+enum op {
+	OP_INSERT,      /* id, two deliveries: emarsys pending, yotpo arg */
+	OP_ATTEMPT,     /* id, destination arg */
+	OP_FINISH,      /* id, destination arg, "delivered" */
+	OP_CLAIM,       /* whatever is due, in one batch */
+	OP_OUTCOME,     /* id */
+	OP_SETTLED_NEW, /* id, every delivery skipped */
+};
+
+/* One operation and what it must cost. */
+struct cost_row {
+	int line;
+	enum op op;
+	const char *id;
+	const char *arg;
+	enum gc_err err;
+	struct store_stats want; /* prepares, runs, steps, begun, ... */
+};
+
+/* clang-format off */
+#define ROW(op, id, arg, err, prep, runs, steps, begun, comm, rb) \
+	{ __LINE__, (op), (id), (arg), (err), \
+	  { (prep), (runs), (steps), (begun), (comm), (rb) } }
+
+static const struct cost_row cost_rows[] = {
+	/* BEGIN and COMMIT were prepared by the migration at open. */
+	ROW(OP_INSERT, "e1", "pending",	GC_OK,		2, 3, 3, 1, 1, 0),
+	/* The same work again prepares nothing. */
+	ROW(OP_INSERT, "e2", "skipped",	GC_OK,		0, 3, 3, 1, 1, 0),
+	ROW(OP_INSERT, "e1", "pending",	GC_EEXISTS,	1, 1, 1, 1, 0, 1),
+	ROW(OP_ATTEMPT, "e1", "emarsys", GC_OK,		1, 1, 1, 0, 0, 0),
+	ROW(OP_ATTEMPT, "e1", "yotpo",	GC_OK,		0, 1, 1, 0, 0, 0),
+	/* The update and the event's new status. */
+	ROW(OP_FINISH, "e1", "emarsys",	GC_OK,		2, 2, 2, 1, 1, 0),
+	ROW(OP_FINISH, "e1", "yotpo",	GC_OK,		0, 2, 2, 1, 1, 0),
+	/* Lease gone: the update changes nothing and rolls back. */
+	ROW(OP_FINISH, "e1", "yotpo",	GC_EEXISTS,	0, 1, 1, 1, 0, 1),
+	/* e2's one pending delivery: select (a row, then done), lease it. */
+	ROW(OP_CLAIM, NULL, NULL,	GC_OK,		2, 2, 3, 1, 1, 0),
+	ROW(OP_CLAIM, NULL, NULL,	GC_OK,		0, 1, 1, 1, 1, 0),
+	/* Status row, then two delivery rows and done. */
+	ROW(OP_OUTCOME, "e1", NULL,	GC_OK,		2, 2, 4, 0, 0, 0),
+	ROW(OP_OUTCOME, "e1", NULL,	GC_OK,		0, 2, 4, 0, 0, 0),
+	ROW(OP_SETTLED_NEW, "e3", NULL,	GC_OK,		0, 3, 3, 1, 1, 0),
+};
+/* clang-format on */
+
+static int
+setup(void **state)
+{
+	struct fixture *f = calloc(1, sizeof(*f));
+	struct app_config cfg;
+	char why[256] = "";
+
+	if (f == NULL)
+		return -1;
+	snprintf(f->dir, sizeof(f->dir), "/tmp/gcrelay-test-store.XXXXXX");
+	if (mkdtemp(f->dir) == NULL) {
+		free(f);
+		return -1;
+	}
+	snprintf(f->path, sizeof(f->path), "%s/store.db", f->dir);
+	memset(&cfg, 0, sizeof(cfg));
+	cfg.store_path = f->path;
+	cfg.durability = DURABILITY_NORMAL;
+	cfg.busy_timeout_ms = 1000;
+	if (store_open(&cfg, &f->st, why, sizeof(why)) != GC_OK) {
+		print_error("store_open: %s\n", why);
+		rmdir(f->dir);
+		free(f);
+		return -1;
+	}
+	*state = f;
+	return 0;
+}
+
+static int
+teardown(void **state)
+{
+	struct fixture *f = *state;
+	char p[128];
+
+	store_close(f->st);
+	unlink(f->path);
+	snprintf(p, sizeof(p), "%s-wal", f->path);
+	unlink(p);
+	snprintf(p, sizeof(p), "%s-shm", f->path);
+	unlink(p);
+	rmdir(f->dir);
+	free(f);
+	return 0;
+}
+
+/*
+ * Run one row's operation.  Intake's lease has already expired, so its
+ * deliveries are due; a claim's lease lives on.
+ */
+static enum gc_err
+run_op(struct store *st, const struct cost_row *r)
+{
+	struct lease l = {.until_ms = 1, .owner = "1.1"};
+	struct delivery_init d[2] = {
+	    {"emarsys", "pending", NULL},
+	    {"yotpo", r->arg, NULL},
+	};
+	struct attempt a = {r->id, r->arg, "upsert", "ok", 200, NULL, NULL, 5};
+	json_t *j = NULL;
+	char *id = NULL;
+	enum gc_err err = GC_EINVAL;
+	int ok;
+
+	switch (r->op) {
+	case OP_SETTLED_NEW:
+		d[0].status = d[1].status = "skipped";
+		/* FALLTHROUGH */
+	case OP_INSERT:
+		err = store_event_insert(st, r->id, "acme", "order", "{}", d, 2,
+		                         &l);
+		break;
+	case OP_ATTEMPT:
+		err = store_attempt_add(st, &a);
+		break;
+	case OP_FINISH:
+		err = store_delivery_finish(st, r->id, r->arg, l.owner,
+		                            "delivered", NULL, NULL, 0);
+		break;
+	case OP_CLAIM:
+		l.until_ms = store_now_ms() + 60000; /* not due twice */
+		err = store_claim_batch(st, store_now_ms() + 1000, &l, 32, &j);
+		break;
+	case OP_OUTCOME:
+		err = store_event_outcome(st, r->id, &j, &ok);
+		break;
+	}
+	free(id);
+	json_decref(j);
+	return err;
+}
+
+/* have - before, field by field, against want; 1 when they match. */
+static int
+cost_matches(const struct store_stats *b, const struct store_stats *a,
+             const struct store_stats *w)
+{
+	return a->prepares - b->prepares == w->prepares &&
+	       a->runs - b->runs == w->runs &&
+	       a->steps - b->steps == w->steps &&
+	       a->begun - b->begun == w->begun &&
+	       a->committed - b->committed == w->committed &&
+	       a->rolled_back - b->rolled_back == w->rolled_back;
+}
+
+static void
+test_costs(void **state)
+{
+	struct fixture *f = *state;
+	struct store_stats b, a;
+	const struct store_stats *w;
+	int failed = 0;
+	enum gc_err err;
+
+	for (size_t i = 0; i < sizeof(cost_rows) / sizeof(cost_rows[0]); i++) {
+		const struct cost_row *r = &cost_rows[i];
+
+		store_stats(f->st, &b);
+		err = run_op(f->st, r);
+		store_stats(f->st, &a);
+		w = &r->want;
+		if (err == r->err && cost_matches(&b, &a, w))
+			continue;
+		print_error(
+		    "%s:%d: have err %d, prepares %llu runs %llu "
+		    "steps %llu txn %llu/%llu/%llu\n",
+		    __FILE__, r->line, err,
+		    (unsigned long long)(a.prepares - b.prepares),
+		    (unsigned long long)(a.runs - b.runs),
+		    (unsigned long long)(a.steps - b.steps),
+		    (unsigned long long)(a.begun - b.begun),
+		    (unsigned long long)(a.committed - b.committed),
+		    (unsigned long long)(a.rolled_back - b.rolled_back));
+		print_error(
+		    "%s:%d: want err %d, prepares %llu runs %llu "
+		    "steps %llu txn %llu/%llu/%llu\n",
+		    __FILE__, r->line, r->err, (unsigned long long)w->prepares,
+		    (unsigned long long)w->runs, (unsigned long long)w->steps,
+		    (unsigned long long)w->begun,
+		    (unsigned long long)w->committed,
+		    (unsigned long long)w->rolled_back);
+		failed++;
+	}
+	if (failed)
+		fail_msg("%d row(s) failed", failed);
+}
+
+/* The status intake computes must be the one event_refresh would. */
+static void
+test_outcomes(void **state)
+{
+	struct fixture *f = *state;
+	struct lease l = {.until_ms = 1, .owner = "1.1"};
+	struct delivery_init d[2] = {
+	    {"emarsys", "skipped", "no list"},
+	    {"yotpo", "skipped", "no token"},
+	};
+	json_t *out;
+	int ok = -1;
+
+	assert_int_equal(
+	    store_event_insert(f->st, "s1", "acme", "order", "{}", d, 2, &l),
+	    GC_OK);
+	assert_int_equal(store_event_outcome(f->st, "s1", &out, &ok), GC_OK);
+	assert_int_equal(ok, 1);
+	assert_string_equal(json_string_value(json_object_get(out, "status")),
+	                    "delivered");
+	json_decref(out);
+	d[1].status = "pending";
+	assert_int_equal(
+	    store_event_insert(f->st, "p1", "acme", "order", "{}", d, 2, &l),
+	    GC_OK);
+	assert_int_equal(store_event_outcome(f->st, "p1", &out, &ok), GC_OK);
+	assert_int_equal(ok, 0);
+	assert_string_equal(json_string_value(json_object_get(out, "status")),
+	                    "accepted");
+	json_decref(out);
+}
+
+int
+main(void)
+{
+	const struct CMUnitTest tests[] = {
+	    cmocka_unit_test_setup_teardown(test_costs, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_outcomes, setup, teardown),
+	};
+
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
