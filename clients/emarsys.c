@@ -23,6 +23,7 @@
 #include "crypto.h"
 #include "dest.h"
 #include "emarsys.h"
+#include "emarsys_priv.h"
 #include "jsonutil.h"
 #include "log.h"
 #include "payload.h"
@@ -33,53 +34,6 @@
 #define NO_SUCH_FIELD_S 3600 /* look again after this: SMS may be enabled */
 #define TOKEN_MARGIN_MS 60000
 #define MAX_LISTS       3
-
-enum em_req {
-	EM_NONE,
-	EM_TOKEN,
-	EM_LIST_FIELDS,
-	EM_CREATE_FIELD,
-	EM_LIST_EVENTS,
-	EM_CREATE_EVENT,
-	EM_UPSERT,
-	EM_TRIGGER,
-	EM__MAX
-};
-
-struct em_field {
-	char name[96];
-	char id[32]; /* "" until known */
-	int create_tried;
-};
-
-struct em_state {
-	char scope[320]; /* brand:client_id, the cache scope */
-	char *sealed;    /* the cached token as stored, for forgetting */
-	char token[4096];
-	char auth[4200]; /* "Authorization: Bearer ..." */
-	char userpwd[1100];
-	int reauths;
-
-	int want_sms;
-	char sms_id[32];
-	struct em_field vf[2];
-	int nvf;
-	int fields_listed, field_lists;
-
-	char ev_name[48];
-	char ev_id[32];
-	int ev_create_tried, events_listed, event_lists;
-
-	char key_id[24];
-	const char *key_value;
-	char trigger_id[48];
-	int upserted, reresolved, reupserted, ev_reresolved;
-
-	enum em_req inflight;
-	int inflight_field;
-	int finished;
-	struct buf body;
-};
 
 static const char *const step_names[] = {
     [EM_NONE] = "none",
@@ -852,6 +806,28 @@ em_on_trigger(struct job *j, const struct http_resp *r,
 		em_finish(j, DEST_FAILED, rep, "event trigger failed");
 }
 
+/* What the X-RateLimit-* headers say, for the engine's pacing. */
+static void
+em_rate_headers(struct job *j, const struct http_resp *r)
+{
+	char v[32];
+	long long x;
+
+	j->rate_limit = 0;
+	j->rate_remaining = -1;
+	j->rate_reset_ms = 0;
+	if (http_resp_header(r, "X-RateLimit-Limit", v, sizeof(v)) &&
+	    (x = strtoll(v, NULL, 10)) > 0 && x < 10000000)
+		j->rate_limit = (int)x;
+	if (http_resp_header(r, "X-Ratelimit-Remaining", v, sizeof(v)) &&
+	    (x = strtoll(v, NULL, 10)) >= 0 && x < 10000000)
+		j->rate_remaining = (int)x;
+	if (http_resp_header(r, "X-RateLimit-Reset", v, sizeof(v)) &&
+	    (x = strtoll(v, NULL, 10)) > 0 &&
+	    x < store_now_ms() / 1000 + 3600) /* a remote value */
+		j->rate_reset_ms = x * 1000 + 100;
+}
+
 static void
 em_response(struct job *j, const struct http_resp *r)
 {
@@ -863,6 +839,7 @@ em_response(struct job *j, const struct http_resp *r)
 		return;
 	}
 	job_excerpt(j, r);
+	em_rate_headers(j, r);
 	emarsys_reply_parse(r, &rep);
 	if (rep.code >= 0)
 		snprintf(j->reply_code, sizeof(j->reply_code), "%ld", rep.code);
@@ -914,6 +891,9 @@ const struct dest_ops emarsys_ops = {
     .next = em_next,
     .response = em_response,
     .finish = em_free,
+    .batch_item = em_batch_item,
+    .batch_request = em_batch_request,
+    .batch_split = em_batch_split,
 };
 
 /* ---- preflight (POST /admin/v1/brands/{slug}/check) ---- */

@@ -40,6 +40,24 @@ int64_t limits_hold_until(const char *account);
 /* Hold account until until_ms (a later hold wins). */
 void limits_hold(const char *account, int64_t until_ms);
 
+/*
+ * What a reply said of the account's rate limit: per_minute (0: not
+ * said), the calls left in this window (-1: not said) and when it resets.
+ * No call goes out after the window is used up until it resets.
+ */
+void limits_learn(const char *account, int per_minute, int remaining,
+                  int64_t reset_ms);
+
+/*
+ * Pace calls to account at its learned per-minute limit (less 10%):
+ * reserve the next slot when it falls within horizon_ms of now and return
+ * 1, with *slot_ms when the call may go; return 0 (nothing reserved, and
+ * *slot_ms when to ask again) when the next slot is further off.  An
+ * account whose limit is not known is not paced.
+ */
+int limits_pace(const char *account, int64_t now_ms, int64_t horizon_ms,
+                int64_t *slot_ms);
+
 /* The state of (brand, d) now; an open circuit past its time is half-open. */
 enum circuit_state limits_circuit(const char *brand, enum m_dest d,
                                   int64_t now_ms);

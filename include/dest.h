@@ -64,6 +64,11 @@ struct job {
 	int64_t retry_at_ms;   /* DEST_RETRY: not before (0 = schedule) */
 	int deferred;          /* DEST_RETRY that is no failure: no run used */
 	int64_t hold_until_ms; /* a 429: hold the whole account until then */
+	/* What the last reply said of the account's rate limit (0/-1: not
+	 * said): calls per minute, calls left, when the window resets. */
+	int rate_limit;
+	int rate_remaining;
+	int64_t rate_reset_ms;
 
 	void *state; /* client-private */
 };
@@ -86,6 +91,31 @@ struct dest_ops {
 	void (*response)(struct job *j, const struct http_resp *r);
 	/* Free j->state. */
 	void (*finish)(struct job *j);
+
+	/*
+	 * Batching, in the dispatcher (NULL: never batched).  After next()
+	 * returned JOB_REQUEST: 1 when j->req may be merged with other jobs'
+	 * requests of the same key (written to key), with *member who it is
+	 * for (one member once per batch; borrowed from j), *item the part
+	 * it adds (new reference) and *limit the most bytes a merged body
+	 * may have; 0 when it goes alone.
+	 */
+	int (*batch_item)(struct job *j, char *key, size_t keysz,
+	                  const char **member, json_t **item, size_t *limit);
+	/*
+	 * The merged request of jobs (all of one key; items in the same
+	 * order) into req, its body in body.  GC_OK or an error (then each
+	 * job is sent alone).
+	 */
+	enum gc_err (*batch_request)(struct job *first, json_t *items,
+	                             struct buf *body, struct http_req *req);
+	/*
+	 * Each job's share of the merged reply r, in each[i] (initialised;
+	 * the caller frees them).  0 when the reply cannot be attributed to
+	 * the jobs: each is then sent alone.
+	 */
+	int (*batch_split)(struct job **jobs, int n, const struct http_resp *r,
+	                   struct http_resp *each);
 };
 
 extern const struct dest_ops emarsys_ops;

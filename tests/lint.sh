@@ -3,7 +3,7 @@
 set -u
 cd "$(dirname "$0")/.."
 rc=0
-files=$(git ls-files 'app/*.c' 'app/*.h' 'handlers/*.c' 'clients/*.c' 'include/*.h' \
+files=$(git ls-files 'app/*.c' 'app/*.h' 'handlers/*.c' 'clients/*.c' 'clients/*.h' 'include/*.h' \
     'tests/unit/*.c' 'tests/fuzz/*.c' 2>/dev/null)
 [ -n "$files" ] || files=$(ls app/*.c handlers/*.c clients/*.c include/*.h)
 if ! clang-format --dry-run --Werror $files 2>lint.out; then

@@ -23,6 +23,7 @@
 #include "delivery_limits.h"
 #include "dest.h"
 #include "engine.h"
+#include "engine_priv.h"
 #include "jsonutil.h"
 #include "log.h"
 #include "payload.h"
@@ -46,47 +47,6 @@ _Static_assert(sizeof(dest_outcome_names) / sizeof(dest_outcome_names[0]) ==
 static const struct dest_ops *const dests[M_DEST__MAX] = {
     [M_DEST_EMARSYS] = &emarsys_ops,
     [M_DEST_YOTPO] = &yotpo_ops,
-};
-
-struct erun;
-
-/* One job and its place on the wire. */
-struct run {
-	struct job job;
-	struct erun *er;
-	int active;    /* still has work */
-	int in_flight; /* a request is on the wire */
-	int capped;    /* its timeout was cut to the deadline */
-	int64_t t0_ms;
-	char account[200]; /* whose limits apply: "emarsys:<client id>" */
-};
-
-/* One event's deliveries in progress. */
-struct erun {
-	struct erun *next;
-	char id[272];
-	const struct gc_event *ev;
-	const struct brand *b;
-	struct gc_event ev_own; /* when the engine loaded them (reruns) */
-	struct brand b_own;
-	int owns;
-	json_t *payload;
-	struct lease lease;
-	int64_t received_ms; /* 0: the run right after intake */
-	int sync; /* intake: what is left at the budget is deferred */
-	struct run runs[M_DEST__MAX];
-	int n;
-	int replan[M_DEST__MAX];
-};
-
-struct engine {
-	const struct app_config *cfg;
-	struct store *st;
-	struct httpc *http;
-	long long seq;       /* for lease owners */
-	struct erun *active; /* eruns with jobs left */
-	int jobs;            /* jobs of the active eruns */
-	int dispatcher;      /* this process is a dispatcher */
 };
 
 /* A fresh lease: unique owner, until the budget plus slack. */
@@ -136,6 +96,7 @@ engine_free(struct engine *eng)
 	if (eng == NULL)
 		return;
 	/* Unfinished runs keep their leases; they expire and run again. */
+	batch_free_all(eng);
 	for (er = eng->active; er != NULL; er = next) {
 		next = er->next;
 		for (int i = 0; i < er->n; i++)
@@ -249,7 +210,8 @@ plan_skip(enum m_dest d, const struct gc_event *ev, const struct brand *b,
 	return dests[d]->skip(ev, b, buf, n);
 }
 
-static void
+/* See engine_priv.h. */
+void
 record_attempt(struct engine *eng, struct run *r, const struct http_resp *resp)
 {
 	static const char *const results[] = {"response", "not_sent",
@@ -282,7 +244,7 @@ record_attempt(struct engine *eng, struct run *r, const struct http_resp *resp)
  * failed before leaving (so Yotpo gives its award key back), and stop.
  * defer_at > 0 hands the delivery back, due then, as no failure.
  */
-static void
+void
 run_give_up(struct run *r, const char *why, int64_t defer_at)
 {
 	struct http_resp resp;
@@ -308,7 +270,7 @@ run_give_up(struct run *r, const char *why, int64_t defer_at)
  * Until when the job's account may not be called (0: now): a 429's
  * shared hold and, in the dispatcher, an open circuit.
  */
-static int64_t
+int64_t
 run_blocked_until(struct engine *eng, const struct run *r, int64_t now)
 {
 	int64_t until = limits_hold_until(r->account);
@@ -320,6 +282,39 @@ run_blocked_until(struct engine *eng, const struct run *r, int64_t now)
 			until = open;
 	}
 	return until > now ? until : 0;
+}
+
+/*
+ * Pace r's request to its account's live limit: 1 when it may go now;
+ * else it waits for its slot (ready) or, when that is too far off, is
+ * handed back, and 0.
+ */
+static int
+run_paced(struct run *r, int64_t now)
+{
+	int64_t slot;
+
+	if (r->paced)
+		return 1;
+	if (!engine_pace(r, now, &slot)) {
+		run_give_up(r, "paced to the account's rate limit", slot);
+		return 0;
+	}
+	r->paced = 1;
+	if (slot <= now)
+		return 1;
+	r->ready = 1;
+	r->job.wait_until_ms = slot;
+	return 0;
+}
+
+/* See engine_priv.h. */
+int
+engine_pace(const struct run *r, int64_t now, int64_t *slot)
+{
+	int64_t horizon = job_wait_horizon(&r->job) - now;
+
+	return limits_pace(r->account, now, horizon > 0 ? horizon : 0, slot);
 }
 
 /* Put j->req on the wire, within the deadline and the account's limits. */
@@ -339,6 +334,11 @@ run_send(struct engine *eng, struct run *r)
 		run_give_up(r, "time budget used up", r->er->sync ? now : 0);
 		return;
 	}
+	if (eng->dispatcher && !r->solo && !r->paced && batch_park(eng, r))
+		return;
+	if (!run_paced(r, now))
+		return;
+	r->paced = 0;
 	if (j->req.timeout_ms == 0)
 		j->req.timeout_ms = eng->cfg->http_timeout_ms;
 	r->capped = j->req.timeout_ms > left;
@@ -363,6 +363,12 @@ run_advance(struct engine *eng, struct run *r)
 		if (j->wait_until_ms > store_now_ms())
 			return;
 		j->wait_until_ms = 0;
+		if (r->ready) {
+			/* Its request is built; its slot has come. */
+			r->ready = 0;
+			run_send(eng, r);
+			continue;
+		}
 		switch (j->ops->next(j)) {
 		case JOB_DONE:
 			r->active = 0;
@@ -375,36 +381,45 @@ run_advance(struct engine *eng, struct run *r)
 	}
 }
 
-/* Tell the shared limits what a response says about the account. */
-static void
+/* See engine_priv.h. */
+void
 run_feed_limits(struct engine *eng, struct run *r, const struct http_resp *rp)
 {
 	const struct app_config *cfg = eng->cfg;
+	struct job *j = &r->job;
 	int trip = rp->result == HTTP_OK && rp->status == 429;
 	int ok = rp->result == HTTP_OK && rp->status < 500 && !trip;
 
-	if (r->job.hold_until_ms > 0) {
-		limits_hold(r->account, r->job.hold_until_ms);
-		r->job.hold_until_ms = 0;
+	if (j->hold_until_ms > 0) {
+		limits_hold(r->account, j->hold_until_ms);
+		j->hold_until_ms = 0;
 	}
+	if (j->rate_limit > 0 || j->rate_remaining >= 0)
+		limits_learn(r->account, j->rate_limit, j->rate_remaining,
+		             j->rate_reset_ms);
 	/* A timeout we imposed (the sync budget) says nothing of health. */
 	if (r->capped && rp->timed_out)
 		return;
-	limits_circuit_result(r->er->b->slug, r->job.dest, ok, trip,
+	limits_circuit_result(r->er->b->slug, j->dest, ok, trip,
 	                      cfg->circuit_failures, cfg->circuit_open_ms,
 	                      store_now_ms());
 }
 
-/* A response arrived for r. */
-static void
-run_response(struct engine *eng, struct run *r, const struct http_resp *resp)
+/* See engine_priv.h. */
+void
+run_response(struct engine *eng, struct run *r, const struct http_resp *resp,
+             int feed)
 {
 	struct job *j = &r->job;
 
 	r->in_flight = 0;
+	j->rate_limit = 0;
+	j->rate_remaining = -1;
+	j->rate_reset_ms = 0;
 	j->ops->response(j, resp);
 	record_attempt(eng, r, resp);
-	run_feed_limits(eng, r, resp);
+	if (feed)
+		run_feed_limits(eng, r, resp);
 	/* Cut short by intake's budget: no failure of the remote's. */
 	if (r->capped && resp->timed_out && r->er->sync &&
 	    j->outcome == DEST_RETRY) {
@@ -463,8 +478,10 @@ engine_apply(struct engine *eng, struct job *j)
 	enum gc_err err;
 	int runs;
 
-	if (j->deferred)
-		return engine_postpone(eng, j);
+	if (j->deferred) {
+		engine_postpone(eng, j);
+		return;
+	}
 	snprintf(reason, sizeof(reason), "%s", j->reason);
 	if (j->outcome == DEST_RETRY) {
 		runs = engine_runs(eng, j);
@@ -573,6 +590,7 @@ erun_plan(struct engine *eng, struct erun *er, const int want[M_DEST__MAX],
 		struct run *r = &er->runs[er->n];
 		struct job *j = &r->job;
 		r->er = er;
+		r->w.batch = 0;
 		erun_account(er->b, (enum m_dest)d, r->account,
 		             sizeof(r->account));
 		j->ops = dests[d];
@@ -674,14 +692,16 @@ engine_step(struct engine *eng, long max_wait_ms)
 	engine_advance(eng);
 	if (eng->active == NULL && !eng->dispatcher)
 		return 0; /* intake: nothing left to wait for */
-	wait = engine_wait_ms(eng, max_wait_ms);
+	wait = batch_flush(eng, engine_wait_ms(eng, max_wait_ms));
 	rc = httpc_next(eng->http, wait, &owner, &resp);
 	if (rc == -1 && wait > 0)
 		woken = engine_sleep(eng, wait); /* nothing on the wire */
-	if (rc == 1) {
-		run_response(eng, owner, &resp);
+	if (rc == 1 && ((struct wire *)owner)->batch)
+		batch_response(eng, owner, &resp);
+	else if (rc == 1)
+		run_response(eng, owner, &resp, 1);
+	if (rc == 1)
 		http_resp_fini(&resp);
-	}
 	woken |= httpc_woken(eng->http);
 	if (woken)
 		limits_wake_drain();

@@ -29,6 +29,8 @@ _Static_assert(sizeof(circuit_state_names) / sizeof(circuit_state_names[0]) ==
 struct hold {
 	char account[KEYLEN];
 	int64_t until_ms;
+	int per_minute;  /* the account's live limit, 0: not known */
+	int64_t next_us; /* pacing: the next free call slot */
 };
 
 struct circuit {
@@ -119,29 +121,78 @@ limits_hold_until(const char *account)
 	return until;
 }
 
+/* The entry of account, taking the free (or most stale) one if new. */
+static struct hold *
+hold_slot(struct l_shared *s, const char *account)
+{
+	struct hold *oldest = &s->holds[0];
+
+	for (int i = 0; i < HOLDS; i++) {
+		if (strcmp(s->holds[i].account, account) == 0)
+			return &s->holds[i];
+		if (s->holds[i].until_ms < oldest->until_ms)
+			oldest = &s->holds[i];
+	}
+	memset(oldest, 0, sizeof(*oldest));
+	snprintf(oldest->account, sizeof(oldest->account), "%s", account);
+	return oldest;
+}
+
 /* See limits.h. */
 void
 limits_hold(const char *account, int64_t until_ms)
 {
-	struct l_shared *s = L();
-	struct hold *h = NULL, *oldest = &s->holds[0];
+	struct hold *h;
 
 	l_lock();
-	for (int i = 0; i < HOLDS && h == NULL; i++) {
-		if (strcmp(s->holds[i].account, account) == 0)
-			h = &s->holds[i];
-		else if (s->holds[i].until_ms < oldest->until_ms)
-			oldest = &s->holds[i];
-	}
-	/* A new account takes the free (or most stale) slot. */
-	if (h == NULL) {
-		h = oldest;
-		snprintf(h->account, sizeof(h->account), "%s", account);
-		h->until_ms = 0;
-	}
+	h = hold_slot(L(), account);
 	if (until_ms > h->until_ms)
 		h->until_ms = until_ms;
 	l_unlock();
+}
+
+/* See limits.h. */
+void
+limits_learn(const char *account, int per_minute, int remaining,
+             int64_t reset_ms)
+{
+	struct hold *h;
+
+	l_lock();
+	h = hold_slot(L(), account);
+	if (per_minute > 0)
+		h->per_minute = per_minute;
+	/* The window is used up: nobody calls before it resets. */
+	if (remaining == 0 && reset_ms > h->until_ms)
+		h->until_ms = reset_ms;
+	l_unlock();
+}
+
+/* See limits.h. */
+int
+limits_pace(const char *account, int64_t now_ms, int64_t horizon_ms,
+            int64_t *slot_ms)
+{
+	struct hold *h;
+	int64_t now_us = now_ms * 1000, interval, next;
+	int taken = 1;
+
+	*slot_ms = now_ms;
+	l_lock();
+	h = hold_slot(L(), account);
+	if (h->per_minute > 0) {
+		/* 10% under the limit: calls leave a little after their slot.
+		 */
+		interval = 66000000LL / h->per_minute;
+		next = h->next_us > now_us ? h->next_us : now_us;
+		if (next > now_us + horizon_ms * 1000)
+			taken = 0;
+		else
+			h->next_us = next + interval;
+		*slot_ms = next / 1000;
+	}
+	l_unlock();
+	return taken;
 }
 
 static struct circuit *

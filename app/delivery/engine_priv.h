@@ -1,0 +1,109 @@
+/*
+ * The engine's internals, shared by engine.c and batch.c.
+ */
+#ifndef GC_ENGINE_PRIV_H
+#define GC_ENGINE_PRIV_H
+
+#include <stdint.h>
+
+#include <jansson.h>
+
+#include "dest.h"
+#include "engine.h"
+#include "store.h"
+
+#define BATCH_LINGER_MS 20 /* a batch waits this long for more members */
+
+/* What a transfer's owner is: the first member of a run and a batch. */
+struct wire {
+	int batch;
+};
+
+struct erun;
+
+/* One job and its place on the wire. */
+struct run {
+	struct wire w;
+	struct job job;
+	struct erun *er;
+	int active;    /* still has work */
+	int in_flight; /* a request is on the wire, or in a batch */
+	int capped;    /* its timeout was cut to the deadline */
+	int ready;     /* j->req is built: send it at j->wait_until_ms */
+	int paced;     /* it holds its pacing slot */
+	int solo;      /* never batch it again (a batch reply failed it) */
+	int64_t t0_ms;
+	char account[200]; /* whose limits apply: "emarsys:<client id>" */
+};
+
+/* One event's deliveries in progress. */
+struct erun {
+	struct erun *next;
+	char id[272];
+	const struct gc_event *ev;
+	const struct brand *b;
+	struct gc_event ev_own; /* when the engine loaded them (reruns) */
+	struct brand b_own;
+	int owns;
+	json_t *payload;
+	struct lease lease;
+	int64_t received_ms; /* 0: the run right after intake */
+	int sync; /* intake: what is left at the budget is deferred */
+	struct run runs[M_DEST__MAX];
+	int n;
+	int replan[M_DEST__MAX];
+};
+
+/* Requests of one key merged into one call (dispatcher). */
+struct batch {
+	struct wire w;
+	struct batch *next;
+	char key[256];
+	struct run **runs;
+	const char **members; /* no member twice in one batch */
+	int n, cap;
+	json_t *items;
+	size_t bytes, limit;
+	int64_t flush_at;
+	int paced; /* holds its pacing slot (flush_at) */
+	int sent;
+	struct buf body;
+	struct http_req req;
+	int64_t t0_ms;
+};
+
+struct engine {
+	const struct app_config *cfg;
+	struct store *st;
+	struct httpc *http;
+	long long seq;         /* for lease owners */
+	struct erun *active;   /* eruns with jobs left */
+	int jobs;              /* jobs of the active eruns */
+	int dispatcher;        /* this process is a dispatcher */
+	struct batch *batches; /* open or on the wire */
+};
+
+/* engine.c */
+/* Record the attempt r made (or its share of a batch) and its metrics. */
+void record_attempt(struct engine *eng, struct run *r,
+                    const struct http_resp *resp);
+void run_give_up(struct run *r, const char *why, int64_t defer_at);
+int64_t run_blocked_until(struct engine *eng, const struct run *r, int64_t now);
+void run_response(struct engine *eng, struct run *r,
+                  const struct http_resp *resp, int feed);
+void run_feed_limits(struct engine *eng, struct run *r,
+                     const struct http_resp *rp);
+int engine_pace(const struct run *r, int64_t now, int64_t *slot);
+
+/* batch.c */
+/* Put r's request into a batch: 1 when parked, 0 when it goes alone. */
+int batch_park(struct engine *eng, struct run *r);
+/* Send the batches that are due; returns ms until the next is (or max). */
+long batch_flush(struct engine *eng, long max_ms);
+/* A merged call's reply. */
+void batch_response(struct engine *eng, struct batch *b,
+                    const struct http_resp *resp);
+/* Free every batch (the engine is going away). */
+void batch_free_all(struct engine *eng);
+
+#endif
