@@ -84,7 +84,7 @@ fuzz: deps
 
 bench: deps
 	@$(MAKE) --no-print-directory all
-	@python3 tests/bench/bench.py --build $(BUILD)
+	@python3 tests/bench/bench.py --build $(BUILD) $(BENCH_ARGS)
 
 install: $(BINS)
 	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/share/gcrelay

@@ -10,10 +10,15 @@
 -- threads hold disjoint webhook ids.  Requests sent after a thread has used
 -- its whole file repeat ids already sent: they are counted as "reused".
 --
+-- With GCRELAY_BENCH_ONCE=1 as well, each pool line is sent once: a thread
+-- that has used its whole file sends GET /_bench/static once a second
+-- instead (bench.py stops wrk when the store holds every event).
+--
 -- done() prints one line "GCRELAY_BENCH {json}" with wrk's counters and
 -- latency percentiles (microseconds) for bench.py to read.
 
 local pool_prefix = os.getenv("GCRELAY_BENCH_POOL")
+local once = os.getenv("GCRELAY_BENCH_ONCE") == "1"
 local threads = {}
 local nthreads = 0
 
@@ -48,11 +53,15 @@ function init(args)
 	f:close()
 	pool_size = #pool
 	assert(pool_size > 0, path .. " is empty")
+	idle_req = wrk.format("GET", "/_bench/static")
 	next_idx = 1
 end
 
 if pool_prefix then
 	function request()
+		if once and sent >= pool_size then
+			return idle_req
+		end
 		local r = pool[next_idx]
 		sent = sent + 1
 		if sent > pool_size then
@@ -63,6 +72,15 @@ if pool_prefix then
 			next_idx = 1
 		end
 		return r
+	end
+end
+
+if pool_prefix and once then
+	function delay()
+		if sent >= pool_size then
+			return 1000
+		end
+		return 0
 	end
 end
 

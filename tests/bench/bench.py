@@ -22,6 +22,13 @@ bench.lua) drives each one for --duration seconds after a --warmup run:
                        keepalive (what the README warns
                        against), then an idle probe            vs 2
 
+Then the canned-upstream scenarios of issue 8 (upstream_scenarios.py, each
+on a fresh stack whose Emarsys and Yotpo are one canned nginx, canned.py):
+fast, slow, health, drain, bigbrand, resources, printed with their goals.
+Pick a subset with --scenarios static,healthz,intake,dup,deliver,stall,
+fast,slow,health,drain,bigbrand,resources (make bench BENCH_ARGS=...);
+--quick scales the canned scenarios' counts down.
+
 Signed requests are generated right before their run (fresh timestamps),
 one file per wrk thread, sized from the warm-up's rate; requests beyond a
 file's end repeat ids and are counted as reused.  For 5 the brand's
@@ -67,6 +74,14 @@ DELIVER_BRAND = "acme"     # wired to both simulators
 YOTPO_MAX_RPS = 100        # the brand setting's upper bound
 YOTPO_SIM_RPS = 100000     # the Yotpo sim's per-GUID limit for the bench
 EMARSYS_SIM_RPM = 10000000  # the Emarsys sim's per-minute limit
+
+# Scenario names for --scenarios: the wrk scenarios on the simulator stack
+# (keys 1-6 in the report), then the canned-upstream ones
+# (upstream_scenarios.py).
+ALL_SCENARIOS = ["static", "healthz", "intake", "dup", "deliver", "stall",
+                 "fast", "slow", "health", "drain", "bigbrand", "resources"]
+CANNED_SCENARIOS = {"fast", "slow", "health", "drain", "bigbrand",
+                    "resources"}
 
 NGINX_CONF = """
 %(user)s
@@ -404,14 +419,29 @@ class Bench:
     def run(self):
         a, s = self.a, self.s
         t0 = time.monotonic()
+        want = a.selected.__contains__
+        healthz_rps = 100.0
 
         # 1. static baseline
-        self.scenario("1", "static: nginx return 200 (same server block)",
-                      self.base + "/_bench/static")
+        if want("static"):
+            self.scenario("1", "static: nginx return 200 (same server block)",
+                          self.base + "/_bench/static")
         # 2. healthz
-        self.scenario("2", "healthz: GET /healthz through FastCGI",
-                      self.base + "/healthz")
-        healthz_rps = max(self.results["2"].rps, 100.0)
+        if want("healthz"):
+            self.scenario("2", "healthz: GET /healthz through FastCGI",
+                          self.base + "/healthz")
+            healthz_rps = max(self.results["2"].rps, 100.0)
+        if want("intake"):
+            self.run_intake(healthz_rps)
+        if want("deliver"):
+            self.run_deliver()
+        if want("stall"):
+            self.run_stall()
+        print("[done] scenarios took %.0f s" % (time.monotonic() - t0),
+              flush=True)
+
+    def run_intake(self, healthz_rps):
+        a, s = self.a, self.s
 
         # 3. intake, no destinations
         s.put_brand(NOBRAND, {"name": "Bench, no destinations"})
@@ -470,6 +500,8 @@ class Bench:
                 raise RuntimeError("no recorded event to replay")
             return self.make_pool("dup", items)
 
+        if not a.selected.__contains__("dup"):
+            return
         if r3.failure:
             print("[4] skipped: scenario 3 failed", flush=True)
             r4 = self.results["4"] = Result(
@@ -490,6 +522,10 @@ class Bench:
                 if after4 != after:
                     r4.failure = "a replayed webhook id was recorded again"
 
+    def run_deliver(self):
+        a, s = self.a, self.s
+        r3 = self.results.get("3")
+        intake_rps = max(r3.rps, 10.0) if r3 else 100.0
         # 5. delivery to both simulators
         s.emarsys.config({"rate_limit_per_minute": EMARSYS_SIM_RPM})
         s.yotpo.config({"rate_limit_per_s": YOTPO_SIM_RPS})
@@ -574,6 +610,8 @@ class Bench:
                 r5.notes.append("WARNING: %d deliveries not delivered"
                                 % undelivered)
 
+    def run_stall(self):
+        a = self.a
         # 6a. control: healthz with the stall scenario's connections
         self.scenario("6a", "healthz-%d: GET /healthz, %d connections, shipped "
                       "config (control for 6)" % (a.stall_connections,
@@ -588,9 +626,6 @@ class Bench:
                 r = self.results.setdefault("6", Result(
                     "6", "stall: could not run", "-", a.stall_connections))
                 r.failure = traceback.format_exc()
-
-        print("[done] scenarios took %.0f s" % (time.monotonic() - t0),
-              flush=True)
 
     def warm_count(self):
         # The warm-up pool of scenario 3 is recorded too; count its ids.
@@ -853,7 +888,56 @@ def main():
     ap.add_argument("--max-pool", type=int, default=200000)
     ap.add_argument("--keep", action="store_true",
                     help="keep the stack's directory (logs, store)")
+    ap.add_argument("--scenarios", default="all",
+                    help="comma-separated subset of: %s (default all; "
+                    "dup needs intake; fast and slow use intake's figure "
+                    "as their baseline and add it; health adds slow and "
+                    "an outage)" % ",".join(ALL_SCENARIOS))
+    ap.add_argument("--quick", action="store_true",
+                    help="scale the canned scenarios' counts and caps down "
+                    "(development)")
+    ap.add_argument("--slow-connections", type=int, default=64)
+    ap.add_argument("--drain-events", type=int, default=None,
+                    help="offer_claimed events queued in the outage (2 "
+                    "deliveries each; default 10000, --quick 1000)")
+    ap.add_argument("--fill-cap", type=int, default=None,
+                    help="s allowed to queue the drain's events (default "
+                    "150, --quick 40)")
+    ap.add_argument("--drain-cap", type=int, default=None,
+                    help="s the drain is measured at most (default 60, "
+                    "--quick 20)")
+    ap.add_argument("--big-events", type=int, default=None,
+                    help="default 20000, --quick 2000")
+    ap.add_argument("--big-cap", type=int, default=None,
+                    help="s measured at most (default 120, --quick 40)")
+    ap.add_argument("--resource-events", type=int, default=None,
+                    help="default 100000, --quick 5000")
+    ap.add_argument("--resource-cap", type=int, default=None,
+                    help="s allowed to send them (default 300, --quick 60)")
     a = ap.parse_args()
+    quick = a.quick
+    for name, full, small in (("drain_events", 10000, 1000),
+                              ("fill_cap", 150, 40), ("drain_cap", 60, 20),
+                              ("big_events", 20000, 2000),
+                              ("big_cap", 120, 40),
+                              ("resource_events", 100000, 5000),
+                              ("resource_cap", 300, 60)):
+        if getattr(a, name) is None:
+            setattr(a, name, small if quick else full)
+    if a.scenarios == "all":
+        sel = set(ALL_SCENARIOS)
+    else:
+        sel = set(x.strip() for x in a.scenarios.split(",") if x.strip())
+        bad = sel - set(ALL_SCENARIOS)
+        if bad:
+            ap.error("unknown scenario(s): %s" % ", ".join(sorted(bad)))
+    if sel & {"fast", "slow", "health"}:
+        sel.add("intake")   # their baseline
+    if "dup" in sel:
+        sel.add("intake")
+    if a.no_stall:
+        sel.discard("stall")
+    a.selected = sel
     if a.connections < a.threads or a.stall_connections < a.threads:
         ap.error("connections must be at least --threads")
     if a.deliver_brands < 1 or a.duration < 1 or a.threads < 1:
@@ -866,6 +950,7 @@ def main():
     os.environ["GCRELAY_BUILD"] = os.path.abspath(a.build)
     if a.keep:
         os.environ["GCRELAY_KEEP"] = "1"
+    sys.modules.setdefault("bench", sys.modules[__name__])
     global stack
     import stack as stack_module
     stack = stack_module
@@ -884,19 +969,34 @@ def main():
     s = cls(workers=a.workers, budget_ms=8000, http_timeout_ms=3000,
             retry_schedule="[300, 600]", reconcile_after_s=10)
     b = None
+    cb = None
+    failed = []
     try:
         print("stack in %s (nginx on 127.0.0.1:%d)" % (s.dir, s.port),
               flush=True)
+        print("scenarios: %s" % ", ".join(x for x in ALL_SCENARIOS
+                                           if x in a.selected))
         b = Bench(a, s)
         b.run()
         store = store_summary(s)
-        report(a, b.results, store, b.stall_probe)
-        print("load average after: %s" % " ".join(
-            "%.2f" % x for x in os.getloadavg()))
-        failed = [k for k, r in b.results.items() if r.failure]
         if s.gcrelay.poll() is not None:
             print("FAILED: gcrelay exited with %d" % s.gcrelay.returncode)
             failed.append("gcrelay")
+        if a.selected & CANNED_SCENARIOS:
+            import upstream_scenarios
+            cb = upstream_scenarios.CannedBench(b, stack, cls)
+            t0 = time.monotonic()
+            cb.run(a.selected)
+            print("[done] canned scenarios took %.0f s" % (
+                time.monotonic() - t0), flush=True)
+        if b.results:
+            report(a, b.results, store, b.stall_probe)
+        if cb:
+            upstream_scenarios.report(cb.results)
+            failed += [k for k, r in cb.results.items() if r.failure]
+        print("load average after: %s" % " ".join(
+            "%.2f" % x for x in os.getloadavg()))
+        failed += [k for k, r in b.results.items() if r.failure]
     finally:
         if b:
             b.close()
