@@ -51,6 +51,7 @@ batch_alloc(struct engine *eng, const char *key, size_t limit)
 	b->flush_at = store_now_ms() + BATCH_LINGER_MS;
 	b->next = eng->batches;
 	eng->batches = b;
+	eng->nbatches++;
 	return b;
 }
 
@@ -103,9 +104,10 @@ batch_park(struct engine *eng, struct run *r)
 	b->runs[b->n] = r;
 	b->members[b->n++] = member;
 	b->bytes += add;
+	eng->parked++;
 	r->in_flight = 1; /* parked: on its way to the wire */
-	if (b->n >= b->cap)
-		b->flush_at = 0;
+	if (b->n >= b->cap && !b->paced)
+		b->flush_at = 0; /* full: no reason to linger */
 	return 1;
 }
 
@@ -119,18 +121,24 @@ batch_drop(struct engine *eng, struct batch *b)
 		pp = &(*pp)->next;
 	if (*pp == b)
 		*pp = b->next;
+	eng->nbatches--;
+	eng->parked -= b->n;
 	batch_free(b);
 }
 
-/* Every member goes alone after all, at once (ready, never batched). */
+/*
+ * Every member goes alone after all, at once (ready, never batched);
+ * paced: they already hold the batch's pacing slot.
+ */
 static void
-batch_scatter(struct engine *eng, struct batch *b)
+batch_scatter(struct engine *eng, struct batch *b, int paced)
 {
 	for (int i = 0; i < b->n; i++) {
 		struct run *r = b->runs[i];
 		r->in_flight = 0;
 		r->solo = 1;
 		r->ready = 1;
+		r->paced = paced;
 		r->job.wait_until_ms = 0;
 	}
 	batch_drop(eng, b);
@@ -160,36 +168,39 @@ batch_deadline(const struct batch *b)
 }
 
 /*
- * Send b now if the account allows; else it waits for its pacing slot,
- * or its members are handed back (held account, slot too far off) or
- * sent alone (a batch of one, a request that cannot be built).
+ * Send b now if the account allows; else it waits for its pacing slot
+ * (taking members until then), or its members are handed back (held
+ * account, slot too far off) or sent alone (a batch of one, in its slot;
+ * a request that cannot be built).
  */
 static void
 batch_send(struct engine *eng, struct batch *b, int64_t now)
 {
 	struct run *first = b->runs[0];
-	int64_t blocked, slot = now;
-	long left = (long)(batch_deadline(b) - now);
+	int64_t blocked, slot = now, deadline = batch_deadline(b);
+	int64_t horizon = deadline - MIN_REQUEST_MS - now;
 
+	if (horizon > BATCH_HORIZON_MS)
+		horizon = BATCH_HORIZON_MS;
 	if ((blocked = run_blocked_until(eng, first, now)) > 0)
 		batch_defer(eng, b, "account on hold", blocked);
-	else if (b->n > 1 && !b->paced && !engine_pace(first, now, &slot))
+	else if (!b->paced && !limits_pace(first->account, now,
+	                                   horizon > 0 ? horizon : 0, &slot))
 		batch_defer(eng, b, "paced to the rate limit", slot);
 	else if (slot > now) {
-		b->paced = 1; /* it holds that slot now */
+		b->paced = 1; /* it holds that slot; members join until then */
 		b->flush_at = slot;
-		b->limit = 0; /* and takes no more members */
-	} else if (b->n == 1 || left < 200 ||
+	} else if (b->n == 1 || deadline - now < MIN_REQUEST_MS ||
 	           first->job.ops->batch_request(&first->job, b->items,
 	                                         &b->body, &b->req) != GC_OK)
-		batch_scatter(eng, b); /* a batch of one is a single call */
+		batch_scatter(eng, b, b->n == 1);
 	else {
-		b->req.timeout_ms = eng->cfg->http_timeout_ms < left
+		b->req.timeout_ms = eng->cfg->http_timeout_ms < deadline - now
 		                        ? eng->cfg->http_timeout_ms
-		                        : left;
+		                        : (long)(deadline - now);
 		b->t0_ms = now;
 		if (httpc_start(eng->http, &b->req, b) != GC_OK)
-			batch_scatter(eng, b);
+			batch_scatter(eng, b, 0);
 		else
 			b->sent = 1;
 	}
@@ -248,7 +259,7 @@ batch_response(struct engine *eng, struct batch *b,
 	if (ok)
 		batch_drop(eng, b);
 	else
-		batch_scatter(eng, b);
+		batch_scatter(eng, b, 0);
 }
 
 /* See engine_priv.h. */

@@ -32,7 +32,6 @@
 #define LEASE_SLACK_MS   15000  /* a lease outlives the budget by this */
 #define PAUSED_RETRY_MS  300000 /* a paused destination is looked at again */
 #define DISPATCH_WAIT_MS 1000   /* longest in-place wait in the dispatcher */
-#define MIN_REQUEST_MS   200    /* no request starts with less time left */
 
 const char *const dest_outcome_names[] = {
     [DEST_DELIVERED] = "delivered", [DEST_WARNING] = "delivered",
@@ -118,7 +117,8 @@ engine_httpc(struct engine *eng)
 int
 engine_jobs(const struct engine *eng)
 {
-	return eng->jobs;
+	/* A batch's waiting members take one slot together, not one each. */
+	return eng->jobs - eng->parked + eng->nbatches;
 }
 
 /* See dest.h. */
@@ -284,6 +284,15 @@ run_blocked_until(struct engine *eng, const struct run *r, int64_t now)
 	return until > now ? until : 0;
 }
 
+/* Reserve r's pacing slot within its wait horizon (limits_pace). */
+static int
+engine_pace(const struct run *r, int64_t now, int64_t *slot)
+{
+	int64_t horizon = job_wait_horizon(&r->job) - now;
+
+	return limits_pace(r->account, now, horizon > 0 ? horizon : 0, slot);
+}
+
 /*
  * Pace r's request to its account's live limit: 1 when it may go now;
  * else it waits for its slot (ready) or, when that is too far off, is
@@ -306,15 +315,6 @@ run_paced(struct run *r, int64_t now)
 	r->ready = 1;
 	r->job.wait_until_ms = slot;
 	return 0;
-}
-
-/* See engine_priv.h. */
-int
-engine_pace(const struct run *r, int64_t now, int64_t *slot)
-{
-	int64_t horizon = job_wait_horizon(&r->job) - now;
-
-	return limits_pace(r->account, now, horizon > 0 ? horizon : 0, slot);
 }
 
 /* Put j->req on the wire, within the deadline and the account's limits. */

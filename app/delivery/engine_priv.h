@@ -12,7 +12,9 @@
 #include "engine.h"
 #include "store.h"
 
-#define BATCH_LINGER_MS 20 /* a batch waits this long for more members */
+#define BATCH_LINGER_MS  20    /* a batch waits this long for members */
+#define BATCH_HORIZON_MS 10000 /* and up to this long for its pacing slot */
+#define MIN_REQUEST_MS   200   /* no request starts with less time left */
 
 /* What a transfer's owner is: the first member of a run and a batch. */
 struct wire {
@@ -81,6 +83,8 @@ struct engine {
 	int jobs;              /* jobs of the active eruns */
 	int dispatcher;        /* this process is a dispatcher */
 	struct batch *batches; /* open or on the wire */
+	int nbatches;
+	int parked; /* jobs waiting in batches */
 };
 
 /* engine.c */
@@ -93,7 +97,6 @@ void run_response(struct engine *eng, struct run *r,
                   const struct http_resp *resp, int feed);
 void run_feed_limits(struct engine *eng, struct run *r,
                      const struct http_resp *rp);
-int engine_pace(const struct run *r, int64_t now, int64_t *slot);
 
 /* batch.c */
 /* Put r's request into a batch: 1 when parked, 0 when it goes alone. */

@@ -181,9 +181,13 @@ class CannedBench:
     # ---- helpers ------------------------------------------------------------
 
     def new_stack(self, **kw):
+        # gcrelay's own delivery defaults (the test suites' Stack lets
+        # intake deliver with every worker for the whole budget).
         cfg = dict(workers=self.a.workers, budget_ms=8000,
                    http_timeout_ms=3000, retry_schedule="[300, 600]",
-                   reconcile_after_s=10,
+                   reconcile_after_s=10, sync_budget_ms=SYNC_BUDGET_MS,
+                   sync_workers=max(1, self.a.workers - 1),
+                   circuit_open_s=30, concurrency=CONCURRENCY,
                    webhook_secrets=list(self.b.s.webhook_secrets))
         cfg.update(kw)
         s = self.cls(**cfg)
@@ -421,15 +425,21 @@ class CannedBench:
             self.ratio_figure(r, "intake answers/s", rps, 0.5)
             p99 = data["p99_us"] / 1000.0
             goal = SYNC_BUDGET_MS + 100
+            # wrk stops with a request outstanding on nearly every
+            # connection (nginx logs 499 with how long it had waited):
+            # only those that had already waited past the goal were late.
             unanswered = statuses.get("499", 0)
-            touts = data["timeout"] + unanswered
-            r.figure("senders' p99", "%.0f ms (answered requests only%s)" % (
-                p99, "; %d more never answered" % touts if touts else ""),
-                "<= %d ms" % goal,
-                p99 <= goal and touts == 0 and data["requests"] > 0)
+            late = sum(1 for w in waited if w * 1000 > goal)
+            touts = data["timeout"] + late
+            r.figure("senders' p99", "%.0f ms (answered requests; %d cut "
+                     "by wrk's stop after at most %.0f ms)" % (
+                         p99, unanswered,
+                         max(waited) * 1000 if waited else 0),
+                     "<= %d ms" % goal,
+                     p99 <= goal and touts == 0 and data["requests"] > 0)
             r.figure("sender timeouts", "%d (wrk --timeout %d s: %d; "
-                     "unanswered at wrk's stop: %d)" % (
-                         touts, a.timeout, data["timeout"], unanswered),
+                     "waited past %d ms when wrk stopped: %d)" % (
+                         touts, a.timeout, data["timeout"], goal, late),
                      "0", touts == 0)
             r.notes.append("wrk: %d answers, p50 %.0f ms p90 %.0f ms p99 "
                            "%.0f ms max %.0f ms; nginx statuses %s" % (
@@ -575,7 +585,7 @@ class CannedBench:
                                "event_id GLOB ? AND destination = 'emarsys' "
                                "AND status IN ('pending', 'retrying')",
                                like)[0][0]
-                if left == 0 and got >= len(items):
+                if left == 0:
                     break
                 time.sleep(1)
             took = time.monotonic() - t0
@@ -585,7 +595,8 @@ class CannedBench:
                            "event_id GLOB ? AND status = 'delivered' AND "
                            "destination = 'emarsys'",
                            like)[0][0]
-            all_done = done >= len(items)
+            # Every event that was accepted (wrk may leave one unsent).
+            all_done = got > 0 and done >= got
             if all_done:
                 drain_s = (last - t0_ms) / 1000.0
                 r.figure("time to drain", "%.1f s" % drain_s, "<= 60 s",

@@ -365,6 +365,22 @@ class EmarsysSim(simbase.Sim):
                 del acct["events"][eid]
                 acct["trigger_ids"].pop(eid, None)
 
+    # ---- 429 holds (see simbase.record_request) ---------------------------
+
+    def hold_key(self, req):
+        if not req.path.startswith(API_PREFIX):
+            return None         # the token endpoint is not rate limited
+        return self._bearer_account(req)
+
+    def hold_until(self, reply):
+        for name, value in reply.headers:
+            if name.lower() == "x-ratelimit-reset":
+                try:
+                    return float(value)     # unix seconds
+                except ValueError:
+                    return None
+        return None
+
     # ---- dispatch ---------------------------------------------------------
 
     def handle(self, req, fault):

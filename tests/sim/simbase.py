@@ -193,12 +193,26 @@ class Sim:
     def default_fault_body(self, status):
         return {"error": "simulated fault", "status": status}
 
+    def hold_key(self, req):
+        """The rate-limited account a request belongs to (Emarsys: the
+        client id of its bearer token; Yotpo: its GUID), or None.  Used to
+        flag calls made before an announced 429 reset."""
+        return None
+
+    def hold_until(self, reply):
+        """For a 429 reply: the unix time its headers say to wait until,
+        or None."""
+        return None
+
     # ---- records and counters --------------------------------------------
 
     def _zero_counters(self):
         self.counters = {"connections": 0, "connections_accepted": 0,
                          "requests": 0, "tls_errors": 0,
-                         "internal_errors": 0, "faults_applied": 0}
+                         "internal_errors": 0, "faults_applied": 0,
+                         "calls_before_reset": 0}
+        # account -> unix time of the latest 429 reset announced to it.
+        self.holds = {}
         for name in self.COUNTERS:
             self.counters[name] = 0
         self.counted_conns = set()
@@ -232,7 +246,19 @@ class Sim:
             "outcome": "pending",       # pending | replied | dropped | error
             "fault": None,
             "applied": False,           # whether the sim's handler ran
+            "done_mono": None,          # when the reply went (or the drop)
         }
+        # A call to an account that was answered 429 with a reset still
+        # in the future: the client did not wait for the reset.
+        key = self.hold_key(req)
+        req.record["hold_key"] = key
+        until = self.holds.get(key) if key is not None else None
+        now = req.record["time"]
+        early = until is not None and now < until
+        req.record["before_reset"] = early
+        req.record["early_ms"] = round((until - now) * 1000) if early else 0
+        if early:
+            self.count("calls_before_reset")
         self.records.append(req.record)
         return req.record
 
@@ -517,6 +543,7 @@ class SimHandler(http.server.BaseHTTPRequestHandler):
         the close is an RST (SO_LINGER 0) instead of a FIN."""
         with self.server.sim.lock:
             req.record["outcome"] = "dropped"
+            req.record["done_mono"] = time.monotonic()
         self.close_connection = True
         sock = self.request
         try:
@@ -533,10 +560,18 @@ class SimHandler(http.server.BaseHTTPRequestHandler):
             pass
 
     def _send(self, req, reply):
-        with self.server.sim.lock:
+        sim = self.server.sim
+        with sim.lock:
             if req.record is not None:
                 req.record["status"] = reply.status
                 req.record["outcome"] = "replied"
+                req.record["done_mono"] = time.monotonic()
+                key = req.record.get("hold_key")
+                if reply.status == 429 and key is not None:
+                    until = sim.hold_until(reply)
+                    if until is not None:
+                        req.record["reset_at"] = until
+                        sim.holds[key] = max(sim.holds.get(key, 0), until)
         self._write(reply)
 
     def _write(self, reply):

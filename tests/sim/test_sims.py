@@ -595,6 +595,26 @@ class EmarsysFaultTest(EmarsysBase):
         self.assertEqual(resp.status, 429)
         self.assertIsNone(resp.h("X-RateLimit-Reset"))
 
+    def test_calls_before_reset_are_flagged(self):
+        tok = self.token()
+        self.sim.fault("rate_limit", reset_in=2, path_prefix="/api/v3/")
+        self.assertEqual(self.api("GET", "field", token=tok).status, 429)
+        self.assertEqual(self.api("GET", "field", token=tok).status, 200)
+        self.token_req()                    # token endpoint: never flagged
+        recs = self.sim.requests()
+        self.assertEqual([r["before_reset"] for r in recs],
+                         [False, False, True, False])
+        self.assertEqual(recs[1]["hold_key"], "demo_client")
+        self.assertGreater(recs[2]["early_ms"], 0)
+        self.assertAlmostEqual(recs[1]["reset_at"], time.time() + 2,
+                               delta=1.5)
+        self.assertIsNotNone(recs[1]["done_mono"])
+        self.assertGreaterEqual(recs[1]["done_mono"], recs[1]["mono"])
+        self.assertEqual(self.sim.stats()["calls_before_reset"], 1)
+        self.sim.reset()
+        self.api("GET", "field", token=self.token())
+        self.assertFalse(self.sim.requests()[-1]["before_reset"])
+
     def test_contact_error(self):
         self.sim.fault("contact_error")
         self.assertEqual(self.api("GET", "field").status, 200)  # not consumed
@@ -865,6 +885,22 @@ class YotpoApiTest(YotpoBase):
         codes = [self.call("GET", "campaigns", auth=auth).status
                  for _ in range(3)]
         self.assertEqual(codes, [200, 200, 429])
+
+    def test_calls_before_reset_are_flagged(self):
+        self.sim.fault("status", status=429, path_prefix="/api/v2/actions",
+                       headers={"ratelimit-reset": "1", "Retry-After": "2"})
+        self.assertEqual(self.action().status, 429)
+        self.assertEqual(self.action().status, 200)
+        # Another merchant is not held.
+        self.sim.config({"merchants": {"g4": {"api_key": "k4"}}})
+        self.call("GET", "campaigns", auth={"x-guid": "g4", "x-api-key": "k4"})
+        recs = self.sim.requests()
+        self.assertEqual([r["before_reset"] for r in recs],
+                         [False, True, False])
+        self.assertEqual(recs[0]["hold_key"], "demo_guid")
+        # The longer of ratelimit-reset and Retry-After.
+        self.assertGreater(recs[1]["early_ms"], 1000)
+        self.assertEqual(self.sim.stats()["calls_before_reset"], 1)
 
     def test_status_faults(self):
         cases = [(423, {}, {"error": "locked"}),

@@ -146,6 +146,26 @@ class YotpoSim(simbase.Sim):
     def default_fault_body(self, status):
         return {"error": "simulated fault", "status": status}
 
+    # ---- 429 holds (see simbase.record_request) ---------------------------
+
+    def hold_key(self, req):
+        if not req.path.startswith(API_PREFIX):
+            return None
+        return req.headers.get("x-guid") or None
+
+    def hold_until(self, reply):
+        """Now plus the longer of ratelimit-reset and Retry-After (both in
+        seconds)."""
+        wait = None
+        for name, value in reply.headers:
+            if name.lower() in ("ratelimit-reset", "retry-after"):
+                try:
+                    secs = float(value)
+                except ValueError:
+                    continue
+                wait = secs if wait is None else max(wait, secs)
+        return None if wait is None else time.time() + wait
+
     # ---- dispatch ---------------------------------------------------------
 
     def handle(self, req, fault):
