@@ -29,11 +29,12 @@
 #include "payload.h"
 #include "store.h"
 
-#define SMS_FIELD_NAME  "mobile sms opt-in" /* matched case-insensitively */
-#define NO_SUCH_FIELD   "none"              /* the account has none */
-#define NO_SUCH_FIELD_S 3600 /* look again after this: SMS may be enabled */
-#define TOKEN_MARGIN_MS 60000
-#define MAX_LISTS       3
+#define SMS_FIELD_NAME    "mobile sms opt-in" /* matched case-insensitively */
+#define NO_SUCH_FIELD     "none"              /* the account has none */
+#define NO_SUCH_FIELD_S   3600 /* look again after this: SMS may be enabled */
+#define TOKEN_MARGIN_MS   60000
+#define MAX_LISTS         3
+#define PROGRESS_UPSERTED "upserted" /* stored: the trigger is what is left */
 
 static const char *const step_names[] = {
     [EM_NONE] = "none",
@@ -400,6 +401,8 @@ em_start(struct job *j)
 	emarsys_trigger_id(j->event_id, s->ev_name, s->trigger_id);
 	em_cached_token(j);
 	em_cached_ids(j);
+	/* An earlier run upserted the contact (idempotent, but a call). */
+	s->upserted = strcmp(j->progress, PROGRESS_UPSERTED) == 0;
 	return JOB_REQUEST;
 }
 
@@ -752,6 +755,8 @@ em_on_upsert(struct job *j, const struct http_resp *r,
 		    emarsys_contact_error(rep, NULL, &code, msg, sizeof(msg));
 		if (!rejected) {
 			s->upserted = 1;
+			snprintf(j->progress, sizeof(j->progress), "%s",
+			         PROGRESS_UPSERTED);
 			return;
 		}
 		/* The attempt shows the contact's code, not the envelope's 0.

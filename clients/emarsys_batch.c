@@ -167,8 +167,12 @@ em_batch_split(struct job **jobs, int n, const struct http_resp *r,
 	else if (r->status == 200 && rep.code == 0 && rep.root != NULL)
 		for (int i = 0; i < n; i++)
 			split_one(&each[i], r, &rep, jobs[i]->state, i);
-	else
+	else {
 		ok = 0; /* e.g. 400 for the whole batch: who caused it? */
+		for (int i = 0; i < n && rep.code >= 0; i++)
+			snprintf(jobs[i]->reply_code,
+			         sizeof(jobs[i]->reply_code), "%ld", rep.code);
+	}
 	emarsys_reply_fini(&rep);
 	return ok;
 }

@@ -47,6 +47,9 @@ struct job {
 	int64_t deadline_ms; /* wall clock: finish (or give up) by then */
 	long max_wait_ms;    /* longest wait in place (0: up to the deadline) */
 	const struct lease *lease; /* this run's lease (owner for the store) */
+	/* How far earlier runs got (the client's word, "" when nowhere);
+	 * the client updates it, and it is stored with the result. */
+	char progress[32];
 
 	/* The request to send (JOB_REQUEST); body owned by the client. */
 	struct http_req req;
@@ -112,7 +115,8 @@ struct dest_ops {
 	/*
 	 * Each job's share of the merged reply r, in each[i] (initialised;
 	 * the caller frees them).  0 when the reply cannot be attributed to
-	 * the jobs: each is then sent alone.
+	 * the jobs: each is then sent alone (with the batch's reply code in
+	 * its reply_code, for the attempt).
 	 */
 	int (*batch_split)(struct job **jobs, int n, const struct http_resp *r,
 	                   struct http_resp *each);

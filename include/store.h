@@ -132,7 +132,38 @@ struct attempt {
 	const char *reply_code; /* may be NULL */
 	const char *excerpt;    /* may be NULL */
 	long latency_ms;
+	int64_t at_ms; /* when it was made; 0: now */
 };
+/*
+ * What one run of a delivery came to, for store_deliveries_finish:
+ * status ("delivered", "skipped", "retrying", "failed", "dead") with
+ * next_at_ms for "retrying"; or postpone: due again at next_at_ms as
+ * "retrying" without counting the run.  The lease must still be owner's.
+ */
+struct delivery_result {
+	const char *event_id;
+	const char *destination;
+	const char *owner;
+	const char *status; /* ignored when postpone */
+	const char *reason;
+	const char *warning;
+	int64_t next_at_ms;
+	int postpone;
+	const char *progress; /* how far it got (the destination's word) */
+	const struct attempt *const *attempts; /* the calls this run made */
+	size_t nattempts;
+	enum gc_err err; /* out: GC_OK, or GC_EEXISTS when the lease was lost */
+};
+
+/*
+ * Store the results of one event's runs, with their attempts, in one
+ * transaction, and recompute the event's status.  A result whose lease
+ * was lost changes nothing (its err says GC_EEXISTS) but its attempts
+ * are still recorded: they happened.  GC_ESTORE when nothing was stored.
+ */
+enum gc_err store_deliveries_finish(struct store *st, struct delivery_result *r,
+                                    size_t n);
+
 /* Record an attempt (strings are copied).  GC_ESTORE on failure. */
 enum gc_err store_attempt_add(struct store *st, const struct attempt *a);
 
@@ -141,7 +172,8 @@ enum gc_err store_attempt_add(struct store *st, const struct attempt *a);
  * next_at passed, lease expired) of up to max_events events, earliest
  * first, counting a run for each, in one transaction.  Each event gets its
  * own owner (l->owner plus a suffix), all until l->until_ms.  *claimed is
- * an array of {"id","owner","destinations":[names]} (new reference).
+ * an array of {"id","owner","destinations":[names],"progress":{name:
+ * progress}} (new reference).
  */
 enum gc_err store_claim_batch(struct store *st, int64_t now_ms,
                               const struct lease *l, int max_events,

@@ -14,7 +14,8 @@
 #include "jsonutil.h"
 #include "log.h"
 
-#define BATCH_MAX 1000 /* members of one batch */
+#define BATCH_MAX      1000 /* members of one batch */
+#define BATCH_ENVELOPE 1024 /* bytes of a merged body around its items */
 
 static void
 batch_free(struct batch *b)
@@ -91,11 +92,12 @@ batch_park(struct engine *eng, struct run *r)
 	    !ops->batch_item(j, key, sizeof(key), &member, &item, &limit))
 		return 0;
 	text = jsonutil_compact(item);
+	/* The item and its comma; BATCH_ENVELOPE leaves room for the rest. */
 	add = text != NULL ? strlen(text) + 1 : 0;
 	free(text);
 	b = add > 0 ? batch_open(eng, key, member, add) : NULL;
-	if (b == NULL && add > 0 && add < limit)
-		b = batch_alloc(eng, key, limit);
+	if (b == NULL && add > 0 && add + BATCH_ENVELOPE < limit)
+		b = batch_alloc(eng, key, limit - BATCH_ENVELOPE);
 	if (b == NULL) {
 		json_decref(item);
 		return 0;
@@ -249,8 +251,11 @@ batch_response(struct engine *eng, struct batch *b,
 	for (int i = 0; i < b->n; i++) {
 		if (ok)
 			run_response(eng, b->runs[i], &each[i], 0);
-		else
+		else {
+			/* The batch's reply is each member's attempt. */
+			job_excerpt(&b->runs[i]->job, resp);
 			record_attempt(eng, b->runs[i], resp);
+		}
 		if (each != NULL)
 			http_resp_fini(&each[i]);
 	}

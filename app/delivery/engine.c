@@ -210,6 +210,16 @@ plan_skip(enum m_dest d, const struct gc_event *ev, const struct brand *b,
 	return dests[d]->skip(ev, b, buf, n);
 }
 
+/* Copy s (may be NULL) into a record's buffer; NULL stays NULL. */
+static const char *
+rec_copy(char *dst, size_t n, const char *s)
+{
+	if (s == NULL)
+		return NULL;
+	snprintf(dst, n, "%s", s);
+	return dst;
+}
+
 /* See engine_priv.h. */
 void
 record_attempt(struct engine *eng, struct run *r, const struct http_resp *resp)
@@ -218,25 +228,44 @@ record_attempt(struct engine *eng, struct run *r, const struct http_resp *resp)
 	                                      "maybe_sent", "too_large"};
 	_Static_assert(sizeof(results) / sizeof(results[0]) == HTTP__MAX,
 	               "results[] out of step");
-	struct attempt a = {
-	    .event_id = r->job.event_id,
-	    .destination = m_dest_names[r->job.dest],
-	    .step = r->job.step ? r->job.step : "request",
-	    .outcome =
-	        resp->result == HTTP_OK ? "response" : results[resp->result],
-	    .http_status = resp->status,
-	    .reply_code = r->job.reply_code[0] ? r->job.reply_code : NULL,
-	    .excerpt = r->job.excerpt[0]
-	                   ? r->job.excerpt
-	                   : (resp->error[0] ? resp->error : NULL),
-	    .latency_ms = (long)(store_now_ms() - r->t0_ms),
-	};
+	const struct job *j = &r->job;
+	struct attempt_rec *rec;
+	int64_t now = store_now_ms();
 
-	metrics_upstream(r->job.dest, resp->status, resp->seconds);
-	log_attempt(a.destination, a.event_id, a.step, resp->status,
-	            a.reply_code, (double)a.latency_ms);
-	if (store_attempt_add(eng->st, &a) != GC_OK)
-		log_warnx("could not record an attempt for %s", a.event_id);
+	(void)eng;
+	metrics_upstream(j->dest, resp->status, resp->seconds);
+	log_attempt(m_dest_names[j->dest], j->event_id,
+	            j->step ? j->step : "request", resp->status,
+	            j->reply_code[0] ? j->reply_code : NULL,
+	            (double)(now - r->t0_ms));
+	if (r->natts == r->catts) {
+		size_t c = r->catts ? r->catts * 2 : 4;
+		void *p = realloc(r->atts, c * sizeof(*r->atts));
+		if (p == NULL)
+			goto nomem;
+		r->atts = p;
+		r->catts = c;
+	}
+	if ((rec = calloc(1, sizeof(*rec))) == NULL)
+		goto nomem;
+	r->atts[r->natts++] = &rec->a;
+	rec->a.event_id = j->event_id;
+	rec->a.destination = m_dest_names[j->dest];
+	rec->a.step = rec_copy(rec->step, sizeof(rec->step),
+	                       j->step ? j->step : "request");
+	rec->a.outcome =
+	    rec_copy(rec->outcome, sizeof(rec->outcome), results[resp->result]);
+	rec->a.http_status = resp->status;
+	rec->a.reply_code = rec_copy(rec->reply_code, sizeof(rec->reply_code),
+	                             j->reply_code[0] ? j->reply_code : NULL);
+	rec->a.excerpt = rec_copy(
+	    rec->excerpt, sizeof(rec->excerpt),
+	    j->excerpt[0] ? j->excerpt : (resp->error[0] ? resp->error : NULL));
+	rec->a.latency_ms = (long)(now - r->t0_ms);
+	rec->a.at_ms = now;
+	return;
+nomem:
+	log_warnx("out of memory: an attempt of %s is not kept", j->event_id);
 }
 
 /*
@@ -334,6 +363,7 @@ run_send(struct engine *eng, struct run *r)
 		run_give_up(r, "time budget used up", r->er->sync ? now : 0);
 		return;
 	}
+	j->reply_code[0] = j->excerpt[0] = '\0';
 	if (eng->dispatcher && !r->solo && !r->paced && batch_park(eng, r))
 		return;
 	if (!run_paced(r, now))
@@ -344,7 +374,6 @@ run_send(struct engine *eng, struct run *r)
 	r->capped = j->req.timeout_ms > left;
 	if (r->capped)
 		j->req.timeout_ms = left;
-	j->reply_code[0] = j->excerpt[0] = '\0';
 	r->t0_ms = now;
 	if (httpc_start(eng->http, &j->req, r) != GC_OK) {
 		run_give_up(r, "could not start a request", 0);
@@ -450,75 +479,60 @@ engine_metric(enum dest_outcome o)
 	                           : M_OUT_RETRYING;
 }
 
-/* Hand a deferred job back: due at its time, no run used. */
+/*
+ * The result of a job for the store, in res (reason in buf): a deferred
+ * job goes back due at its time without using a run; a retry takes the
+ * next step of the schedule (or is dead past its end).
+ */
 static void
-engine_postpone(struct engine *eng, struct job *j)
+engine_result(struct engine *eng, const struct job *j,
+              struct delivery_result *res, char *buf, size_t n)
 {
-	int64_t now = store_now_ms();
-	int64_t at = j->retry_at_ms > now ? j->retry_at_ms : now;
-
-	if (store_delivery_postpone(eng->st, j->event_id, m_dest_names[j->dest],
-	                            j->lease->owner, j->reason, at) != GC_OK)
-		log_warnx("could not hand %s/%s back; its lease expires and "
-		          "it runs again then",
-		          j->event_id, m_dest_names[j->dest]);
-	else if (at <= now + DISPATCH_WAIT_MS)
-		limits_wake();
-}
-
-/* Store a job's result, choosing the next retry time or giving up. */
-static void
-engine_apply(struct engine *eng, struct job *j)
-{
-	const char *dest = m_dest_names[j->dest];
-	int64_t next = 0;
 	enum m_outcome mo = engine_metric(j->outcome);
-	const char *status = dest_outcome_names[j->outcome];
-	char reason[400];
-	enum gc_err err;
+	int64_t now = store_now_ms();
 	int runs;
 
+	memset(res, 0, sizeof(*res));
+	res->event_id = j->event_id;
+	res->destination = m_dest_names[j->dest];
+	res->owner = j->lease->owner;
+	res->progress = j->progress[0] ? j->progress : NULL;
+	res->status = dest_outcome_names[j->outcome];
+	res->warning = j->warning[0] ? j->warning : NULL;
+	snprintf(buf, n, "%s", j->reason);
+	res->reason = buf[0] ? buf : NULL;
 	if (j->deferred) {
-		engine_postpone(eng, j);
+		res->postpone = 1;
+		res->next_at_ms = j->retry_at_ms > now ? j->retry_at_ms : now;
 		return;
 	}
-	snprintf(reason, sizeof(reason), "%s", j->reason);
 	if (j->outcome == DEST_RETRY) {
 		runs = engine_runs(eng, j);
 		if ((size_t)runs > eng->cfg->nretry_schedule) {
-			status = "dead";
+			res->status = "dead";
 			mo = M_OUT_DEAD;
-			snprintf(reason, sizeof(reason),
-			         "gave up after %d runs: %s", runs, j->reason);
+			snprintf(buf, n, "gave up after %d runs: %s", runs,
+			         j->reason);
 		} else {
-			next = store_now_ms() +
-			       eng->cfg->retry_schedule[runs - 1] * 1000;
-			if (j->retry_at_ms > next)
-				next = j->retry_at_ms;
+			res->next_at_ms =
+			    now + eng->cfg->retry_schedule[runs - 1] * 1000;
+			if (j->retry_at_ms > res->next_at_ms)
+				res->next_at_ms = j->retry_at_ms;
 		}
 	}
 	metrics_delivery(j->dest, mo);
-	err = store_delivery_finish(eng->st, j->event_id, dest, j->lease->owner,
-	                            status, reason[0] ? reason : NULL,
-	                            j->warning[0] ? j->warning : NULL, next);
-	if (err == GC_EEXISTS)
-		log_errorx("%s delivery of %s outlived its lease; another run "
-		           "owns it now, this outcome (%s) is not stored",
-		           dest, j->event_id, status);
-	else if (err != GC_OK)
-		log_errorx("could not store the %s outcome of %s; the lease "
-		           "will expire and the dispatcher will run it again",
-		           dest, j->event_id);
 }
 
 /*
  * A delivery the plan now skips on a retry: the brand changed since the
  * event arrived.  A paused destination keeps it waiting (without using
- * up a run); anything else needs an operator.
+ * up a run) until the whole retry schedule has passed, then it is dead;
+ * anything else needs an operator.
  */
 static void
 engine_replan(struct engine *eng, struct job *j, const struct brand *b,
-              int64_t received_ms)
+              int64_t received_ms, struct delivery_result *res, char *buf,
+              size_t n)
 {
 	int paused =
 	    (j->dest == M_DEST_EMARSYS && b->has_emarsys &&
@@ -531,19 +545,46 @@ engine_replan(struct engine *eng, struct job *j, const struct brand *b,
 	if (paused && store_now_ms() - received_ms < span) {
 		j->retry_at_ms = store_now_ms() + PAUSED_RETRY_MS;
 		j->deferred = 1;
-		engine_apply(eng, j);
+	} else if (paused)
+		job_done(j, DEST_FAILED,
+		         "destination paused for longer than "
+		         "the retry schedule");
+	else
+		j->outcome = DEST_FAILED;
+	engine_result(eng, j, res, buf, n);
+	if (paused && !j->deferred)
+		res->status = "dead";
+}
+
+/*
+ * Store results (grouped by event) in one transaction; log lost leases
+ * and failures; wake the dispatcher for what is due now.
+ */
+static void
+engine_store(struct engine *eng, struct delivery_result *res, size_t n)
+{
+	int64_t soon = store_now_ms() + DISPATCH_WAIT_MS;
+	int wake = 0;
+
+	if (n == 0)
+		return;
+	if (store_deliveries_finish(eng->st, res, n) != GC_OK) {
+		log_errorx("could not store the outcome of %s; its lease "
+		           "expires and the dispatcher runs it again",
+		           res[0].event_id);
 		return;
 	}
-	/* Removed, or paused for longer than the whole retry schedule. */
-	if (paused && store_delivery_finish(
-	                  eng->st, j->event_id, m_dest_names[j->dest],
-	                  j->lease->owner, "dead",
-	                  "destination paused for longer than the retry "
-	                  "schedule",
-	                  NULL, 0) == GC_OK)
-		return;
-	j->outcome = DEST_FAILED;
-	engine_apply(eng, j);
+	for (size_t i = 0; i < n; i++) {
+		if (res[i].err == GC_EEXISTS)
+			log_errorx("%s delivery of %s outlived its lease; "
+			           "another run owns it now, this outcome is "
+			           "not stored",
+			           res[i].destination, res[i].event_id);
+		else if (res[i].postpone && res[i].next_at_ms <= soon)
+			wake = 1;
+	}
+	if (wake)
+		limits_wake();
 }
 
 static void
@@ -552,6 +593,12 @@ erun_free(struct erun *er)
 	if (er == NULL)
 		return;
 	json_decref(er->payload);
+	json_decref(er->progress);
+	for (int i = 0; i < er->n; i++) {
+		for (size_t k = 0; k < er->runs[i].natts; k++)
+			free((void *)er->runs[i].atts[k]); /* its record */
+		free(er->runs[i].atts);
+	}
 	if (er->owns) {
 		event_fini(&er->ev_own);
 		brand_fini(&er->b_own);
@@ -604,6 +651,10 @@ erun_plan(struct engine *eng, struct erun *er, const int want[M_DEST__MAX],
 		j->deadline_ms = deadline;
 		j->max_wait_ms = eng->dispatcher ? DISPATCH_WAIT_MS : 0;
 		j->lease = &er->lease;
+		snprintf(j->progress, sizeof(j->progress), "%s",
+		         jsonutil_str(er->progress, m_dest_names[d])
+		             ? jsonutil_str(er->progress, m_dest_names[d])
+		             : "");
 		if (plan_skip((enum m_dest)d, er->ev, er->b, j->reason,
 		              sizeof(j->reason))) {
 			j->outcome = DEST_SKIPPED;
@@ -617,18 +668,27 @@ erun_plan(struct engine *eng, struct erun *er, const int want[M_DEST__MAX],
 	eng->active = er;
 }
 
-/* Store every job's result and forget the erun. */
+/* Store every job's result with its attempts, and forget the erun. */
 static void
 erun_finish(struct engine *eng, struct erun *er)
 {
+	struct delivery_result res[M_DEST__MAX];
+	char reasons[M_DEST__MAX][400];
+
 	for (int i = 0; i < er->n; i++) {
-		struct job *j = &er->runs[i].job;
+		struct run *r = &er->runs[i];
 		if (er->replan[i])
-			engine_replan(eng, j, er->b, er->received_ms);
+			engine_replan(eng, &r->job, er->b, er->received_ms,
+			              &res[i], reasons[i], sizeof(reasons[i]));
 		else
-			engine_apply(eng, j);
-		j->ops->finish(j);
+			engine_result(eng, &r->job, &res[i], reasons[i],
+			              sizeof(reasons[i]));
+		res[i].attempts = r->atts;
+		res[i].nattempts = r->natts;
 	}
+	engine_store(eng, res, (size_t)er->n);
+	for (int i = 0; i < er->n; i++)
+		er->runs[i].job.ops->finish(&er->runs[i].job);
 	eng->jobs -= er->n;
 	erun_free(er);
 }
@@ -869,7 +929,10 @@ engine_cannot_run(struct engine *eng, const char *id,
                   const int want[M_DEST__MAX], const struct lease *l,
                   const char *status, const char *why)
 {
+	struct delivery_result res[M_DEST__MAX];
+	char reasons[M_DEST__MAX][400];
 	struct job j;
+	size_t n = 0;
 
 	for (int d = 0; d < M_DEST__MAX; d++) {
 		if (!want[d])
@@ -879,15 +942,14 @@ engine_cannot_run(struct engine *eng, const char *id,
 		j.dest = (enum m_dest)d;
 		j.event_id = id;
 		j.lease = l;
-		if (status == NULL) {
-			job_done(&j, DEST_RETRY, "%s", why);
-			engine_apply(eng, &j);
-		} else if (store_delivery_finish(eng->st, id, m_dest_names[d],
-		                                 l->owner, status, why, NULL,
-		                                 0) != GC_OK)
-			log_errorx("could not finish %s/%s", id,
-			           m_dest_names[d]);
+		job_done(&j, status == NULL ? DEST_RETRY : DEST_FAILED, "%s",
+		         why);
+		engine_result(eng, &j, &res[n], reasons[n], sizeof(reasons[n]));
+		if (status != NULL)
+			res[n].status = status; /* "failed" or "dead" */
+		n++;
 	}
+	engine_store(eng, res, n);
 }
 
 /* Load a claimed event and its brand into er; 0 when it can run. */
@@ -961,6 +1023,7 @@ engine_start_claimed(struct engine *eng, const json_t *c, int64_t until_ms)
 	         jsonutil_str(c, "owner"));
 	er->lease.until_ms = until_ms;
 	engine_wanted(json_object_get(c, "destinations"), want);
+	er->progress = json_incref(json_object_get(c, "progress"));
 	if (erun_load(eng, er, want) != 0) {
 		erun_free(er);
 		return;

@@ -23,6 +23,15 @@ struct wire {
 
 struct erun;
 
+/* An attempt kept until the run's result is stored with it. */
+struct attempt_rec {
+	struct attempt a; /* first: a record is its attempt */
+	char step[32];
+	char outcome[16];
+	char reply_code[24];
+	char excerpt[320];
+};
+
 /* One job and its place on the wire. */
 struct run {
 	struct wire w;
@@ -36,6 +45,10 @@ struct run {
 	int solo;      /* never batch it again (a batch reply failed it) */
 	int64_t t0_ms;
 	char account[200]; /* whose limits apply: "emarsys:<client id>" */
+	/* This run's calls, stored with its result: each points at the
+	 * attempt of a struct attempt_rec (its first member). */
+	const struct attempt **atts;
+	size_t natts, catts;
 };
 
 /* One event's deliveries in progress. */
@@ -50,7 +63,8 @@ struct erun {
 	json_t *payload;
 	struct lease lease;
 	int64_t received_ms; /* 0: the run right after intake */
-	int sync; /* intake: what is left at the budget is deferred */
+	int sync;         /* intake: what is left at the budget is deferred */
+	json_t *progress; /* {destination: progress} of a claimed event */
 	struct run runs[M_DEST__MAX];
 	int n;
 	int replan[M_DEST__MAX];
@@ -88,7 +102,10 @@ struct engine {
 };
 
 /* engine.c */
-/* Record the attempt r made (or its share of a batch) and its metrics. */
+/*
+ * Note the attempt r made (or its share of a batch): logged and counted
+ * now, stored with the run's result.
+ */
 void record_attempt(struct engine *eng, struct run *r,
                     const struct http_resp *resp);
 void run_give_up(struct run *r, const char *why, int64_t defer_at);

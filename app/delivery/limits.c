@@ -27,6 +27,7 @@ _Static_assert(sizeof(circuit_state_names) / sizeof(circuit_state_names[0]) ==
                "circuit_state_names[] out of step");
 
 struct hold {
+	uint32_t hash; /* of account: compared before the string */
 	char account[KEYLEN];
 	int64_t until_ms;
 	int per_minute;  /* the account's live limit, 0: not known */
@@ -34,6 +35,7 @@ struct hold {
 };
 
 struct circuit {
+	uint32_t hash;      /* of brand and dest */
 	char brand[KEYLEN]; /* "" when the slot is free */
 	int dest;
 	int failures;       /* consecutive */
@@ -51,6 +53,17 @@ struct l_shared {
 static struct l_shared *shm;
 static struct l_shared local; /* unit tests, tools: not shared */
 static int wake_pipe[2] = {-1, -1};
+
+/* FNV-1a of s, mixed with salt. */
+static uint32_t
+l_hash(const char *s, uint32_t salt)
+{
+	uint32_t h = 2166136261u ^ salt;
+
+	for (; *s != '\0'; s++)
+		h = (h ^ (unsigned char)*s) * 16777619u;
+	return h;
+}
 
 static struct l_shared *
 L(void)
@@ -108,11 +121,12 @@ int64_t
 limits_hold_until(const char *account)
 {
 	struct l_shared *s = L();
+	uint32_t h = l_hash(account, 0);
 	int64_t until = 0;
 
 	l_lock();
 	for (int i = 0; i < HOLDS; i++)
-		if (s->holds[i].until_ms > 0 &&
+		if (s->holds[i].hash == h && s->holds[i].until_ms > 0 &&
 		    strcmp(s->holds[i].account, account) == 0) {
 			until = s->holds[i].until_ms;
 			break;
@@ -126,14 +140,17 @@ static struct hold *
 hold_slot(struct l_shared *s, const char *account)
 {
 	struct hold *oldest = &s->holds[0];
+	uint32_t h = l_hash(account, 0);
 
 	for (int i = 0; i < HOLDS; i++) {
-		if (strcmp(s->holds[i].account, account) == 0)
+		if (s->holds[i].hash == h &&
+		    strcmp(s->holds[i].account, account) == 0)
 			return &s->holds[i];
 		if (s->holds[i].until_ms < oldest->until_ms)
 			oldest = &s->holds[i];
 	}
 	memset(oldest, 0, sizeof(*oldest));
+	oldest->hash = h;
 	snprintf(oldest->account, sizeof(oldest->account), "%s", account);
 	return oldest;
 }
@@ -198,8 +215,10 @@ limits_pace(const char *account, int64_t now_ms, int64_t horizon_ms,
 static struct circuit *
 circuit_find(struct l_shared *s, const char *brand, enum m_dest d)
 {
+	uint32_t h = l_hash(brand, (uint32_t)d);
+
 	for (int i = 0; i < CIRCUITS; i++)
-		if (s->circuits[i].dest == (int)d &&
+		if (s->circuits[i].hash == h && s->circuits[i].dest == (int)d &&
 		    strcmp(s->circuits[i].brand, brand) == 0)
 			return &s->circuits[i];
 	return NULL;
@@ -237,6 +256,7 @@ circuit_slot(struct l_shared *s, const char *brand, enum m_dest d)
 		     s->circuits[i].open_until == 0))
 			c = &s->circuits[i];
 	if (c != NULL && strcmp(c->brand, brand) != 0) {
+		c->hash = l_hash(brand, (uint32_t)d);
 		snprintf(c->brand, sizeof(c->brand), "%s", brand);
 		c->dest = (int)d;
 		c->failures = 0;

@@ -91,6 +91,8 @@ static const char *const migrations[] = {
     "ALTER TABLE yotpo_ledger ADD COLUMN email TEXT;"
     "UPDATE yotpo_ledger SET email = (SELECT json_extract(body, '$.email') "
     "FROM events WHERE events.id = yotpo_ledger.event_id);",
+    /* 3: how far a delivery got, so a later run need not redo it */
+    "ALTER TABLE deliveries ADD COLUMN progress TEXT;",
 };
 #define NMIGRATIONS ((int)(sizeof(migrations) / sizeof(migrations[0])))
 

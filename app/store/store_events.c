@@ -288,6 +288,67 @@ store_delivery_postpone(struct store *st, const char *event_id,
 	return delivery_update(st, s, event_id, "delivery postpone");
 }
 
+/* One result's update; 1 done (r->err set), 0 on a store failure. */
+static int
+result_update(struct store *st, struct delivery_result *r, int64_t now)
+{
+	sqlite3_stmt *s;
+	int k = 0;
+
+	if (r->postpone) {
+		if ((s = store_stmt(st, STMT_RESULT_POSTPONE)) == NULL)
+			return 0;
+		store_bind_text(s, 1, r->reason);
+		store_bind_int(s, 2, r->next_at_ms);
+		k = 3;
+	} else {
+		if ((s = store_stmt(st, STMT_RESULT_FINISH)) == NULL)
+			return 0;
+		store_bind_text(s, 1, r->status);
+		store_bind_text(s, 2, r->reason);
+		store_bind_text(s, 3, r->warning);
+		store_bind_pos(s, 4, r->next_at_ms);
+		k = 5;
+	}
+	store_bind_int(s, k, now);
+	store_bind_text(s, k + 1, r->event_id);
+	store_bind_text(s, k + 2, r->destination);
+	store_bind_text(s, k + 3, r->owner);
+	store_bind_text(s, k + 4, r->progress);
+	if (!store_step(st, s, "delivery result"))
+		return 0;
+	r->err = sqlite3_changes(st->db) > 0 ? GC_OK : GC_EEXISTS;
+	return 1;
+}
+
+/* See store.h. */
+enum gc_err
+store_deliveries_finish(struct store *st, struct delivery_result *r, size_t n)
+{
+	int64_t now = store_now_ms();
+
+	if (store_begin(st) != GC_OK)
+		return GC_ESTORE;
+	for (size_t i = 0; i < n; i++) {
+		if (!result_update(st, &r[i], now))
+			goto fail;
+		for (size_t k = 0; k < r[i].nattempts; k++)
+			if (store_attempt_add(st, r[i].attempts[k]) != GC_OK)
+				goto fail;
+		/* One status refresh per event (results come grouped). */
+		if ((i + 1 == n ||
+		     strcmp(r[i + 1].event_id, r[i].event_id) != 0) &&
+		    !event_refresh(st, r[i].event_id))
+			goto fail;
+	}
+	if (store_commit(st) != GC_OK)
+		goto fail;
+	return GC_OK;
+fail:
+	store_rollback(st);
+	return GC_ESTORE;
+}
+
 /* See store.h. */
 enum gc_err
 store_delivery_attempts(struct store *st, const char *event_id,
@@ -318,7 +379,7 @@ store_attempt_add(struct store *st, const struct attempt *a)
 		return GC_ESTORE;
 	store_bind_text(s, 1, a->event_id);
 	store_bind_text(s, 2, a->destination);
-	store_bind_int(s, 3, store_now_ms());
+	store_bind_int(s, 3, a->at_ms > 0 ? a->at_ms : store_now_ms());
 	store_bind_text(s, 4, a->step);
 	store_bind_text(s, 5, a->outcome);
 	store_bind_pos(s, 6, a->http_status);

@@ -27,8 +27,8 @@ claim_event(json_t *arr, const char *id, const struct lease *l)
 	}
 	/* One owner per event: two runs must never share a Yotpo claim. */
 	snprintf(owner, sizeof(owner), "%s.%zu", l->owner, i);
-	c = json_pack("{s:s, s:s, s:[]}", "id", id, "owner", owner,
-	              "destinations");
+	c = json_pack("{s:s, s:s, s:[], s:{}}", "id", id, "owner", owner,
+	              "destinations", "progress");
 	if (c == NULL || json_array_append_new(arr, c) != 0)
 		return NULL;
 	return c;
@@ -71,8 +71,9 @@ claim_due_rows(struct store *st, int64_t now_ms, int max_events)
 	store_bind_int(q, 1, now_ms);
 	store_bind_int(q, 2, (int64_t)max_events * 2);
 	while ((rc = store_row(st, q)) == SQLITE_ROW)
-		json_array_append_new(rows, json_pack("[s, s]", store_col(q, 0),
-		                                      store_col(q, 1)));
+		json_array_append_new(
+		    rows, json_pack("[s, s, s?]", store_col(q, 0),
+		                    store_col(q, 1), store_col(q, 2)));
 	if (!store_end(st, q, rc, "claim select")) {
 		json_decref(rows);
 		return NULL;
@@ -105,10 +106,13 @@ claim_rows(struct store *st, json_t *rows, int64_t now_ms,
 		                l->until_ms);
 		if (got < 0)
 			return GC_ESTORE;
-		if (got)
-			json_array_append_new(
-			    json_object_get(c, "destinations"),
-			    json_string(dest));
+		if (!got)
+			continue;
+		json_array_append_new(json_object_get(c, "destinations"),
+		                      json_string(dest));
+		if (json_is_string(json_array_get(row, 2)))
+			json_object_set(json_object_get(c, "progress"), dest,
+			                json_array_get(row, 2));
 	}
 	return GC_OK;
 }

@@ -67,6 +67,17 @@ static const char *const stmts[] = {
         "lease_owner = NULL, attempts = max(attempts - 1, "
         "0), updated_at = ? WHERE event_id = ? AND "
         "destination = ? AND lease_owner = ?",
+    [STMT_RESULT_FINISH] =
+        "UPDATE deliveries SET status = ?1, reason = ?2, warning = ?3, "
+        "next_at = ?4, lease_until = 0, lease_owner = NULL, "
+        "updated_at = ?5, progress = ?9 WHERE event_id = ?6 AND "
+        "destination = ?7 AND lease_owner = ?8",
+    [STMT_RESULT_POSTPONE] =
+        "UPDATE deliveries SET status = 'retrying', reason = ?1, "
+        "next_at = ?2, lease_until = 0, lease_owner = NULL, "
+        "attempts = max(attempts - 1, 0), updated_at = ?3, "
+        "progress = ?7 WHERE event_id = ?4 AND destination = ?5 AND "
+        "lease_owner = ?6",
     [STMT_DELIVERY_RUNS] = "SELECT attempts FROM deliveries "
                            "WHERE event_id = ? AND destination = ?",
     [STMT_ATTEMPT_ADD] =
@@ -76,7 +87,8 @@ static const char *const stmts[] = {
     [STMT_ATTEMPTS_OF] = "SELECT destination, at, step, outcome, http_status, "
                          "reply_code, excerpt, latency_ms FROM attempts "
                          "WHERE event_id = ? ORDER BY id",
-    [STMT_CLAIM_SELECT] = "SELECT event_id, destination FROM deliveries "
+    [STMT_CLAIM_SELECT] = "SELECT event_id, destination, progress "
+                          "FROM deliveries "
                           "WHERE status IN ('pending','retrying') AND "
                           "next_at <= ?1 AND lease_until < ?1 "
                           "ORDER BY next_at LIMIT ?2",

@@ -164,12 +164,12 @@ def norm_value(value):
 class EmarsysSim(simbase.Sim):
     kind = "emarsys"
     FAULT_KINDS = ("expire_tokens", "rate_limit", "contact_error",
-                   "create_race", "forget_ids")
+                   "trigger_error", "create_race", "forget_ids")
     DEFAULT_CONFIG = DEFAULT_CONFIG
     COUNTERS = ("unauthorized", "rate_limited", "tokens_rejected",
                 "deduplicated_triggers", "triggers", "cleared_values",
                 "contacts_created", "contacts_updated", "fields_created",
-                "events_created", "forbidden")
+                "events_created", "forbidden", "batch_duplicate_keys")
 
     # Routes under /api/v3/ (path without prefix and slashes at the ends):
     # (method, regex, handler, endpoint permission of reference 2.3).
@@ -330,19 +330,96 @@ class EmarsysSim(simbase.Sim):
         if kind == "rate_limit":
             if not isinstance(fault.get("reset_in", 1), (int, float)):
                 raise ControlError("reset_in must be a number of seconds")
-        if kind in ("contact_error", "create_race") and "code" in fault:
+        if kind in ("contact_error", "trigger_error", "create_race") \
+                and "code" in fault:
             if parse_id(fault["code"]) is None:
                 raise ControlError("code must be an integer reply code")
 
+    def check_fault_filter(self, fault):
+        """min_batch and key_values narrow down any fault kind."""
+        if "codes" in fault:
+            codes = fault["codes"]
+            if fault["kind"] not in ("contact_error", "trigger_error") \
+                    or not isinstance(codes, dict) or not codes \
+                    or "key_values" in fault or "code" in fault \
+                    or any(parse_id(c) is None for c in codes.values()):
+                raise ControlError("codes ({key value: reply code}) is for "
+                                   "contact_error and trigger_error, "
+                                   "instead of code and key_values")
+        if "min_batch" in fault:
+            n = fault["min_batch"]
+            if not isinstance(n, int) or isinstance(n, bool) or n < 1:
+                raise ControlError("min_batch must be a positive integer")
+        if "key_values" in fault:
+            kv = fault["key_values"]
+            if not isinstance(kv, list) or not kv \
+                    or not all(isinstance(v, str) and v for v in kv):
+                raise ControlError("key_values must be a list of key values "
+                                   "(non-empty strings)")
+
+    def fault_filter(self, fault, req):
+        # min_batch: only a batch (a "contacts" array) of at least that
+        # many contacts.  key_values: only a request carrying one of those
+        # contacts (PUT contact: the key field's value; trigger:
+        # external_id).
+        if "min_batch" in fault:
+            body = req.json if isinstance(req.json, dict) else {}
+            items = body.get("contacts")
+            if not isinstance(items, list) or len(items) < fault["min_batch"]:
+                return False
+        wanted = fault.get("key_values") or list(fault.get("codes") or ())
+        if wanted and not set(wanted) & set(self._request_keys(req)):
+            return False
+        return True
+
+    def _request_keys(self, req):
+        """The contacts' key values a PUT contact or trigger carries."""
+        body = req.json if isinstance(req.json, dict) else {}
+        handler = self._route(req)[0]
+        items = body.get("contacts")
+        if handler == "contact_update":
+            key = str(parse_id(body.get("key_id", "3")))
+            return [norm_value(c.get(key)) for c in items or []
+                    if isinstance(c, dict) and c.get(key) is not None] \
+                if isinstance(items, list) else []
+        if handler == "event_trigger":
+            if isinstance(items, list):
+                return [c.get("external_id") for c in items
+                        if isinstance(c, dict)
+                        and isinstance(c.get("external_id"), str)]
+            ext = body.get("external_id")
+            return [ext] if isinstance(ext, str) else []
+        return []
+
     def fault_applies(self, fault, req):
-        # contact_error and create_race only make sense on their endpoints;
-        # they are not consumed by other requests.
+        # contact_error, trigger_error and create_race only make sense on
+        # their endpoints; they are not consumed by other requests.
         handler = self._route(req)[0]
         if fault["kind"] == "contact_error":
             return handler == "contact_update"
+        if fault["kind"] == "trigger_error":
+            return handler == "event_trigger"
         if fault["kind"] == "create_race":
             return handler in ("field_create", "event_create")
         return True
+
+    @staticmethod
+    def _fault_hits(fault, key):
+        """Whether a contact_error / trigger_error fault rejects the
+        contact with this key value (all of them without key_values)."""
+        if "codes" in fault:
+            return key in fault["codes"]
+        return "key_values" not in fault or key in fault["key_values"]
+
+    @staticmethod
+    def _fault_error(fault, key_id, key):
+        if "codes" in fault:
+            code = parse_id(fault["codes"][key])
+        else:
+            code = parse_id(fault.get("code", 2010))
+        text = fault.get("text") or CONTACT_ERROR_TEXT.get(
+            code, "Simulated contact error %s - %s") % (key_id, key)
+        return code, text
 
     def default_fault_body(self, status):
         if status == 429:
@@ -633,14 +710,13 @@ class EmarsysSim(simbase.Sim):
             return fail(1001, "Invalid parameters: every contact must be an "
                         "object")
         create = req.query.get("create_if_not_exists") == "1"
+        self._count_duplicates([c.get(str(key_id)) for c in contacts])
         ids, errors = [], {}
         for index, contact in enumerate(contacts):
-            if fault and fault["kind"] == "contact_error":
-                key = contact.get(str(key_id))
-                code = parse_id(fault.get("code", 2010))
-                text = fault.get("text") or CONTACT_ERROR_TEXT.get(
-                    code, "Simulated contact error %s - %s") % (
-                        key_id, key)
+            key = contact.get(str(key_id))
+            if fault and fault["kind"] == "contact_error" and \
+                    self._fault_hits(fault, norm_value(key)):
+                code, text = self._fault_error(fault, key_id, key)
                 errors[str(index) if key in (None, "") else
                        norm_value(key)] = {str(code): text}
                 continue
@@ -652,6 +728,18 @@ class EmarsysSim(simbase.Sim):
                 ids.append(self._id_out(cfg, cid))
         return Reply(200, envelope(0, "OK", {
             "ids": ids, "errors": self._errors_out(cfg, errors)}))
+
+    def _count_duplicates(self, keys):
+        """A key value twice in one batch: its entry in data.errors could
+        belong to either contact (stat batch_duplicate_keys)."""
+        seen = set()
+        for key in keys:
+            if key is None or key == "" or isinstance(key, (dict, list)):
+                continue
+            key = norm_value(key)
+            if key in seen:
+                self.count("batch_duplicate_keys")
+            seen.add(key)
 
     def _upsert_one(self, acct, key_id, index, contact, create):
         """Create or update one contact.  Returns (contact id, None) or
@@ -760,7 +848,11 @@ class EmarsysSim(simbase.Sim):
             or event["name"] in cfg["connected_events"]
         if "contacts" in body:
             return self._trigger_batch(req, acct, cfg, event, key_id, body,
-                                       connected)
+                                       connected, fault)
+        if fault and fault["kind"] == "trigger_error" and \
+                self._fault_hits(fault, body.get("external_id")):
+            return fail(*self._fault_error(fault, key_id,
+                                           body.get("external_id")))
         problem, _ = self._trigger_one(req, acct, event, key_id, body,
                                        connected)
         if problem:
@@ -772,19 +864,36 @@ class EmarsysSim(simbase.Sim):
             return fail(5005, "No program or campaign is triggered.")
         return Reply(200, envelope(0, "OK", {}))
 
-    def _trigger_batch(self, req, acct, cfg, event, key_id, body, connected):
+    def _trigger_batch(self, req, acct, cfg, event, key_id, body, connected,
+                       fault):
         items = body["contacts"]
         if not isinstance(items, list):
             return fail(1001, "Invalid parameters: contacts must be an array")
         if len(items) > MAX_BATCH:
             return fail(1000, "Batch size exceeded: at most %d contacts per "
                         "request" % MAX_BATCH)
+        if not items:
+            return fail(1006, "Empty parameter: contacts")
+        # The per-contact members belong in the items of a batch (3.4);
+        # at the top level beside contacts they would be ambiguous.
+        mixed = sorted(set(body) & {"external_id", "trigger_id", "data",
+                                    "event_time"})
+        if mixed:
+            return fail(1001, "Invalid parameters: %s belong in each item of "
+                        "contacts" % ", ".join(mixed))
+        self._count_duplicates([i.get("external_id") for i in items
+                                if isinstance(i, dict)])
         ids, errors = [], {}
         for index, item in enumerate(items):
             item = item if isinstance(item, dict) else {}
-            problem, contact_id = self._trigger_one(req, acct, event, key_id,
-                                                    item, connected)
             ext = item.get("external_id")
+            if fault and fault["kind"] == "trigger_error" and \
+                    self._fault_hits(fault, ext):
+                problem, contact_id = self._fault_error(fault, key_id,
+                                                        ext), None
+            else:
+                problem, contact_id = self._trigger_one(
+                    req, acct, event, key_id, item, connected)
             if problem:
                 errors[ext if isinstance(ext, str) and ext else str(index)] = \
                     {str(problem[0]): problem[1]}

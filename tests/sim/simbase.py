@@ -190,6 +190,15 @@ class Sim:
     def check_fault(self, fault):
         """Validate a sim-specific fault spec; raise ControlError."""
 
+    def check_fault_filter(self, fault):
+        """Validate the sim's own match parameters of any fault kind (e.g.
+        Emarsys "min_batch", "key_values"); raise ControlError."""
+
+    def fault_filter(self, fault, req):
+        """Whether a fault of any kind matches this request beyond method
+        and path (the sim's own match parameters)."""
+        return True
+
     def default_fault_body(self, status):
         return {"error": "simulated fault", "status": status}
 
@@ -293,6 +302,7 @@ class Sim:
                 raise ControlError("%s needs ms >= 0" % kind)
         if kind in self.FAULT_KINDS:
             self.check_fault(fault)
+        self.check_fault_filter(fault)
         self.fault_seq += 1
         fault["id"] = self.fault_seq
         fault["hits"] = 0
@@ -308,6 +318,8 @@ class Sim:
                 continue
             if fault["kind"] in self.FAULT_KINDS \
                     and not self.fault_applies(fault, req):
+                continue
+            if not self.fault_filter(fault, req):
                 continue
             fault["hits"] += 1
             if fault["count"] > 0:

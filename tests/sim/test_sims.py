@@ -633,6 +633,139 @@ class EmarsysFaultTest(EmarsysBase):
         self.assertEqual(len(self.upsert([{"3": "a@example.com"}])
                              .json["data"]["ids"]), 1)
 
+    def test_contact_error_for_some_key_values(self):
+        # Not consumed by a request without one of its key values.
+        self.sim.fault("contact_error", code=2007, text="bad email",
+                       key_values=["bad@example.com"])
+        self.assertEqual(self.upsert([{"3": "a@example.com"}])
+                         .json["data"]["errors"], {})
+        resp = self.upsert([{"3": "a@example.com"},
+                            {"3": "bad@example.com"},
+                            {"3": "c@example.com"}])
+        body = self.assertEnvelope(resp, 200, 0)
+        self.assertEqual(body["data"]["errors"],
+                         {"bad@example.com": {"2007": "bad email"}})
+        self.assertEqual(body["data"]["ids"], ["100000001", "100000002"])
+        self.assertEqual(sorted(c["fields"]["3"] for c in
+                                self.account()["contacts"]),
+                         ["a@example.com", "c@example.com"])
+        self.assertEqual(self.sim.faults(), [])   # count 1 used
+        # Without a key value: by position.
+        self.sim.fault("contact_error", key_values=["x@example.com"])
+        resp = self.upsert([{"3": "x@example.com"}, {"1": "no key"}])
+        self.assertEqual(sorted(resp.json["data"]["errors"]),
+                         ["1", "x@example.com"])
+        self.assertEqual(self.sim.stats()["batch_duplicate_keys"], 0)
+        self.upsert([{"3": "d@example.com"}, {"3": "d@example.com"}])
+        self.assertEqual(self.sim.stats()["batch_duplicate_keys"], 1)
+
+    def test_min_batch_and_key_values_filter_any_fault(self):
+        self.sim.fault("status", status=400, min_batch=2,
+                       body={"replyCode": 1000, "replyText": "batch",
+                             "data": ""})
+        self.assertEqual(self.upsert([{"3": "a@example.com"}]).status, 200)
+        self.assertEnvelope(self.upsert([{"3": "a@example.com"},
+                                         {"3": "b@example.com"}]), 400, 1000)
+        self.assertEqual(self.upsert([{"3": "a@example.com"},
+                                      {"3": "b@example.com"}]).status, 200)
+        self.sim.fault("rate_limit", key_values=["b@example.com"])
+        self.assertEqual(self.upsert([{"3": "a@example.com"}]).status, 200)
+        self.assertEqual(self.upsert([{"3": "b@example.com"}]).status, 429)
+        for bad in ({"min_batch": 0}, {"min_batch": "2"},
+                    {"key_values": []}, {"key_values": "a@example.com"},
+                    {"key_values": [""]}):
+            with self.assertRaises(SimError):
+                self.sim.fault("status", status=400, **bad)
+
+    def test_trigger_error(self):
+        self.upsert([{"3": "a@example.com"}, {"3": "b@example.com"}])
+        eid = self.new_event("gocertify_consent_intent")
+        path = "event/%s/trigger" % eid
+        self.sim.fault("trigger_error", code=2010, count=-1,
+                       key_values=["b@example.com"])
+        # Not consumed by PUT contact.
+        self.assertEqual(self.upsert([{"3": "b@example.com"}])
+                         .json["data"]["errors"], {})
+        resp = self.api("POST", path, {"key_id": "3", "contacts": [
+            {"external_id": "a@example.com", "trigger_id": "t1"},
+            {"external_id": "b@example.com", "trigger_id": "t2"}]})
+        body = self.assertEnvelope(resp, 200, 0)
+        self.assertEqual(body["data"]["ids"], ["100000001"])
+        self.assertEqual(body["data"]["errors"], {"b@example.com": {
+            "2010": "More than one contact found with the external id: 3 - "
+                    "b@example.com"}})
+        self.assertEnvelope(self.api("POST", path, {
+            "key_id": "3", "external_id": "b@example.com"}), 400, 2010, "")
+        self.assertEnvelope(self.api("POST", path, {
+            "key_id": "3", "external_id": "a@example.com"}), 200, 0, {})
+        self.assertEqual([t["external_id"] for t in
+                          self.account()["triggers"]],
+                         ["a@example.com", "a@example.com"])
+        self.sim.clear_faults()
+        self.sim.fault("trigger_error", code=2008, text="gone")
+        resp = self.api("POST", path, {"key_id": "3", "contacts": [
+            {"external_id": "a@example.com"}, {"data": {}}]})
+        self.assertEqual(resp.json["data"]["errors"], {
+            "a@example.com": {"2008": "gone"}, "1": {"2008": "gone"}})
+        # codes: several contacts, each with its own code, in one fault.
+        self.sim.fault("trigger_error", codes={"a@example.com": 2008,
+                                               "b@example.com": 2010})
+        resp = self.api("POST", path, {"key_id": "3", "contacts": [
+            {"external_id": "a@example.com"},
+            {"external_id": "b@example.com"}]})
+        self.assertEqual({k: list(v) for k, v in
+                          resp.json["data"]["errors"].items()},
+                         {"a@example.com": ["2008"],
+                          "b@example.com": ["2010"]})
+        for bad in ({"codes": {}}, {"codes": {"a@example.com": "x"}},
+                    {"codes": {"a@example.com": 1}, "code": 2},
+                    {"codes": {"a@example.com": 1}, "key_values": ["b"]}):
+            with self.assertRaises(SimError):
+                self.sim.fault("trigger_error", **bad)
+        with self.assertRaises(SimError):
+            self.sim.fault("status", status=400,
+                           codes={"a@example.com": 1})
+
+    def test_batch_trigger_form(self):
+        self.upsert([{"3": "a@example.com"}])
+        eid = self.new_event("gocertify_consent_intent")
+        path = "event/%s/trigger" % eid
+        self.assertEnvelope(self.api("POST", path, {
+            "key_id": "3", "contacts": []}), 400, 1006, "")
+        self.assertEnvelope(self.api("POST", path, {
+            "key_id": "3", "contacts": {}}), 400, 1001, "")
+        for extra in ("external_id", "trigger_id", "data", "event_time"):
+            self.assertEnvelope(self.api("POST", path, {
+                "key_id": "3", extra: "a@example.com" if extra ==
+                "external_id" else {},
+                "contacts": [{"external_id": "a@example.com"}]}), 400, 1001)
+        self.assertEnvelope(self.api("POST", path, {"contacts": [
+            {"external_id": "a@example.com"}]}), 400, 2004)
+        self.assertEnvelope(self.api("POST", path, {"key_id": "3",
+            "contacts": [{"external_id": "a@example.com"}] * 1001}),
+            400, 1000)
+        big = {"key_id": "3", "contacts": [
+            {"external_id": "a@example.com", "data": {"pad": "x" * 500000}},
+            {"external_id": "a@example.com", "data": {"pad": "x" * 500000}}]}
+        self.assertEnvelope(self.api("POST", path, big), 400, 10001)
+        self.assertEqual(self.account()["triggers"], [])
+        self.assertEqual(self.sim.stats()["batch_duplicate_keys"], 0)
+        resp = self.api("POST", path, {"key_id": "3", "contacts": [
+            {"external_id": "a@example.com", "trigger_id": "x"},
+            {"external_id": "a@example.com", "trigger_id": "y"}]})
+        self.assertEnvelope(resp, 200, 0)
+        self.assertEqual(self.sim.stats()["batch_duplicate_keys"], 1)
+
+    def test_upsert_size_limit(self):
+        pad = "x" * 7990
+        contacts = [{"3": "c%d@example.com" % i, "1": pad}
+                    for i in range(1000)]
+        resp = self.upsert(contacts)
+        self.assertEnvelope(resp, 400, 10001, "")
+        resp = self.upsert(contacts[:990])
+        self.assertEnvelope(resp, 200, 0)
+        self.assertEqual(len(resp.json["data"]["ids"]), 990)
+
     def test_create_race(self):
         self.sim.fault("create_race", count=2)
         resp = self.api("POST", "field", {"name": "gocertify_x_verified_at",

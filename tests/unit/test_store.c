@@ -132,7 +132,8 @@ run_op(struct store *st, const struct cost_row *r)
 	    {"emarsys", "pending", NULL},
 	    {"yotpo", r->arg, NULL},
 	};
-	struct attempt a = {r->id, r->arg, "upsert", "ok", 200, NULL, NULL, 5};
+	struct attempt a = {r->id, r->arg, "upsert", "ok", 200,
+	                    NULL,  NULL,   5,        0};
 	json_t *j = NULL;
 	char *id = NULL;
 	enum gc_err err = GC_EINVAL;
