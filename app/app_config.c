@@ -78,6 +78,8 @@ static const char *const known[] = {
     "yotpo.api_base",
     "yotpo.default_max_rps",
     "yotpo.reconcile_after_s",
+    "yotpo.reconcile_reads",
+    "yotpo.reconcile_window_s",
 };
 
 /* About 3 days in all: DESIGN.md, Delivery semantics. */
@@ -563,6 +565,16 @@ cfg_remote(struct cfg_ctx *c, struct app_config *cfg)
 	    (int)cfg_int(c, "yotpo.default_max_rps", 1, 100, 5);
 	cfg->yotpo_reconcile_after_s =
 	    cfg_int(c, "yotpo.reconcile_after_s", 0, 86400, 60);
+	cfg->yotpo_reconcile_reads =
+	    (int)cfg_int(c, "yotpo.reconcile_reads", 1, 20, 3);
+	cfg->yotpo_reconcile_window_s =
+	    cfg_int(c, "yotpo.reconcile_window_s", 0, 7 * 86400,
+	            cfg->yotpo_reconcile_after_s * 3);
+	if (cfg->yotpo_reconcile_window_s < cfg->yotpo_reconcile_after_s)
+		cfg_error(c, config_lookup(&c->lc, "yotpo.reconcile_window_s"),
+		          "yotpo.reconcile_window_s must be at least "
+		          "yotpo.reconcile_after_s (%ld)",
+		          cfg->yotpo_reconcile_after_s);
 }
 
 static void

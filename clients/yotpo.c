@@ -48,6 +48,7 @@ struct yo_state {
 	char email[256];   /* the customer to reconcile against */
 	char claimer[260]; /* the event whose call is being reconciled */
 	int64_t slot_ms;   /* throttle slot held, 0 when none */
+	int misses;        /* history reads that did not find it yet */
 	int finished;
 	struct buf body;
 };
@@ -174,12 +175,33 @@ yo_release(struct job *j)
 		          j->brand->slug, s->action);
 }
 
+/*
+ * When the next history read of an uncertain award made at sent_at is
+ * due, after misses reads that found nothing: the first after
+ * yotpo.reconcile_after_s, the last at yotpo.reconcile_window_s.
+ */
+static int64_t
+yo_read_due(const struct job *j, int64_t sent_at, int misses)
+{
+	const struct app_config *c = j->cfg;
+	int64_t after = c->yotpo_reconcile_after_s * 1000;
+	int64_t span = c->yotpo_reconcile_window_s * 1000 - after;
+	int gaps =
+	    c->yotpo_reconcile_reads > 1 ? c->yotpo_reconcile_reads - 1 : 1;
+
+	if (misses >= c->yotpo_reconcile_reads)
+		misses = c->yotpo_reconcile_reads - 1;
+	return sent_at + after + span * misses / gaps;
+}
+
 /* The award may have happened: remember that and retry after a check. */
 static void
 yo_unknown(struct job *j, int64_t sent_at, const char *why)
 {
+	struct yo_state *s = j->state;
+
 	yo_ledger(j, "unknown", sent_at);
-	j->retry_at_ms = sent_at + j->cfg->yotpo_reconcile_after_s * 1000;
+	j->retry_at_ms = yo_read_due(j, sent_at, s->misses);
 	yo_stop(j, DEST_RETRY, why);
 }
 
@@ -205,6 +227,7 @@ yo_claim(struct job *j)
 	case LEDGER_RECONCILE:
 		s->phase = YO_RECONCILE;
 		s->sent_at = v.sent_at;
+		s->misses = v.misses;
 		return JOB_WAIT;
 	case LEDGER_DONE:
 		if (strcmp(v.event_id, j->event_id) == 0)
@@ -349,7 +372,7 @@ yo_next(struct job *j)
 	case YO_CLAIM:
 		return yo_claim(j);
 	case YO_RECONCILE:
-		due = s->sent_at + j->cfg->yotpo_reconcile_after_s * 1000;
+		due = yo_read_due(j, s->sent_at, s->misses);
 		if (due > store_now_ms()) {
 			if (job_can_wait(j, due)) {
 				j->wait_until_ms = due;
@@ -441,6 +464,8 @@ yo_on_award(struct job *j, const struct http_resp *r)
 	}
 }
 
+static void yo_missed(struct job *j);
+
 static void
 yo_on_customer(struct job *j, const struct http_resp *r)
 {
@@ -499,9 +524,40 @@ yo_on_customer(struct job *j, const struct http_resp *r)
 		j->outcome = DEST_WARNING;
 		return;
 	}
-	/* Confirmed absent after the visibility delay: send again (for this
-	 * event, if the claim is still ours: yo_post_action checks). */
-	s->phase = YO_SEND;
+	yo_missed(j);
+}
+
+/*
+ * A history read found no trace of the uncertain award.  Absence is
+ * confirmed only when yotpo.reconcile_reads reads, the last at least
+ * yotpo.reconcile_window_s after the call, all missed it: Yotpo shows
+ * writes late, and one empty read never licenses a second award.
+ */
+static void
+yo_missed(struct job *j)
+{
+	struct yo_state *s = j->state;
+	int64_t now = store_now_ms();
+	int reads = j->cfg->yotpo_reconcile_reads;
+
+	if (store_ledger_miss(j->st, j->brand->slug, j->ev->token, s->action,
+	                      j->lease->owner, now, &s->misses) != GC_OK) {
+		yo_unknown(j, s->sent_at, "could not count a history read");
+		return;
+	}
+	if (s->misses >= reads &&
+	    now - s->sent_at >= j->cfg->yotpo_reconcile_window_s * 1000) {
+		/* Confirmed absent: send again (for this event, if the claim
+		 * is still ours: yo_post_action checks). */
+		s->phase = YO_SEND;
+		return;
+	}
+	yo_ledger(j, "unknown", s->sent_at);
+	s->finished = 1;
+	job_defer(j, yo_read_due(j, s->sent_at, s->misses),
+	          "award outcome unknown: %d of %d history reads found "
+	          "nothing so far",
+	          s->misses, reads);
 }
 
 static void

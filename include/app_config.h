@@ -85,6 +85,8 @@ struct app_config {
 	char *yotpo_api_base;
 	int yotpo_default_max_rps;
 	long yotpo_reconcile_after_s;
+	int yotpo_reconcile_reads;     /* reads that must all miss ... */
+	long yotpo_reconcile_window_s; /* ... spread over this, from the call */
 };
 
 /*

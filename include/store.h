@@ -267,6 +267,7 @@ struct ledger_view {
 	char email[256];    /* the customer the uncertain call was for */
 	int64_t lease_until;
 	int64_t sent_at; /* when the uncertain call was started */
+	int misses;      /* history reads that did not find it yet */
 };
 
 /*
@@ -300,6 +301,15 @@ enum gc_err store_ledger_sending(struct store *st, const char *brand,
                                  const char *token, const char *action,
                                  const char *owner, const char *event_id,
                                  const char *email, int64_t now_ms);
+
+/*
+ * A history read owner made found no trace of the uncertain award:
+ * count it; *misses is the count so far.  GC_EEXISTS when owner no
+ * longer holds the key.
+ */
+enum gc_err store_ledger_miss(struct store *st, const char *brand,
+                              const char *token, const char *action,
+                              const char *owner, int64_t now_ms, int *misses);
 
 /* Forget a claim owner holds that sent nothing (the key may be claimed
  * again).  GC_EEXISTS when owner no longer holds it. */

@@ -91,8 +91,11 @@ static const char *const migrations[] = {
     "ALTER TABLE yotpo_ledger ADD COLUMN email TEXT;"
     "UPDATE yotpo_ledger SET email = (SELECT json_extract(body, '$.email') "
     "FROM events WHERE events.id = yotpo_ledger.event_id);",
-    /* 3: how far a delivery got, so a later run need not redo it */
-    "ALTER TABLE deliveries ADD COLUMN progress TEXT;",
+    /* 3: how far a delivery got, so a later run need not redo it; how
+     * many history reads have not found an uncertain award yet */
+    "ALTER TABLE deliveries ADD COLUMN progress TEXT;"
+    "ALTER TABLE yotpo_ledger ADD COLUMN misses INTEGER NOT NULL "
+    "DEFAULT 0;",
 };
 #define NMIGRATIONS ((int)(sizeof(migrations) / sizeof(migrations[0])))
 

@@ -167,6 +167,7 @@ ledger_existing(struct store *st, sqlite3_stmt *row, const char *brand,
 		view->sent_at = sqlite3_column_int64(s, 0);
 		snprintf(view->email, sizeof(view->email), "%s",
 		         store_col(s, 1));
+		view->misses = sqlite3_column_int(s, 2);
 	}
 	if (!store_end(st, s, rc, "ledger reconcile"))
 		return GC_ESTORE;
@@ -292,6 +293,28 @@ store_ledger_release(struct store *st, const char *brand, const char *token,
 	if (s != NULL)
 		store_bind_text(s, 4, owner);
 	return ledger_owned(st, s, "ledger release");
+}
+
+/* See store.h. */
+enum gc_err
+store_ledger_miss(struct store *st, const char *brand, const char *token,
+                  const char *action, const char *owner, int64_t now_ms,
+                  int *misses)
+{
+	sqlite3_stmt *s;
+	int rc;
+
+	*misses = 0;
+	s = ledger_stmt(st, STMT_LEDGER_MISS, brand, token, action);
+	if (s == NULL)
+		return GC_ESTORE;
+	store_bind_text(s, 4, owner);
+	store_bind_int(s, 5, now_ms);
+	if ((rc = store_row(st, s)) == SQLITE_ROW)
+		*misses = sqlite3_column_int(s, 0);
+	if (!store_end(st, s, rc, "ledger miss"))
+		return GC_ESTORE;
+	return rc == SQLITE_ROW ? GC_OK : GC_EEXISTS;
 }
 
 /* See store.h. */

@@ -145,7 +145,8 @@ static const char *const stmts[] = {
                               "lease_until = ?4, lease_owner = ?5, sent_at = "
                               "coalesce(sent_at, updated_at), updated_at = ?6 "
                               "WHERE brand = ?1 AND token = ?2 AND action = ?3 "
-                              "RETURNING sent_at, coalesce(email, '')",
+                              "RETURNING sent_at, coalesce(email, ''), "
+                              "misses",
     [STMT_LEDGER_INSERT] =
         "INSERT INTO yotpo_ledger(brand, token, action, state, "
         "event_id, reference, email, lease_until, lease_owner, "
@@ -157,9 +158,14 @@ static const char *const stmts[] = {
         "brand = ?1 AND token = ?2 AND action = ?3 AND lease_owner = ?7",
     [STMT_LEDGER_SENDING] =
         "UPDATE yotpo_ledger SET state = 'sending', sent_at = NULL, "
-        "event_id = ?5, email = ?6, updated_at = ?7 WHERE brand = ?1 "
+        "misses = 0, event_id = ?5, email = ?6, updated_at = ?7 WHERE "
+        "brand = ?1 "
         "AND token = ?2 AND action = ?3 AND lease_owner = ?4 AND "
         "state != 'done'",
+    [STMT_LEDGER_MISS] =
+        "UPDATE yotpo_ledger SET misses = misses + 1, updated_at = ?5 "
+        "WHERE brand = ?1 AND token = ?2 AND action = ?3 AND "
+        "lease_owner = ?4 AND state != 'done' RETURNING misses",
     [STMT_LEDGER_RELEASE] = "DELETE FROM yotpo_ledger WHERE brand = ? AND "
                             "token = ? AND action = ? AND state != 'done' "
                             "AND lease_owner = ?",
