@@ -512,7 +512,7 @@ cfg_delivery(struct cfg_ctx *c, struct app_config *cfg)
 	cfg->circuit_failures =
 	    (int)cfg_int(c, "delivery.circuit_failures", 1, 1000, 5);
 	cfg->circuit_open_ms =
-	    cfg_int(c, "delivery.circuit_open_s", 1, 3600, 30) * 1000;
+	    cfg_int(c, "delivery.circuit_open_s", 1, 3600, 5) * 1000;
 	if (s == NULL) {
 		cfg->nretry_schedule =
 		    sizeof(default_schedule) / sizeof(default_schedule[0]);
