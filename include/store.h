@@ -101,16 +101,6 @@ enum gc_err store_event_body(struct store *st, const char *id, char **brand,
                              char **body, int64_t *received_ms);
 
 /*
- * Set a delivery's result and release its lease, if owner still holds
- * it; recomputes the event's status.  next_at_ms only for "retrying".
- * GC_EEXISTS when the lease was lost (nothing changes).
- */
-enum gc_err store_delivery_finish(struct store *st, const char *event_id,
-                                  const char *dest, const char *owner,
-                                  const char *status, const char *reason,
-                                  const char *warning, int64_t next_at_ms);
-
-/*
  * Put a leased delivery back as "retrying" at next_at_ms without counting
  * the run (its destination is paused).  GC_EEXISTS when the lease was lost.
  */

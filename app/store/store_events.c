@@ -246,29 +246,6 @@ fail:
 
 /* See store.h. */
 enum gc_err
-store_delivery_finish(struct store *st, const char *event_id, const char *dest,
-                      const char *owner, const char *status, const char *reason,
-                      const char *warning, int64_t next_at_ms)
-{
-	sqlite3_stmt *s;
-
-	if (store_begin(st) != GC_OK)
-		return GC_ESTORE;
-	if ((s = store_stmt(st, STMT_DELIVERY_FINISH)) != NULL) {
-		store_bind_text(s, 1, status);
-		store_bind_text(s, 2, reason);
-		store_bind_text(s, 3, warning);
-		store_bind_pos(s, 4, next_at_ms);
-		store_bind_int(s, 5, store_now_ms());
-		store_bind_text(s, 6, event_id);
-		store_bind_text(s, 7, dest);
-		store_bind_text(s, 8, owner);
-	}
-	return delivery_update(st, s, event_id, "delivery finish");
-}
-
-/* See store.h. */
-enum gc_err
 store_delivery_postpone(struct store *st, const char *event_id,
                         const char *dest, const char *owner, const char *reason,
                         int64_t next_at_ms)

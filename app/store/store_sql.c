@@ -56,11 +56,6 @@ static const char *const stmts[] = {
         "SELECT destination, status, reason, warning, attempts, "
         "next_at FROM deliveries WHERE event_id = ? "
         "ORDER BY destination",
-    [STMT_DELIVERY_FINISH] =
-        "UPDATE deliveries SET status = ?, reason = ?, "
-        "warning = ?, next_at = ?, lease_until = 0, "
-        "lease_owner = NULL, updated_at = ? WHERE "
-        "event_id = ? AND destination = ? AND lease_owner = ?",
     [STMT_DELIVERY_POSTPONE] =
         "UPDATE deliveries SET status = 'retrying', "
         "reason = ?, next_at = ?, lease_until = 0, "

@@ -30,7 +30,7 @@ struct fixture {
 enum op {
 	OP_INSERT,      /* id, two deliveries: emarsys pending, yotpo arg */
 	OP_ATTEMPT,     /* id, destination arg */
-	OP_FINISH,      /* id, destination arg, "delivered" */
+	OP_FINISH,      /* id, destination arg: delivered, with an attempt */
 	OP_CLAIM,       /* whatever is due, in one batch */
 	OP_OUTCOME,     /* id */
 	OP_SETTLED_NEW, /* id, every delivery skipped */
@@ -59,11 +59,11 @@ static const struct cost_row cost_rows[] = {
 	ROW(OP_INSERT, "e1", "pending",	GC_EEXISTS,	1, 1, 1, 1, 0, 1),
 	ROW(OP_ATTEMPT, "e1", "emarsys", GC_OK,		1, 1, 1, 0, 0, 0),
 	ROW(OP_ATTEMPT, "e1", "yotpo",	GC_OK,		0, 1, 1, 0, 0, 0),
-	/* The update and the event's new status. */
-	ROW(OP_FINISH, "e1", "emarsys",	GC_OK,		2, 2, 2, 1, 1, 0),
-	ROW(OP_FINISH, "e1", "yotpo",	GC_OK,		0, 2, 2, 1, 1, 0),
-	/* Lease gone: the update changes nothing and rolls back. */
-	ROW(OP_FINISH, "e1", "yotpo",	GC_EEXISTS,	0, 1, 1, 1, 0, 1),
+	/* The update, its attempt and the event's new status: one transaction. */
+	ROW(OP_FINISH, "e1", "emarsys",	GC_OK,		2, 3, 3, 1, 1, 0),
+	ROW(OP_FINISH, "e1", "yotpo",	GC_OK,		0, 3, 3, 1, 1, 0),
+	/* Lease gone: the update changes nothing; the attempt still counts. */
+	ROW(OP_FINISH, "e1", "yotpo",	GC_EEXISTS,	0, 3, 3, 1, 1, 0),
 	/* e2's one pending delivery: select (a row, then done), lease it. */
 	ROW(OP_CLAIM, NULL, NULL,	GC_OK,		2, 2, 3, 1, 1, 0),
 	ROW(OP_CLAIM, NULL, NULL,	GC_OK,		0, 1, 1, 1, 1, 0),
@@ -134,6 +134,15 @@ run_op(struct store *st, const struct cost_row *r)
 	};
 	struct attempt a = {r->id, r->arg, "upsert", "ok", 200,
 	                    NULL,  NULL,   5,        0};
+	const struct attempt *atts[] = {&a};
+	struct delivery_result res = {
+	    .event_id = r->id,
+	    .destination = r->arg,
+	    .owner = l.owner,
+	    .status = "delivered",
+	    .attempts = atts,
+	    .nattempts = 1,
+	};
 	json_t *j = NULL;
 	char *id = NULL;
 	enum gc_err err = GC_EINVAL;
@@ -151,8 +160,9 @@ run_op(struct store *st, const struct cost_row *r)
 		err = store_attempt_add(st, &a);
 		break;
 	case OP_FINISH:
-		err = store_delivery_finish(st, r->id, r->arg, l.owner,
-		                            "delivered", NULL, NULL, 0);
+		err = store_deliveries_finish(st, &res, 1);
+		if (err == GC_OK)
+			err = res.err; /* the lease may have been lost */
 		break;
 	case OP_CLAIM:
 		l.until_ms = store_now_ms() + 60000; /* not due twice */
