@@ -100,14 +100,6 @@ enum gc_err store_event_outcome(struct store *st, const char *id, json_t **out,
 enum gc_err store_event_body(struct store *st, const char *id, char **brand,
                              char **body, int64_t *received_ms);
 
-/*
- * Put a leased delivery back as "retrying" at next_at_ms without counting
- * the run (its destination is paused).  GC_EEXISTS when the lease was lost.
- */
-enum gc_err store_delivery_postpone(struct store *st, const char *event_id,
-                                    const char *dest, const char *owner,
-                                    const char *reason, int64_t next_at_ms);
-
 /* How many runs a delivery has had (for the retry schedule). */
 enum gc_err store_delivery_attempts(struct store *st, const char *event_id,
                                     const char *dest, int *runs);
@@ -139,7 +131,7 @@ struct delivery_result {
 	const char *warning;
 	int64_t next_at_ms;
 	int postpone;
-	const char *progress; /* how far it got (the destination's word) */
+	const char *progress; /* how far it got ("": nowhere; NULL: keep) */
 	const struct attempt *const *attempts; /* the calls this run made */
 	size_t nattempts;
 	enum gc_err err; /* out: GC_OK, or GC_EEXISTS when the lease was lost */

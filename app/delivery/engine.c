@@ -496,7 +496,7 @@ engine_result(struct engine *eng, const struct job *j,
 	res->event_id = j->event_id;
 	res->destination = m_dest_names[j->dest];
 	res->owner = j->lease->owner;
-	res->progress = j->progress[0] ? j->progress : NULL;
+	res->progress = j->progress;
 	res->status = dest_outcome_names[j->outcome];
 	res->warning = j->warning[0] ? j->warning : NULL;
 	snprintf(buf, n, "%s", j->reason);
@@ -1061,10 +1061,11 @@ engine_claim(struct engine *eng, int max_jobs)
 enum gc_err
 engine_redeliver(struct engine *eng, const char *event_id, int *count)
 {
+	struct delivery_result res[M_DEST__MAX];
 	int64_t now = store_now_ms();
 	struct lease l;
 	json_t *taken, *v;
-	size_t i;
+	size_t i, n = 0;
 	enum gc_err err;
 
 	*count = 0;
@@ -1073,13 +1074,22 @@ engine_redeliver(struct engine *eng, const char *event_id, int *count)
 	if (err != GC_OK)
 		return err;
 	/* Hand them to the dispatcher, due now, as its first run. */
-	json_array_foreach(taken, i, v) if (store_delivery_postpone(
-	                                        eng->st, event_id,
-	                                        json_string_value(v), l.owner,
-	                                        "redelivery requested",
-	                                        now) == GC_OK)(*count)++;
-	json_decref(taken);
-	if (*count > 0)
+	memset(res, 0, sizeof(res));
+	json_array_foreach(taken, i, v)
+	{
+		if (n == M_DEST__MAX)
+			break;
+		res[n].event_id = event_id;
+		res[n].destination = json_string_value(v);
+		res[n].owner = l.owner;
+		res[n].reason = "redelivery requested";
+		res[n].next_at_ms = now;
+		res[n++].postpone = 1;
+	}
+	if (n > 0 && (err = store_deliveries_finish(eng->st, res, n)) == GC_OK)
 		limits_wake();
-	return GC_OK;
+	for (i = 0; i < n && err == GC_OK; i++)
+		*count += res[i].err == GC_OK;
+	json_decref(taken);
+	return err;
 }

@@ -222,49 +222,6 @@ store_event_body(struct store *st, const char *id, char **brand, char **body,
 	return GC_OK;
 }
 
-/*
- * Run the UPDATE s of one leased delivery (bound; NULL when it could not
- * be had) inside the open transaction, refresh its event and commit.
- */
-static enum gc_err
-delivery_update(struct store *st, sqlite3_stmt *s, const char *event_id,
-                const char *what)
-{
-	if (!store_step(st, s, what))
-		goto fail;
-	if (sqlite3_changes(st->db) == 0) {
-		store_rollback(st);
-		return GC_EEXISTS;
-	}
-	if (!event_refresh(st, event_id) || store_commit(st) != GC_OK)
-		goto fail;
-	return GC_OK;
-fail:
-	store_rollback(st);
-	return GC_ESTORE;
-}
-
-/* See store.h. */
-enum gc_err
-store_delivery_postpone(struct store *st, const char *event_id,
-                        const char *dest, const char *owner, const char *reason,
-                        int64_t next_at_ms)
-{
-	sqlite3_stmt *s;
-
-	if (store_begin(st) != GC_OK)
-		return GC_ESTORE;
-	if ((s = store_stmt(st, STMT_DELIVERY_POSTPONE)) != NULL) {
-		store_bind_text(s, 1, reason);
-		store_bind_int(s, 2, next_at_ms);
-		store_bind_int(s, 3, store_now_ms());
-		store_bind_text(s, 4, event_id);
-		store_bind_text(s, 5, dest);
-		store_bind_text(s, 6, owner);
-	}
-	return delivery_update(st, s, event_id, "delivery postpone");
-}
-
 /* One result's update; 1 done (r->err set), 0 on a store failure. */
 static int
 result_update(struct store *st, struct delivery_result *r, int64_t now)

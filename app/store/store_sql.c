@@ -56,22 +56,18 @@ static const char *const stmts[] = {
         "SELECT destination, status, reason, warning, attempts, "
         "next_at FROM deliveries WHERE event_id = ? "
         "ORDER BY destination",
-    [STMT_DELIVERY_POSTPONE] =
-        "UPDATE deliveries SET status = 'retrying', "
-        "reason = ?, next_at = ?, lease_until = 0, "
-        "lease_owner = NULL, attempts = max(attempts - 1, "
-        "0), updated_at = ? WHERE event_id = ? AND "
-        "destination = ? AND lease_owner = ?",
     [STMT_RESULT_FINISH] =
         "UPDATE deliveries SET status = ?1, reason = ?2, warning = ?3, "
         "next_at = ?4, lease_until = 0, lease_owner = NULL, "
-        "updated_at = ?5, progress = ?9 WHERE event_id = ?6 AND "
+        "updated_at = ?5, progress = coalesce(?9, progress) WHERE "
+        "event_id = ?6 AND "
         "destination = ?7 AND lease_owner = ?8",
     [STMT_RESULT_POSTPONE] =
         "UPDATE deliveries SET status = 'retrying', reason = ?1, "
         "next_at = ?2, lease_until = 0, lease_owner = NULL, "
         "attempts = max(attempts - 1, 0), updated_at = ?3, "
-        "progress = ?7 WHERE event_id = ?4 AND destination = ?5 AND "
+        "progress = coalesce(?7, progress) WHERE event_id = ?4 AND "
+        "destination = ?5 AND "
         "lease_owner = ?6",
     [STMT_DELIVERY_RUNS] = "SELECT attempts FROM deliveries "
                            "WHERE event_id = ? AND destination = ?",
