@@ -3,20 +3,17 @@
  *
  * The store is the cache every process shares: a token fetched by one
  * worker serves them all, sealed under the secrets key (AES-GCM, the
- * brand in the aad), and so do resolved field and event ids.  In front
- * of it each process keeps a few entries of its own, so that a delivery
- * neither reads nor decrypts from the store every time: the token opened
- * from the store with its expiry, and the ids by (scope, kind, name).
+ * brand in the aad), and so do resolved field and event ids.  The store
+ * stays the one view of them: another process's refresh, re-resolution
+ * or forget (after a 401, a 2006 on the upsert, a 5001/5004 on the
+ * trigger), or an operator's edit, is seen by the next read here.
  *
- * Invalidation.  A put or a forget here updates the local entry and the
- * store together.  Another process's forget does not reach this one: its
- * local entries stay until they fail upstream, and every such failure
- * already has a path that forgets and re-resolves (a 401 drops the token
- * and fetches a new one; a 2006 on the upsert drops the field ids, a
- * 5001/5004 on the trigger the event id).  So a stale entry costs one
- * failed call, as a stale store row always did.  A local token is used
- * only while it has TOKEN_LOCAL_MIN_MS left; nearer its expiry the store
- * is read again, where another process may have put a fresh one.
+ * In front of the store each process keeps the tokens it opened, with
+ * their sealed form: a read still fetches the stored row (one indexed
+ * select) but decrypts only when the row changed.  A put or a forget
+ * updates the local entry and the store together.  Ids are small and
+ * read as they are; a local copy of them would let a process go on with
+ * an id another process found stale, so there is none.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -27,9 +24,7 @@
 #include "crypto.h"
 #include "env.h"
 
-#define TOKENS_MAX         16  /* brands whose token a process keeps */
-#define IDS_MAX            128 /* ids a process keeps */
-#define TOKEN_LOCAL_MIN_MS 300000
+#define TOKENS_MAX 16 /* brands whose token a process keeps */
 
 struct tok_entry {
 	char *brand, *client_id; /* owned; brand NULL: a free slot */
@@ -37,15 +32,9 @@ struct tok_entry {
 	int64_t expires_ms;
 };
 
-struct id_entry {
-	char *scope, *kind, *name; /* owned; scope NULL: a free slot */
-	char id[32];
-};
-
 struct caches {
 	struct tok_entry tokens[TOKENS_MAX];
-	struct id_entry ids[IDS_MAX];
-	int tok_next, id_next; /* the slot taken next when all are used */
+	int tok_next; /* the slot taken next when all are used */
 };
 
 /* See env.h. */
@@ -67,15 +56,6 @@ tok_drop(struct tok_entry *e)
 	memset(e, 0, sizeof(*e));
 }
 
-static void
-id_drop(struct id_entry *e)
-{
-	free(e->scope);
-	free(e->kind);
-	free(e->name);
-	memset(e, 0, sizeof(*e));
-}
-
 /* See env.h. */
 void
 caches_free(struct caches *c)
@@ -84,8 +64,6 @@ caches_free(struct caches *c)
 		return;
 	for (int i = 0; i < TOKENS_MAX; i++)
 		tok_drop(&c->tokens[i]);
-	for (int i = 0; i < IDS_MAX; i++)
-		id_drop(&c->ids[i]);
 	free(c);
 }
 
@@ -146,17 +124,19 @@ env_token_get(void *ctx, const char *brand, const char *client_id, char *token,
               size_t n, int64_t *expires_ms)
 {
 	struct env_ctx *c = ctx;
-	struct tok_entry *e = tok_find(c->caches, brand, client_id);
+	struct tok_entry *e;
 	char aad[200], *sealed = NULL, *clear = NULL;
 	enum gc_err err;
 
-	if (e != NULL && e->expires_ms - store_now_ms() >= TOKEN_LOCAL_MIN_MS) {
-		*expires_ms = e->expires_ms;
-		return tok_copy(token, n, e->token);
-	}
 	err = store_em_token_get(c->st, brand, client_id, &sealed, expires_ms);
 	if (err != GC_OK)
 		return err;
+	e = tok_find(c->caches, brand, client_id);
+	if (e != NULL && strcmp(e->sealed, sealed) == 0) {
+		/* The row we opened before: no need to open it again. */
+		free(sealed);
+		return tok_copy(token, n, e->token);
+	}
 	tok_aad(aad, sizeof(aad), brand);
 	if (crypto_open(c->cfg->secrets_key, sealed, aad, &clear) != GC_OK)
 		err = GC_ENOTFOUND; /* unreadable is as good as absent */
@@ -223,56 +203,13 @@ env_token_forget(void *ctx, const char *brand, const char *client_id,
 	return err;
 }
 
-/* The local id entry of (scope, kind, name), or NULL. */
-static struct id_entry *
-id_find(struct caches *c, const char *scope, const char *kind, const char *name)
-{
-	for (int i = 0; i < IDS_MAX; i++) {
-		struct id_entry *e = &c->ids[i];
-		if (e->scope != NULL && strcmp(e->scope, scope) == 0 &&
-		    strcmp(e->kind, kind) == 0 && strcmp(e->name, name) == 0)
-			return e;
-	}
-	return NULL;
-}
-
-/* Keep an id locally, replacing the entry of the same name. */
-static void
-id_keep(struct caches *c, const char *scope, const char *kind, const char *name,
-        const char *id)
-{
-	struct id_entry *e = id_find(c, scope, kind, name);
-
-	for (int i = 0; e == NULL && i < IDS_MAX; i++)
-		if (c->ids[i].scope == NULL)
-			e = &c->ids[i];
-	if (e == NULL)
-		e = &c->ids[c->id_next++ % IDS_MAX];
-	id_drop(e);
-	e->scope = strdup(scope);
-	e->kind = strdup(kind);
-	e->name = strdup(name);
-	snprintf(e->id, sizeof(e->id), "%s", id);
-	if (e->scope == NULL || e->kind == NULL || e->name == NULL)
-		id_drop(e);
-}
-
 static enum gc_err
 env_id_get(void *ctx, const char *scope, const char *kind, const char *name,
            char out[32])
 {
 	struct env_ctx *c = ctx;
-	struct id_entry *e = id_find(c->caches, scope, kind, name);
-	enum gc_err err;
 
-	if (e != NULL) {
-		memcpy(out, e->id, sizeof(e->id));
-		return GC_OK;
-	}
-	err = store_em_id_get(c->st, scope, kind, name, out);
-	if (err == GC_OK)
-		id_keep(c->caches, scope, kind, name, out);
-	return err;
+	return store_em_id_get(c->st, scope, kind, name, out);
 }
 
 static enum gc_err
@@ -281,7 +218,6 @@ env_id_put(void *ctx, const char *scope, const char *kind, const char *name,
 {
 	struct env_ctx *c = ctx;
 
-	id_keep(c->caches, scope, kind, name, id);
 	return store_em_id_put(c->st, scope, kind, name, id);
 }
 
@@ -290,12 +226,6 @@ env_id_forget(void *ctx, const char *scope, const char *kind)
 {
 	struct env_ctx *c = ctx;
 
-	for (int i = 0; i < IDS_MAX; i++) {
-		struct id_entry *e = &c->caches->ids[i];
-		if (e->scope != NULL && strcmp(e->scope, scope) == 0 &&
-		    strcmp(e->kind, kind) == 0)
-			id_drop(e);
-	}
 	return store_em_id_forget(c->st, scope, kind);
 }
 
