@@ -8,7 +8,9 @@
  * event with the Gocertify payload.  next() looks at what is known and
  * asks for the first missing piece; response() records what a reply
  * taught.  A retry of the whole delivery is safe: the upsert is
- * idempotent and the trigger carries a deterministic trigger_id.
+ * idempotent and the trigger carries a deterministic trigger_id.  The
+ * token and id caches and the clock are the engine's, handed in as
+ * j->env: this file only builds requests and reads replies.
  */
 #include <limits.h>
 #include <stdarg.h>
@@ -27,7 +29,6 @@
 #include "jsonutil.h"
 #include "log.h"
 #include "payload.h"
-#include "store.h"
 
 #define SMS_FIELD_NAME    "mobile sms opt-in" /* matched case-insensitively */
 #define NO_SUCH_FIELD     "none"              /* the account has none */
@@ -181,6 +182,13 @@ emarsys_trigger_id(const char *event_id, const char *event_name, char out[48])
 
 /* ---- building requests ---- */
 
+/* Now, on the engine's clock. */
+static int64_t
+em_now(const struct job *j)
+{
+	return j->env->now_ms(j->env->ctx);
+}
+
 static void
 em_url(struct job *j, const char *path)
 {
@@ -259,20 +267,16 @@ static void
 em_cached_token(struct job *j)
 {
 	struct em_state *s = j->state;
-	char aad[200], *clear = NULL;
+	char clear[sizeof(s->token)];
 	int64_t exp;
 
-	if (store_em_token_get(j->st, j->brand->slug, j->brand->em_client_id,
-	                       &s->sealed, &exp) != GC_OK)
+	if (j->env->token_get(j->env->ctx, j->brand->slug,
+	                      j->brand->em_client_id, clear, sizeof(clear),
+	                      &exp) != GC_OK)
 		return;
-	snprintf(aad, sizeof(aad), "emarsys-token:%s", j->brand->slug);
-	if (exp - TOKEN_MARGIN_MS > store_now_ms() &&
-	    crypto_open(j->cfg->secrets_key, s->sealed, aad, &clear) == GC_OK)
+	if (exp - TOKEN_MARGIN_MS > em_now(j))
 		em_set_token(s, clear);
-	if (clear != NULL) {
-		OPENSSL_cleanse(clear, strlen(clear));
-		free(clear);
-	}
+	OPENSSL_cleanse(clear, sizeof(clear));
 }
 
 static void
@@ -347,25 +351,26 @@ static void
 em_cached_ids(struct job *j)
 {
 	struct em_state *s = j->state;
+	const struct dest_env *e = j->env;
 
 	if (s->want_sms && s->sms_id[0] == '\0' &&
-	    store_em_id_get(j->st, s->scope, "field", SMS_FIELD_NAME,
-	                    s->sms_id) == GC_OK &&
+	    e->id_get(e->ctx, s->scope, "field", SMS_FIELD_NAME, s->sms_id) ==
+	        GC_OK &&
 	    strncmp(s->sms_id, NO_SUCH_FIELD, 4) == 0) {
 		/* "none:<when>"; a bare "none" counts as long ago. */
 		long long when =
 		    s->sms_id[4] == ':' ? strtoll(s->sms_id + 5, NULL, 10) : 0;
-		if (store_now_ms() / 1000 - when < NO_SUCH_FIELD_S)
+		if (em_now(j) / 1000 - when < NO_SUCH_FIELD_S)
 			snprintf(s->sms_id, sizeof(s->sms_id), NO_SUCH_FIELD);
 		else
 			s->sms_id[0] = '\0'; /* list the fields again */
 	}
 	for (int i = 0; i < s->nvf; i++)
 		if (s->vf[i].id[0] == '\0')
-			store_em_id_get(j->st, s->scope, "field", s->vf[i].name,
-			                s->vf[i].id);
+			e->id_get(e->ctx, s->scope, "field", s->vf[i].name,
+			          s->vf[i].id);
 	if (s->ev_id[0] == '\0')
-		store_em_id_get(j->st, s->scope, "event", s->ev_name, s->ev_id);
+		e->id_get(e->ctx, s->scope, "event", s->ev_name, s->ev_id);
 }
 
 static enum job_next
@@ -510,13 +515,13 @@ em_rate_limited(struct job *j, const struct http_resp *r)
 {
 	struct em_state *s = j->state;
 	char v[32];
-	int64_t reset_ms = store_now_ms() + 60000;
+	int64_t reset_ms = em_now(j) + 60000;
 
 	long long reset;
 
 	if (http_resp_header(r, "X-RateLimit-Reset", v, sizeof(v)) &&
 	    (reset = strtoll(v, NULL, 10)) > 0 &&
-	    reset < store_now_ms() / 1000 + 3600) /* a remote value */
+	    reset < em_now(j) / 1000 + 3600) /* a remote value */
 		reset_ms = reset * 1000 + 100;
 	j->hold_until_ms = reset_ms; /* for every call on this account */
 	if (job_can_wait(j, reset_ms)) {
@@ -546,9 +551,11 @@ em_common(struct job *j, const struct http_resp *r, const struct em_reply *rep)
 	}
 	if (r->status == 401) {
 		if (s->reauths++ == 0) {
-			if (s->sealed != NULL)
-				store_em_token_forget(j->st, j->brand->slug,
-				                      s->sealed);
+			/* Drop it from the cache if it is still there. */
+			if (s->token[0] != '\0')
+				j->env->token_forget(
+				    j->env->ctx, j->brand->slug,
+				    j->brand->em_client_id, s->token);
 			s->token[0] = '\0';
 			return 1;
 		}
@@ -586,7 +593,6 @@ em_on_token(struct job *j, const struct http_resp *r)
 	json_t *root = json_loadb(buf_str(&r->body), r->body.len, 0, NULL);
 	json_t *exp = json_object_get(root, "expires_in");
 	const char *tok = jsonutil_str(root, "access_token");
-	char aad[200], *sealed;
 	int64_t life = json_is_integer(exp) ? json_integer_value(exp) : 3600;
 
 	if (life < 0 || life > 86400) /* a remote value: keep it sane */
@@ -607,15 +613,9 @@ em_on_token(struct job *j, const struct http_resp *r)
 		s->finished = 1;
 	} else {
 		em_set_token(s, tok);
-		snprintf(aad, sizeof(aad), "emarsys-token:%s", j->brand->slug);
-		if ((sealed = crypto_seal(j->cfg->secrets_key, tok, aad)) !=
-		    NULL) {
-			store_em_token_put(j->st, j->brand->slug,
-			                   j->brand->em_client_id, sealed,
-			                   store_now_ms() + life * 1000);
-			free(s->sealed);
-			s->sealed = sealed;
-		}
+		j->env->token_put(j->env->ctx, j->brand->slug,
+		                  j->brand->em_client_id, tok,
+		                  em_now(j) + life * 1000);
 	}
 	json_decref(root);
 }
@@ -643,25 +643,26 @@ em_on_list_fields(struct job *j, const struct em_reply *rep)
 		if (s->want_sms && s->sms_id[0] == '\0' &&
 		    strcasecmp(name, SMS_FIELD_NAME) == 0) {
 			snprintf(s->sms_id, sizeof(s->sms_id), "%s", id);
-			store_em_id_put(j->st, s->scope, "field",
-			                SMS_FIELD_NAME, id);
+			j->env->id_put(j->env->ctx, s->scope, "field",
+			               SMS_FIELD_NAME, id);
 		}
 		for (int k = 0; k < s->nvf; k++)
 			if (s->vf[k].id[0] == '\0' &&
 			    strcasecmp(name, s->vf[k].name) == 0) {
 				snprintf(s->vf[k].id, sizeof(s->vf[k].id), "%s",
 				         id);
-				store_em_id_put(j->st, s->scope, "field",
-				                s->vf[k].name, id);
+				j->env->id_put(j->env->ctx, s->scope, "field",
+				               s->vf[k].name, id);
 			}
 	}
 	if (s->want_sms && s->sms_id[0] == '\0') {
 		char mark[32];
 		/* Cached as "none:<when>" so the absence is checked again. */
 		snprintf(mark, sizeof(mark), NO_SUCH_FIELD ":%lld",
-		         (long long)(store_now_ms() / 1000));
+		         (long long)(em_now(j) / 1000));
 		snprintf(s->sms_id, sizeof(s->sms_id), NO_SUCH_FIELD);
-		store_em_id_put(j->st, s->scope, "field", SMS_FIELD_NAME, mark);
+		j->env->id_put(j->env->ctx, s->scope, "field", SMS_FIELD_NAME,
+		               mark);
 	}
 }
 
@@ -677,8 +678,8 @@ em_on_create(struct job *j, const struct em_reply *rep, int is_field)
 	if (rep->code == 0 &&
 	    emarsys_id_text(json_object_get(rep->data, "id"), id)) {
 		snprintf(dst, 32, "%s", id);
-		store_em_id_put(j->st, s->scope, is_field ? "field" : "event",
-		                name, id);
+		j->env->id_put(j->env->ctx, s->scope,
+		               is_field ? "field" : "event", name, id);
 		return;
 	}
 	/* Someone created it meanwhile: list again and take its id. */
@@ -712,8 +713,8 @@ em_on_list_events(struct job *j, const struct em_reply *rep)
 		if (name != NULL && strcasecmp(name, s->ev_name) == 0 &&
 		    emarsys_id_text(json_object_get(e, "id"), id)) {
 			snprintf(s->ev_id, sizeof(s->ev_id), "%s", id);
-			store_em_id_put(j->st, s->scope, "event", s->ev_name,
-			                id);
+			j->env->id_put(j->env->ctx, s->scope, "event",
+			               s->ev_name, id);
 			break;
 		}
 	}
@@ -727,7 +728,7 @@ em_reresolve_fields(struct job *j)
 
 	if (s->reresolved++ > 0)
 		return 0;
-	store_em_id_forget(j->st, s->scope, "field");
+	j->env->id_forget(j->env->ctx, s->scope, "field");
 	if (j->brand->em_field_sms <= 0)
 		s->sms_id[0] = '\0';
 	for (int i = 0; i < s->nvf; i++) {
@@ -802,7 +803,7 @@ em_on_trigger(struct job *j, const struct http_resp *r,
 		s->finished = 1;
 	} else if ((rep->code == 5001 || rep->code == 5004) &&
 	           s->ev_reresolved++ == 0) {
-		store_em_id_forget(j->st, s->scope, "event");
+		j->env->id_forget(j->env->ctx, s->scope, "event");
 		s->ev_id[0] = '\0';
 		s->events_listed = s->ev_create_tried = 0;
 	} else if (rep->code == 2008 && s->reupserted++ == 0)
@@ -829,7 +830,7 @@ em_rate_headers(struct job *j, const struct http_resp *r)
 		j->rate_remaining = (int)x;
 	if (http_resp_header(r, "X-RateLimit-Reset", v, sizeof(v)) &&
 	    (x = strtoll(v, NULL, 10)) > 0 &&
-	    x < store_now_ms() / 1000 + 3600) /* a remote value */
+	    x < em_now(j) / 1000 + 3600) /* a remote value */
 		j->rate_reset_ms = x * 1000 + 100;
 }
 
@@ -883,7 +884,6 @@ em_free(struct job *j)
 	if (s == NULL)
 		return;
 	buf_free(&s->body);
-	free(s->sealed);
 	OPENSSL_cleanse(s, sizeof(*s));
 	free(s);
 	j->state = NULL;

@@ -28,7 +28,6 @@ struct em_field {
 
 struct em_state {
 	char scope[320]; /* brand:client_id, the cache scope */
-	char *sealed;    /* the cached token as stored, for forgetting */
 	char token[4096];
 	char auth[4200]; /* "Authorization: Bearer ..." */
 	char userpwd[1100];

@@ -3,7 +3,7 @@
  *
  * Yotpo has no idempotency key and the earning rules have no maximum, so
  * one duplicate POST /actions gives points away twice.  Every award goes
- * through the ledger (store_ledger_*), keyed by (brand, verification
+ * through the ledger (j->env's ledger_*), keyed by (brand, verification
  * token, action name):
  *
  *   absent   -> claimed "sending" under a lease -> POST
@@ -17,6 +17,8 @@
  *   400/401/403/404/422 -> claim released, failed for an operator
  *
  * Calls for one brand are spaced by a throttle shared by all processes.
+ * The ledger, the throttle and the clock are the engine's, handed in as
+ * j->env: this file only builds requests and reads replies.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -28,7 +30,6 @@
 #include "dest.h"
 #include "jsonutil.h"
 #include "log.h"
-#include "store.h"
 #include "yotpo.h"
 
 #define BUSY_POLL_MS 200
@@ -52,6 +53,13 @@ struct yo_state {
 	int finished;
 	struct buf body;
 };
+
+/* Now, on the engine's clock. */
+static int64_t
+yo_now(const struct job *j)
+{
+	return j->env->now_ms(j->env->ctx);
+}
 
 /* See yotpo.h. */
 void
@@ -153,8 +161,8 @@ yo_ledger(struct job *j, const char *state, int64_t sent_at)
 	struct yo_state *s = j->state;
 	enum gc_err err;
 
-	err = store_ledger_set(j->st, j->brand->slug, j->ev->token, s->action,
-	                       j->lease->owner, state, sent_at);
+	err = j->env->ledger_set(j->env->ctx, j->brand->slug, j->ev->token,
+	                         s->action, j->lease->owner, state, sent_at);
 	if (err != GC_OK)
 		log_errorx("yotpo ledger %s/%s: cannot record \"%s\" (%s); "
 		           "a later run reconciles against the history",
@@ -169,8 +177,8 @@ yo_release(struct job *j)
 {
 	struct yo_state *s = j->state;
 
-	if (store_ledger_release(j->st, j->brand->slug, j->ev->token, s->action,
-	                         j->lease->owner) != GC_OK)
+	if (j->env->ledger_release(j->env->ctx, j->brand->slug, j->ev->token,
+	                           s->action, j->lease->owner) != GC_OK)
 		log_warnx("yotpo ledger %s/%s: claim already gone",
 		          j->brand->slug, s->action);
 }
@@ -211,11 +219,11 @@ yo_claim(struct job *j)
 	struct yo_state *s = j->state;
 	struct ledger_view v;
 	enum ledger_claim c;
-	int64_t now = store_now_ms();
+	int64_t now = yo_now(j);
 
-	if (store_ledger_claim(j->st, j->brand->slug, j->ev->token, s->action,
-	                       j->event_id, j->ev->email, now, j->lease, &c,
-	                       &v) != GC_OK)
+	if (j->env->ledger_claim(j->env->ctx, j->brand->slug, j->ev->token,
+	                         s->action, j->event_id, j->ev->email, now,
+	                         j->lease, &c, &v) != GC_OK)
 		return yo_stop(j, DEST_RETRY, "store unavailable (ledger)");
 	/* Reconcile against the customer the uncertain call was for. */
 	snprintf(s->email, sizeof(s->email), "%s", v.email);
@@ -258,13 +266,13 @@ yo_throttle(struct job *j)
 	struct yo_state *s = j->state;
 	int rps = j->brand->yo_max_rps > 0 ? j->brand->yo_max_rps
 	                                   : j->cfg->yotpo_default_max_rps;
-	int64_t now = store_now_ms(), horizon = job_wait_horizon(j);
+	int64_t now = yo_now(j), horizon = job_wait_horizon(j);
 	int reserved = 1;
 
 	if (s->slot_ms == 0 &&
-	    store_throttle_slot(j->st, j->brand->slug, rps, now,
-	                        horizon > now ? horizon - now : 0, &s->slot_ms,
-	                        &reserved) != GC_OK)
+	    j->env->throttle_slot(j->env->ctx, j->brand->slug, rps, now,
+	                          horizon > now ? horizon - now : 0,
+	                          &s->slot_ms, &reserved) != GC_OK)
 		s->slot_ms = now;
 	if (reserved && s->slot_ms <= now) {
 		s->slot_ms = 0;
@@ -326,10 +334,10 @@ yo_post_action(struct job *j)
 
 	/* Mark the start of this call, for this event and customer; send
 	 * only while the claim is still ours. */
-	s->sent_at = store_now_ms();
-	if (store_ledger_sending(j->st, j->brand->slug, j->ev->token, s->action,
-	                         j->lease->owner, j->event_id, j->ev->email,
-	                         s->sent_at) != GC_OK)
+	s->sent_at = yo_now(j);
+	if (j->env->ledger_sending(j->env->ctx, j->brand->slug, j->ev->token,
+	                           s->action, j->lease->owner, j->event_id,
+	                           j->ev->email, s->sent_at) != GC_OK)
 		return yo_stop(j, DEST_RETRY, "lost the award claim; not sent");
 	snprintf(s->claimer, sizeof(s->claimer), "%s", j->event_id);
 	gmtime_r(&j->ev->occurred_at, &tm);
@@ -373,7 +381,7 @@ yo_next(struct job *j)
 		return yo_claim(j);
 	case YO_RECONCILE:
 		due = yo_read_due(j, s->sent_at, s->misses);
-		if (due > store_now_ms()) {
+		if (due > yo_now(j)) {
 			if (job_can_wait(j, due)) {
 				j->wait_until_ms = due;
 				return JOB_WAIT;
@@ -396,9 +404,10 @@ yo_next(struct job *j)
 	return JOB_DONE;
 }
 
-/* Seconds to wait from ratelimit-reset / Retry-After, default 1. */
+/* When to go on after a 429/423: ratelimit-reset / Retry-After seconds
+ * from now, default 1. */
 static int64_t
-yo_reset_ms(const struct http_resp *r)
+yo_reset_ms(const struct job *j, const struct http_resp *r)
 {
 	char v[32];
 	long long secs = 1, x;
@@ -411,14 +420,14 @@ yo_reset_ms(const struct http_resp *r)
 		secs = x;
 	if (secs > 3600) /* a remote value: keep the arithmetic sane */
 		secs = 3600;
-	return store_now_ms() + secs * 1000;
+	return yo_now(j) + secs * 1000;
 }
 
 /* 429/423 on the award: nothing was applied; wait or give the key back. */
 static void
 yo_later(struct job *j, const struct http_resp *r)
 {
-	int64_t at = yo_reset_ms(r);
+	int64_t at = yo_reset_ms(j, r);
 
 	if (r->status == 429)
 		j->hold_until_ms = at; /* for every call on this account */
@@ -474,10 +483,10 @@ yo_on_customer(struct job *j, const struct http_resp *r)
 	int found;
 
 	if (r->result == HTTP_OK && r->status == 429)
-		j->hold_until_ms = yo_reset_ms(r);
+		j->hold_until_ms = yo_reset_ms(j, r);
 	if (r->result == HTTP_OK && (r->status == 429 || r->status == 423) &&
-	    job_can_wait(j, yo_reset_ms(r))) {
-		j->wait_until_ms = yo_reset_ms(r);
+	    job_can_wait(j, yo_reset_ms(j, r))) {
+		j->wait_until_ms = yo_reset_ms(j, r);
 		return;
 	}
 	if (r->result != HTTP_OK || (r->status != 200 && r->status != 404)) {
@@ -537,11 +546,12 @@ static void
 yo_missed(struct job *j)
 {
 	struct yo_state *s = j->state;
-	int64_t now = store_now_ms();
+	int64_t now = yo_now(j);
 	int reads = j->cfg->yotpo_reconcile_reads;
 
-	if (store_ledger_miss(j->st, j->brand->slug, j->ev->token, s->action,
-	                      j->lease->owner, now, &s->misses) != GC_OK) {
+	if (j->env->ledger_miss(j->env->ctx, j->brand->slug, j->ev->token,
+	                        s->action, j->lease->owner, now,
+	                        &s->misses) != GC_OK) {
 		yo_unknown(j, s->sent_at, "could not count a history read");
 		return;
 	}

@@ -34,12 +34,83 @@ extern const char *const dest_outcome_names[DEST__MAX];
 
 enum job_next { JOB_REQUEST, JOB_WAIT, JOB_DONE };
 
+/*
+ * What a destination needs that outlives one call, owned by the engine
+ * and handed to every job as j->env: the clock, the Yotpo award ledger,
+ * the per-brand call throttle and the Emarsys token and id caches.  Each
+ * entry has the meaning, arguments and results of the store function it
+ * stands for (include/store.h), with ctx first; the engine's env is a
+ * thin layer over the store (app/delivery/env.h), a test's is a fake.
+ * Clients call nothing else that outlives a call.
+ */
+struct dest_env {
+	void *ctx;
+
+	/* Wall clock in milliseconds (store_now_ms). */
+	int64_t (*now_ms)(void *ctx);
+
+	/* The Yotpo award ledger: store_ledger_claim, _set, _sending,
+	 * _miss and _release; GC_EEXISTS when owner lost the key. */
+	enum gc_err (*ledger_claim)(void *ctx, const char *brand,
+	                            const char *token, const char *action,
+	                            const char *event_id, const char *email,
+	                            int64_t now_ms, const struct lease *l,
+	                            enum ledger_claim *res,
+	                            struct ledger_view *view);
+	enum gc_err (*ledger_set)(void *ctx, const char *brand,
+	                          const char *token, const char *action,
+	                          const char *owner, const char *state,
+	                          int64_t sent_at_ms);
+	enum gc_err (*ledger_sending)(void *ctx, const char *brand,
+	                              const char *token, const char *action,
+	                              const char *owner, const char *event_id,
+	                              const char *email, int64_t now_ms);
+	enum gc_err (*ledger_miss)(void *ctx, const char *brand,
+	                           const char *token, const char *action,
+	                           const char *owner, int64_t now_ms,
+	                           int *misses);
+	enum gc_err (*ledger_release)(void *ctx, const char *brand,
+	                              const char *token, const char *action,
+	                              const char *owner);
+
+	/* The next call slot of brand (store_throttle_slot). */
+	enum gc_err (*throttle_slot)(void *ctx, const char *brand, int max_rps,
+	                             int64_t now_ms, int64_t horizon_ms,
+	                             int64_t *slot_ms, int *reserved);
+
+	/*
+	 * The Emarsys access token of brand and client id, in clear (the
+	 * env seals what it stores): token_get copies it into token (size
+	 * n; cleanse it after use) with its expiry, GC_ENOTFOUND when none
+	 * is cached or it does not open or fit; token_put caches one
+	 * (replacing any); token_forget drops the cached one of brand and
+	 * client id if it is still token.
+	 */
+	enum gc_err (*token_get)(void *ctx, const char *brand,
+	                         const char *client_id, char *token, size_t n,
+	                         int64_t *expires_ms);
+	enum gc_err (*token_put)(void *ctx, const char *brand,
+	                         const char *client_id, const char *token,
+	                         int64_t expires_ms);
+	enum gc_err (*token_forget)(void *ctx, const char *brand,
+	                            const char *client_id, const char *token);
+
+	/* Emarsys field and event ids by name (store_em_id_get, _put,
+	 * _forget); GC_ENOTFOUND when not cached. */
+	enum gc_err (*id_get)(void *ctx, const char *scope, const char *kind,
+	                      const char *name, char out[32]);
+	enum gc_err (*id_put)(void *ctx, const char *scope, const char *kind,
+	                      const char *name, const char *id);
+	enum gc_err (*id_forget)(void *ctx, const char *scope,
+	                         const char *kind);
+};
+
 /* One delivery (event x destination) being worked on. */
 struct job {
 	const struct dest_ops *ops;
 	enum m_dest dest;
 	const struct app_config *cfg;
-	struct store *st;
+	const struct dest_env *env; /* borrowed from the engine */
 	const char *event_id;
 	const struct gc_event *ev;
 	const struct brand *brand;

@@ -24,6 +24,7 @@
 #include "dest.h"
 #include "engine.h"
 #include "engine_priv.h"
+#include "env.h"
 #include "jsonutil.h"
 #include "log.h"
 #include "payload.h"
@@ -75,7 +76,9 @@ engine_alloc(const struct app_config *cfg, struct store *st, int dispatcher)
 	eng->cfg = cfg;
 	eng->st = st;
 	eng->dispatcher = dispatcher;
-	if ((eng->http = httpc_alloc(&o)) == NULL) {
+	if ((eng->http = httpc_alloc(&o)) == NULL ||
+	    (eng->env = dest_env_alloc(cfg, st)) == NULL) {
+		httpc_free(eng->http);
 		free(eng);
 		return NULL;
 	}
@@ -103,6 +106,7 @@ engine_free(struct engine *eng)
 		erun_free(er);
 	}
 	httpc_free(eng->http);
+	dest_env_free(eng->env);
 	free(eng);
 }
 
@@ -153,10 +157,11 @@ job_defer(struct job *j, int64_t at_ms, const char *fmt, ...)
 int64_t
 job_wait_horizon(const struct job *j)
 {
+	int64_t now = j->env->now_ms(j->env->ctx); /* the job's clock */
 	int64_t h = j->deadline_ms - 500;
 
-	if (j->max_wait_ms > 0 && store_now_ms() + j->max_wait_ms < h)
-		h = store_now_ms() + j->max_wait_ms;
+	if (j->max_wait_ms > 0 && now + j->max_wait_ms < h)
+		h = now + j->max_wait_ms;
 	return h;
 }
 
@@ -643,7 +648,7 @@ erun_plan(struct engine *eng, struct erun *er, const int want[M_DEST__MAX],
 		j->ops = dests[d];
 		j->dest = (enum m_dest)d;
 		j->cfg = eng->cfg;
-		j->st = eng->st;
+		j->env = eng->env;
 		j->event_id = er->id;
 		j->ev = er->ev;
 		j->brand = er->b;

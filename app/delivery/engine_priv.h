@@ -91,6 +91,7 @@ struct batch {
 struct engine {
 	const struct app_config *cfg;
 	struct store *st;
+	struct dest_env *env; /* owned: what jobs get as j->env */
 	struct httpc *http;
 	long long seq;         /* for lease owners */
 	struct erun *active;   /* eruns with jobs left */

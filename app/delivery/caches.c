@@ -1,0 +1,242 @@
+/*
+ * The Emarsys token and id caches of the store-backed env (env.h).
+ *
+ * The store is the cache every process shares: a token fetched by one
+ * worker serves them all, sealed under the secrets key (AES-GCM, the
+ * brand in the aad), and so do resolved field and event ids.  The store
+ * stays the one view of them: another process's refresh, re-resolution
+ * or forget (after a 401, a 2006 on the upsert, a 5001/5004 on the
+ * trigger), or an operator's edit, is seen by the next read here.
+ *
+ * In front of the store each process keeps the tokens it opened, with
+ * their sealed form: a read still fetches the stored row (one indexed
+ * select) but decrypts only when the row changed.  A put or a forget
+ * updates the local entry and the store together.  Ids are small and
+ * read as they are; a local copy of them would let a process go on with
+ * an id another process found stale, so there is none.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <openssl/crypto.h>
+
+#include "crypto.h"
+#include "env.h"
+
+#define TOKENS_MAX 16 /* brands whose token a process keeps */
+
+struct tok_entry {
+	char *brand, *client_id; /* owned; brand NULL: a free slot */
+	char *token, *sealed;    /* owned: in clear, and as stored */
+	int64_t expires_ms;
+};
+
+struct caches {
+	struct tok_entry tokens[TOKENS_MAX];
+	int tok_next; /* the slot taken next when all are used */
+};
+
+/* See env.h. */
+struct caches *
+caches_alloc(void)
+{
+	return calloc(1, sizeof(struct caches));
+}
+
+static void
+tok_drop(struct tok_entry *e)
+{
+	if (e->token != NULL)
+		OPENSSL_cleanse(e->token, strlen(e->token));
+	free(e->brand);
+	free(e->client_id);
+	free(e->token);
+	free(e->sealed);
+	memset(e, 0, sizeof(*e));
+}
+
+/* See env.h. */
+void
+caches_free(struct caches *c)
+{
+	if (c == NULL)
+		return;
+	for (int i = 0; i < TOKENS_MAX; i++)
+		tok_drop(&c->tokens[i]);
+	free(c);
+}
+
+/* The local token entry of brand (and client_id unless NULL), or NULL. */
+static struct tok_entry *
+tok_find(struct caches *c, const char *brand, const char *client_id)
+{
+	for (int i = 0; i < TOKENS_MAX; i++) {
+		struct tok_entry *e = &c->tokens[i];
+		if (e->brand != NULL && strcmp(e->brand, brand) == 0 &&
+		    (client_id == NULL || strcmp(e->client_id, client_id) == 0))
+			return e;
+	}
+	return NULL;
+}
+
+/* Keep a token locally, replacing brand's entry; kept copies only. */
+static void
+tok_keep(struct caches *c, const char *brand, const char *client_id,
+         const char *token, const char *sealed, int64_t expires_ms)
+{
+	struct tok_entry *e = tok_find(c, brand, NULL);
+
+	for (int i = 0; e == NULL && i < TOKENS_MAX; i++)
+		if (c->tokens[i].brand == NULL)
+			e = &c->tokens[i];
+	if (e == NULL)
+		e = &c->tokens[c->tok_next++ % TOKENS_MAX];
+	tok_drop(e);
+	e->brand = strdup(brand);
+	e->client_id = strdup(client_id);
+	e->token = strdup(token);
+	e->sealed = strdup(sealed);
+	e->expires_ms = expires_ms;
+	if (e->brand == NULL || e->client_id == NULL || e->token == NULL ||
+	    e->sealed == NULL)
+		tok_drop(e); /* not kept: the store still has it */
+}
+
+static void
+tok_aad(char *aad, size_t n, const char *brand)
+{
+	snprintf(aad, n, "emarsys-token:%s", brand);
+}
+
+/* Copy token into out (size n): GC_OK, or GC_ENOTFOUND when too long. */
+static enum gc_err
+tok_copy(char *out, size_t n, const char *token)
+{
+	if (strlen(token) >= n)
+		return GC_ENOTFOUND;
+	memcpy(out, token, strlen(token) + 1);
+	return GC_OK;
+}
+
+static enum gc_err
+env_token_get(void *ctx, const char *brand, const char *client_id, char *token,
+              size_t n, int64_t *expires_ms)
+{
+	struct env_ctx *c = ctx;
+	struct tok_entry *e;
+	char aad[200], *sealed = NULL, *clear = NULL;
+	enum gc_err err;
+
+	err = store_em_token_get(c->st, brand, client_id, &sealed, expires_ms);
+	if (err != GC_OK)
+		return err;
+	e = tok_find(c->caches, brand, client_id);
+	if (e != NULL && strcmp(e->sealed, sealed) == 0) {
+		/* The row we opened before: no need to open it again. */
+		free(sealed);
+		return tok_copy(token, n, e->token);
+	}
+	tok_aad(aad, sizeof(aad), brand);
+	if (crypto_open(c->cfg->secrets_key, sealed, aad, &clear) != GC_OK)
+		err = GC_ENOTFOUND; /* unreadable is as good as absent */
+	else if ((err = tok_copy(token, n, clear)) == GC_OK)
+		tok_keep(c->caches, brand, client_id, clear, sealed,
+		         *expires_ms);
+	if (clear != NULL) {
+		OPENSSL_cleanse(clear, strlen(clear));
+		free(clear);
+	}
+	free(sealed);
+	return err;
+}
+
+static enum gc_err
+env_token_put(void *ctx, const char *brand, const char *client_id,
+              const char *token, int64_t expires_ms)
+{
+	struct env_ctx *c = ctx;
+	char aad[200], *sealed;
+	enum gc_err err;
+
+	tok_aad(aad, sizeof(aad), brand);
+	if ((sealed = crypto_seal(c->cfg->secrets_key, token, aad)) == NULL)
+		return GC_ENOMEM;
+	err = store_em_token_put(c->st, brand, client_id, sealed, expires_ms);
+	tok_keep(c->caches, brand, client_id, token, sealed, expires_ms);
+	free(sealed);
+	return err;
+}
+
+/*
+ * Drop the token of brand if it is still token: the local entry and the
+ * store's row (by its sealed form: the local one, else the store's own
+ * once it opens to token).
+ */
+static enum gc_err
+env_token_forget(void *ctx, const char *brand, const char *client_id,
+                 const char *token)
+{
+	struct env_ctx *c = ctx;
+	struct tok_entry *e = tok_find(c->caches, brand, NULL);
+	char aad[200], *sealed = NULL, *clear = NULL;
+	int64_t exp;
+	enum gc_err err;
+
+	if (e != NULL && strcmp(e->token, token) == 0) {
+		err = store_em_token_forget(c->st, brand, e->sealed);
+		tok_drop(e);
+		return err;
+	}
+	err = store_em_token_get(c->st, brand, client_id, &sealed, &exp);
+	if (err != GC_OK)
+		return err == GC_ENOTFOUND ? GC_OK : err;
+	tok_aad(aad, sizeof(aad), brand);
+	if (crypto_open(c->cfg->secrets_key, sealed, aad, &clear) == GC_OK &&
+	    strcmp(clear, token) == 0)
+		err = store_em_token_forget(c->st, brand, sealed);
+	if (clear != NULL) {
+		OPENSSL_cleanse(clear, strlen(clear));
+		free(clear);
+	}
+	free(sealed);
+	return err;
+}
+
+static enum gc_err
+env_id_get(void *ctx, const char *scope, const char *kind, const char *name,
+           char out[32])
+{
+	struct env_ctx *c = ctx;
+
+	return store_em_id_get(c->st, scope, kind, name, out);
+}
+
+static enum gc_err
+env_id_put(void *ctx, const char *scope, const char *kind, const char *name,
+           const char *id)
+{
+	struct env_ctx *c = ctx;
+
+	return store_em_id_put(c->st, scope, kind, name, id);
+}
+
+static enum gc_err
+env_id_forget(void *ctx, const char *scope, const char *kind)
+{
+	struct env_ctx *c = ctx;
+
+	return store_em_id_forget(c->st, scope, kind);
+}
+
+/* See env.h. */
+void
+caches_env_init(struct dest_env *env)
+{
+	env->token_get = env_token_get;
+	env->token_put = env_token_put;
+	env->token_forget = env_token_forget;
+	env->id_get = env_id_get;
+	env->id_put = env_id_put;
+	env->id_forget = env_id_forget;
+}

@@ -1,0 +1,91 @@
+/*
+ * The clock, the Yotpo award ledger and the per-brand call throttle of
+ * the store-backed env (env.h): each entry is the store function of the
+ * same name, on the env's store.  No state of its own: the ledger and the
+ * throttle are shared by every process, so they live in the store only.
+ */
+#include "env.h"
+
+static int64_t
+env_now_ms(void *ctx)
+{
+	(void)ctx;
+	return store_now_ms();
+}
+
+static enum gc_err
+env_ledger_claim(void *ctx, const char *brand, const char *token,
+                 const char *action, const char *event_id, const char *email,
+                 int64_t now_ms, const struct lease *l, enum ledger_claim *res,
+                 struct ledger_view *view)
+{
+	struct env_ctx *c = ctx;
+
+	return store_ledger_claim(c->st, brand, token, action, event_id, email,
+	                          now_ms, l, res, view);
+}
+
+static enum gc_err
+env_ledger_set(void *ctx, const char *brand, const char *token,
+               const char *action, const char *owner, const char *state,
+               int64_t sent_at_ms)
+{
+	struct env_ctx *c = ctx;
+
+	return store_ledger_set(c->st, brand, token, action, owner, state,
+	                        sent_at_ms);
+}
+
+static enum gc_err
+env_ledger_sending(void *ctx, const char *brand, const char *token,
+                   const char *action, const char *owner, const char *event_id,
+                   const char *email, int64_t now_ms)
+{
+	struct env_ctx *c = ctx;
+
+	return store_ledger_sending(c->st, brand, token, action, owner,
+	                            event_id, email, now_ms);
+}
+
+static enum gc_err
+env_ledger_miss(void *ctx, const char *brand, const char *token,
+                const char *action, const char *owner, int64_t now_ms,
+                int *misses)
+{
+	struct env_ctx *c = ctx;
+
+	return store_ledger_miss(c->st, brand, token, action, owner, now_ms,
+	                         misses);
+}
+
+static enum gc_err
+env_ledger_release(void *ctx, const char *brand, const char *token,
+                   const char *action, const char *owner)
+{
+	struct env_ctx *c = ctx;
+
+	return store_ledger_release(c->st, brand, token, action, owner);
+}
+
+static enum gc_err
+env_throttle_slot(void *ctx, const char *brand, int max_rps, int64_t now_ms,
+                  int64_t horizon_ms, int64_t *slot_ms, int *reserved)
+{
+	struct env_ctx *c = ctx;
+
+	return store_throttle_slot(c->st, brand, max_rps, now_ms, horizon_ms,
+	                           slot_ms, reserved);
+}
+
+/* See env.h. */
+void
+ledger_env_init(struct dest_env *env)
+{
+	env->now_ms = env_now_ms;
+	env->ledger_claim = env_ledger_claim;
+	env->ledger_set = env_ledger_set;
+	env->ledger_sending = env_ledger_sending;
+	env->ledger_miss = env_ledger_miss;
+	env->ledger_release = env_ledger_release;
+	env->throttle_slot = env_throttle_slot;
+}

@@ -1,0 +1,185 @@
+/*
+ * The store-backed destination env (app/delivery/env.h): two envs over
+ * one store stand for two processes.  The token is stored sealed and
+ * read back in clear; what one process puts or forgets the other sees
+ * at its next read, its locally opened token included.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "../../app/delivery/env.h"
+
+#define SCOPE "acme:cid"
+
+struct fixture {
+	char dir[64], path[128];
+	struct app_config cfg;
+	struct store *st;
+	struct dest_env *a, *b; /* two processes */
+};
+
+static int
+setup(void **state)
+{
+	struct fixture *f = calloc(1, sizeof(*f));
+	char why[256] = "";
+
+	if (f == NULL)
+		return -1;
+	snprintf(f->dir, sizeof(f->dir), "/tmp/gcrelay-test-env.XXXXXX");
+	if (mkdtemp(f->dir) == NULL) {
+		free(f);
+		return -1;
+	}
+	snprintf(f->path, sizeof(f->path), "%s/store.db", f->dir);
+	f->cfg.store_path = f->path;
+	f->cfg.durability = DURABILITY_NORMAL;
+	f->cfg.busy_timeout_ms = 1000;
+	memset(f->cfg.secrets_key, 0x5a, sizeof(f->cfg.secrets_key));
+	if (store_open(&f->cfg, &f->st, why, sizeof(why)) != GC_OK) {
+		print_error("store_open: %s\n", why);
+		rmdir(f->dir);
+		free(f);
+		return -1;
+	}
+	f->a = dest_env_alloc(&f->cfg, f->st);
+	f->b = dest_env_alloc(&f->cfg, f->st);
+	*state = f;
+	return f->a != NULL && f->b != NULL ? 0 : -1;
+}
+
+static int
+teardown(void **state)
+{
+	struct fixture *f = *state;
+	char p[160];
+
+	dest_env_free(f->a);
+	dest_env_free(f->b);
+	store_close(f->st);
+	unlink(f->path);
+	snprintf(p, sizeof(p), "%s-wal", f->path);
+	unlink(p);
+	snprintf(p, sizeof(p), "%s-shm", f->path);
+	unlink(p);
+	rmdir(f->dir);
+	free(f);
+	return 0;
+}
+
+/* e's token for acme: GC_OK with it in out, or the error. */
+static enum gc_err
+tok(const struct dest_env *e, char out[64])
+{
+	int64_t exp;
+
+	out[0] = '\0';
+	return e->token_get(e->ctx, "acme", "cid", out, 64, &exp);
+}
+
+static void
+test_token(void **state)
+{
+	struct fixture *f = *state;
+	struct dest_env *a = f->a, *b = f->b;
+	int64_t now = a->now_ms(a->ctx), exp;
+	char out[64], *sealed;
+
+	assert_int_equal(tok(a, out), GC_ENOTFOUND);
+	assert_int_equal(
+	    a->token_put(a->ctx, "acme", "cid", "TKN-1", now + 3600000), GC_OK);
+	/* Stored sealed; the other process opens it. */
+	assert_int_equal(
+	    store_em_token_get(f->st, "acme", "cid", &sealed, &exp), GC_OK);
+	assert_null(strstr(sealed, "TKN-1"));
+	free(sealed);
+	assert_int_equal(exp, now + 3600000);
+	assert_int_equal(tok(b, out), GC_OK);
+	assert_string_equal(out, "TKN-1");
+	/* A short buffer is no token. */
+	assert_int_equal(a->token_get(a->ctx, "acme", "cid", out, 5, &exp),
+	                 GC_ENOTFOUND);
+	/* Another client id is another token. */
+	assert_int_equal(a->token_get(a->ctx, "acme", "cid2", out, 64, &exp),
+	                 GC_ENOTFOUND);
+
+	/* a forgets: gone for both. */
+	assert_int_equal(a->token_forget(a->ctx, "acme", "cid", "TKN-1"),
+	                 GC_OK);
+	assert_int_equal(tok(a, out), GC_ENOTFOUND);
+	assert_int_equal(tok(b, out), GC_ENOTFOUND);
+	assert_int_equal(b->token_forget(b->ctx, "acme", "cid", "TKN-1"),
+	                 GC_OK);
+
+	/* Forgetting a token that is no longer the cached one keeps it. */
+	assert_int_equal(
+	    a->token_put(a->ctx, "acme", "cid", "TKN-2", now + 3600000), GC_OK);
+	assert_int_equal(b->token_forget(b->ctx, "acme", "cid", "TKN-1"),
+	                 GC_OK);
+	assert_int_equal(tok(b, out), GC_OK);
+	assert_string_equal(out, "TKN-2");
+
+	/* b's refresh replaces the token a opened before. */
+	assert_int_equal(
+	    a->token_put(a->ctx, "acme", "cid", "TKN-3", now + 60000), GC_OK);
+	assert_int_equal(
+	    b->token_put(b->ctx, "acme", "cid", "TKN-4", now + 3600000), GC_OK);
+	assert_int_equal(tok(a, out), GC_OK);
+	assert_string_equal(out, "TKN-4");
+}
+
+static void
+test_ids(void **state)
+{
+	struct fixture *f = *state;
+	struct dest_env *a = f->a, *b = f->b;
+	char out[32];
+
+	assert_int_equal(a->id_get(a->ctx, SCOPE, "field", "f1", out),
+	                 GC_ENOTFOUND);
+	assert_int_equal(a->id_put(a->ctx, SCOPE, "field", "f1", "101"), GC_OK);
+	assert_int_equal(a->id_put(a->ctx, SCOPE, "event", "e1", "4001"),
+	                 GC_OK);
+	assert_int_equal(b->id_get(b->ctx, SCOPE, "field", "f1", out), GC_OK);
+	assert_string_equal(out, "101");
+	/* A put replaces, here and in the store. */
+	assert_int_equal(a->id_put(a->ctx, SCOPE, "field", "f1", "102"), GC_OK);
+	assert_int_equal(a->id_get(a->ctx, SCOPE, "field", "f1", out), GC_OK);
+	assert_string_equal(out, "102");
+	assert_int_equal(store_em_id_get(f->st, SCOPE, "field", "f1", out),
+	                 GC_OK);
+	assert_string_equal(out, "102");
+
+	/* a forgets the fields: gone for both; events stay. */
+	assert_int_equal(a->id_forget(a->ctx, SCOPE, "field"), GC_OK);
+	assert_int_equal(a->id_get(a->ctx, SCOPE, "field", "f1", out),
+	                 GC_ENOTFOUND);
+	assert_int_equal(store_em_id_get(f->st, SCOPE, "field", "f1", out),
+	                 GC_ENOTFOUND);
+	assert_int_equal(a->id_get(a->ctx, SCOPE, "event", "e1", out), GC_OK);
+	assert_string_equal(out, "4001");
+	assert_int_equal(b->id_get(b->ctx, SCOPE, "field", "f1", out),
+	                 GC_ENOTFOUND);
+	/* Another scope is another account. */
+	assert_int_equal(a->id_get(a->ctx, "other:cid", "event", "e1", out),
+	                 GC_ENOTFOUND);
+}
+
+int
+main(void)
+{
+	const struct CMUnitTest tests[] = {
+	    cmocka_unit_test_setup_teardown(test_token, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_ids, setup, teardown),
+	};
+
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
