@@ -908,8 +908,6 @@ engine_submit(struct engine *eng, const char *webhook_id,
 	err = engine_record(eng, webhook_id, ev, b, want, &l);
 	if (err == GC_OK && sync)
 		engine_sync(eng, webhook_id, ev, b, want, &l);
-	else if (err == GC_OK && any)
-		limits_wake(); /* the dispatcher takes it */
 	if (sync)
 		limits_sync_leave();
 	if (err == GC_EEXISTS)
@@ -922,6 +920,9 @@ engine_submit(struct engine *eng, const char *webhook_id,
 		                     "accepted");
 		*status = 202;
 	}
+	/* The answer shows it pending; now the dispatcher may take it. */
+	if (!sync && any)
+		limits_wake();
 	return *outcome != NULL ? GC_OK : GC_ENOMEM;
 }
 
