@@ -675,10 +675,12 @@ class CannedBench:
                 r.figure("pid %d (%s) RSS growth" % (p, role),
                          "%+d KiB (%d -> %d KiB); fds %d -> %d" % (
                              growth, rss0, rss1, fd0, fd1),
-                         "< 1024 KiB", growth < 1024 and fd1 <= fd0)
+                         "< 1024 KiB; fds only for kept-alive "
+                         "connections (<= +concurrency)",
+                         growth < 1024 and fd1 <= fd0 + CONCURRENCY)
                 r.notes.append("pid %d: %s" % (p, cl))
-            r.notes.append("measured around %d events (after a 1000-event "
-                           "warm-up)" % got)
+            r.notes.append("measured around %d events (after a warm-up "
+                           "of a fifth as many)" % got)
             if got == 0:
                 r.failure = "no event accepted"
         finally:
