@@ -22,6 +22,7 @@ const char *const admin_sig_fail_names[] = {
     [ADMIN_SIG_BAD_FORMAT] =
         "X-Gcrelay-Signature must be \"v1,\" followed by base64",
     [ADMIN_SIG_MISMATCH] = "signature does not match the request",
+    [ADMIN_SIG_REPLAYED] = "signature was already used (replay)",
 };
 _Static_assert(sizeof(admin_sig_fail_names) / sizeof(admin_sig_fail_names[0]) ==
                    ADMIN_SIG__MAX,
@@ -108,4 +109,21 @@ admin_sig_check(const struct app_config *cfg, const char *key_id,
 		return ADMIN_SIG_MISMATCH;
 	*key = k;
 	return ADMIN_SIG_OK;
+}
+
+/* See admin_sig.h. */
+int
+admin_sig_canonical(const char *signature, char out[ADMIN_SIG_LEN])
+{
+	uint8_t mac[CRYPTO_SHA256_LEN + 2];
+	size_t len;
+
+	if (strncmp(signature, "v1,", 3) != 0 ||
+	    crypto_b64_decode(signature + 3, strlen(signature + 3), mac,
+	                      sizeof(mac), &len) != GC_OK ||
+	    len != CRYPTO_SHA256_LEN)
+		return -1;
+	memcpy(out, "v1,", 3);
+	crypto_b64_encode(mac, len, out + 3, ADMIN_SIG_LEN - 3);
+	return 0;
 }

@@ -16,6 +16,10 @@
 
 #define ADMIN_SIG_LEN 48 /* "v1," + 44 base64 characters + NUL */
 
+/* The one 401 detail for every authentication failure. */
+#define ADMIN_SIG_DETAIL                                                       \
+	"request signature is missing, stale, replayed or does not match"
+
 enum admin_sig_fail {
 	ADMIN_SIG_OK,
 	ADMIN_SIG_MISSING_KEY,
@@ -27,10 +31,15 @@ enum admin_sig_fail {
 	ADMIN_SIG_FUTURE,
 	ADMIN_SIG_BAD_FORMAT,
 	ADMIN_SIG_MISMATCH,
+	ADMIN_SIG_REPLAYED, /* set by the caller's replay cache */
 	ADMIN_SIG__MAX
 };
 
-/* What failed, for the 401 detail; static storage. */
+/*
+ * What failed, for the log and the metrics only: every failure answers
+ * the client with the same ADMIN_SIG_DETAIL, so a 401 does not tell
+ * which key ids exist.  Static storage.
+ */
 extern const char *const admin_sig_fail_names[ADMIN_SIG__MAX];
 
 /* Write the signature header value for a request into out. */
@@ -48,5 +57,13 @@ enum admin_sig_fail admin_sig_check(const struct app_config *cfg,
                                     const char *uri, const char *body,
                                     size_t bodylen, time_t now,
                                     const struct admin_key **key);
+
+/*
+ * The canonical form of a signature that admin_sig_check accepted: its
+ * MAC re-encoded, so that spellings of the same MAC that the base64
+ * decoder tolerates (unused low bits) count as one for the replay cache.
+ * Returns 0 with out filled, or -1 when signature does not decode.
+ */
+int admin_sig_canonical(const char *signature, char out[ADMIN_SIG_LEN]);
 
 #endif

@@ -31,7 +31,8 @@ void admin_event_get(struct request *req);
 void admin_event_redeliver(struct request *req);
 
 /*
- * admin.c: read the body and verify the signature headers.  Returns 0 and
+ * admin.c: read the body, verify the signature headers and record the
+ * signature in the shared replay cache (each is good once).  Returns 0 and
  * sets req->admin_key when the request may go on; else the 401 problem is
  * already in req.
  */

@@ -54,6 +54,17 @@ enum gc_err store_brand_delete(struct store *st, const char *slug);
 /* All documents ordered by slug, as a JSON array of strings; new ref. */
 enum gc_err store_brand_list(struct store *st, json_t **docs);
 
+/* ---- admin replay cache ---- */
+
+/*
+ * Record that the admin signature sig, signed at ts (unix seconds), was
+ * used; entries that the timestamp check (now +- tolerance_s) rejects
+ * anyway are purged first.  GC_OK when sig is new, GC_EEXISTS when it
+ * was already recorded by any process (nothing changes), GC_ESTORE.
+ */
+enum gc_err store_admin_replay(struct store *st, const char *sig, int64_t ts,
+                               time_t now, long tolerance_s);
+
 /* ---- events, deliveries, attempts (store_events.c) ---- */
 
 /*

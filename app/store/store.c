@@ -96,6 +96,13 @@ static const char *const migrations[] = {
     "ALTER TABLE deliveries ADD COLUMN progress TEXT;"
     "ALTER TABLE yotpo_ledger ADD COLUMN misses INTEGER NOT NULL "
     "DEFAULT 0;",
+    /* 4: admin signatures already used, so a captured request cannot be
+     * replayed within the timestamp tolerance */
+    "CREATE TABLE admin_replay ("
+    "  sig TEXT PRIMARY KEY,"
+    "  ts INTEGER NOT NULL,"
+    "  seen_at INTEGER NOT NULL);"
+    "CREATE INDEX admin_replay_ts ON admin_replay(ts);",
 };
 #define NMIGRATIONS ((int)(sizeof(migrations) / sizeof(migrations[0])))
 
@@ -377,4 +384,35 @@ store_brand_list(struct store *st, json_t **docs)
 	}
 	*docs = arr;
 	return GC_OK;
+}
+
+/*
+ * A process whose clock read a second later may purge while another
+ * checks a request at the very edge of the window: keep entries this
+ * much longer than the tolerance so such a purge cannot let a replay in.
+ */
+#define ADMIN_REPLAY_MARGIN_S 60
+
+/* See store.h. */
+enum gc_err
+store_admin_replay(struct store *st, const char *sig, int64_t ts, time_t now,
+                   long tolerance_s)
+{
+	sqlite3_stmt *s;
+
+	if ((s = store_stmt(st, STMT_ADMIN_REPLAY_PURGE)) == NULL)
+		return GC_ESTORE;
+	store_bind_int(s, 1,
+	               (int64_t)now - tolerance_s - ADMIN_REPLAY_MARGIN_S);
+	if (!store_step(st, s, "admin replay purge"))
+		return GC_ESTORE;
+	if ((s = store_stmt(st, STMT_ADMIN_REPLAY_INSERT)) == NULL)
+		return GC_ESTORE;
+	store_bind_text(s, 1, sig);
+	store_bind_int(s, 2, ts);
+	store_bind_int(s, 3, store_now_ms());
+	if (!store_step(st, s, "admin replay insert"))
+		return GC_ESTORE;
+	/* ON CONFLICT DO NOTHING: no row changed means it was seen. */
+	return sqlite3_changes(st->db) > 0 ? GC_OK : GC_EEXISTS;
 }

@@ -29,6 +29,9 @@ enum stmt {
 	STMT_BRAND_GET,
 	STMT_BRAND_DELETE,
 	STMT_BRAND_LIST,
+	/* admin replay cache (store.c) */
+	STMT_ADMIN_REPLAY_PURGE,
+	STMT_ADMIN_REPLAY_INSERT,
 	/* events, deliveries, attempts (store_events.c, store_queue.c) */
 	STMT_EVENT_INSERT,
 	STMT_DELIVERY_INSERT,

@@ -26,6 +26,10 @@ static const char *const stmts[] = {
     [STMT_BRAND_GET] = "SELECT doc FROM brands WHERE slug = ?",
     [STMT_BRAND_DELETE] = "DELETE FROM brands WHERE slug = ?",
     [STMT_BRAND_LIST] = "SELECT doc FROM brands ORDER BY slug",
+    [STMT_ADMIN_REPLAY_PURGE] = "DELETE FROM admin_replay WHERE ts < ?",
+    [STMT_ADMIN_REPLAY_INSERT] = "INSERT INTO admin_replay(sig, ts, "
+                                 "seen_at) VALUES (?, ?, ?) "
+                                 "ON CONFLICT(sig) DO NOTHING",
     [STMT_EVENT_INSERT] = "INSERT INTO events(id, brand, kind, body, "
                           "received_at, status) VALUES "
                           "(?, ?, ?, ?, ?, ?) "

@@ -14,10 +14,13 @@ import threading
 import time
 import unittest
 
+import fcgi
 import stack
 from stack import ADMIN_READ, ADMIN_WRITE, BUILD, ROOT, Stack, sample_event
 
 GCRELAY = os.path.join(BUILD, "gcrelay")
+# The one 401 text for every admin authentication failure (issue 9).
+AUTH_DETAIL = "request signature is missing, stale, replayed or does not match"
 GCRELAYCTL = os.path.join(BUILD, "gcrelayctl")
 
 BRAND = {
@@ -186,19 +189,19 @@ class AdminAuth(unittest.TestCase):
         r = self.s.admin("GET", "/admin/v1/brands",
                          headers={"X-Gcrelay-Signature": "v1," +
                                   "A" * 43 + "="})
-        self.assertProblem(r, 401, "signature does not match")
+        self.assertProblem(r, 401, AUTH_DETAIL)
 
     def test_malformed_signature(self):
         r = self.s.admin("GET", "/admin/v1/brands",
                          headers={"X-Gcrelay-Signature": "sha256=abc"})
-        self.assertProblem(r, 401, "must be \"v1,\"")
+        self.assertProblem(r, 401, AUTH_DETAIL)
 
     def test_stale_and_future_timestamps(self):
         now = int(time.time())
         r = self.s.admin("GET", "/admin/v1/brands", ts=now - 301)
-        self.assertProblem(r, 401, "too old")
+        self.assertProblem(r, 401, AUTH_DETAIL)
         r = self.s.admin("GET", "/admin/v1/brands", ts=now + 301)
-        self.assertProblem(r, 401, "in the future")
+        self.assertProblem(r, 401, AUTH_DETAIL)
         self.assertEqual(self.s.admin("GET", "/admin/v1/brands",
                                       ts=now - 290).status, 200)
 
@@ -212,20 +215,19 @@ class AdminAuth(unittest.TestCase):
     def test_unknown_key(self):
         r = self.s.admin("GET", "/admin/v1/brands",
                          key=("nobody", "x" * 40))
-        self.assertProblem(r, 401, "unknown key id")
+        self.assertProblem(r, 401, AUTH_DETAIL)
 
     def test_missing_headers(self):
-        for h, want in [("X-Gcrelay-Key", "missing X-Gcrelay-Key"),
-                        ("X-Gcrelay-Timestamp", "missing X-Gcrelay-Timestamp"),
-                        ("X-Gcrelay-Signature", "missing X-Gcrelay-Signature")]:
+        for h in ("X-Gcrelay-Key", "X-Gcrelay-Timestamp",
+                  "X-Gcrelay-Signature"):
             r = self.s.admin("GET", "/admin/v1/brands", headers={h: None})
-            self.assertProblem(r, 401, want)
+            self.assertProblem(r, 401, AUTH_DETAIL)
 
     def test_tampered_body(self):
         body = json.dumps(BRAND).encode()
         r = self.s.admin("PUT", "/admin/v1/brands/acme", body,
                          sign_body=body.replace(b"Acme", b"Acne"))
-        self.assertProblem(r, 401, "signature does not match")
+        self.assertProblem(r, 401, AUTH_DETAIL)
         self.assertEqual(self.s.admin("GET", "/admin/v1/brands/acme").status,
                          404)
 
@@ -237,8 +239,131 @@ class AdminAuth(unittest.TestCase):
         r = self.s.request("GET", uri, headers={
             "X-Gcrelay-Key": ADMIN_WRITE[0], "X-Gcrelay-Timestamp": str(ts),
             "X-Gcrelay-Signature": sig})
-        self.assertProblem(r, 401, "signature does not match")
+        self.assertProblem(r, 401, AUTH_DETAIL)
         self.assertEqual(self.s.admin("GET", uri).status, 200)
+
+    def signed(self, method, uri, body=b"", key=ADMIN_WRITE, ts=None):
+        """Headers for one request, kept so it can be sent again as is."""
+        return self.s.admin_headers(method, uri, body, key, ts)
+
+    def test_replayed_delete_is_refused(self):
+        """Issue 9: a captured DELETE replayed after the brand was
+        re-created must not delete it again."""
+        uri = "/admin/v1/brands/replayco"
+        self.s.put_brand("replayco", BRAND)
+        h = self.signed("DELETE", uri)
+        self.assertEqual(self.s.request("DELETE", uri, headers=h).status, 204)
+        self.s.put_brand("replayco", BRAND)
+        r = self.s.request("DELETE", uri, headers=h)
+        self.assertProblem(r, 401, AUTH_DETAIL)
+        self.assertEqual(self.s.admin("GET", uri).status, 200)
+        self.assertEqual(self.s.query("SELECT count(*) FROM brands WHERE "
+                                      "slug = 'replayco'"), [(1,)])
+        self.assertIn("signature was already used", self.s.log())
+        self.assertEqual(self.s.admin("DELETE", uri).status, 204)
+
+    def test_replayed_read_is_refused(self):
+        """Each signed request is good once, GET too."""
+        h = self.signed("GET", "/admin/v1/brands", key=ADMIN_READ)
+        r = self.s.request("GET", "/admin/v1/brands", headers=h)
+        self.assertEqual(r.status, 200, r)
+        r = self.s.request("GET", "/admin/v1/brands", headers=h)
+        self.assertProblem(r, 401, AUTH_DETAIL)
+
+    def test_replay_with_other_base64_spelling(self):
+        """The last base64 character has two unused bits: a spelling the
+        decoder accepts for the same MAC is the same signature."""
+        h = self.signed("GET", "/admin/v1/brands")
+        r = self.s.request("GET", "/admin/v1/brands", headers=h)
+        self.assertEqual(r.status, 200, r)
+        sig = h["X-Gcrelay-Signature"]
+        abc = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
+        last = abc.index(sig[-2])
+        h["X-Gcrelay-Signature"] = sig[:-2] + abc[last ^ 1] + "="
+        r = self.s.request("GET", "/admin/v1/brands", headers=h)
+        self.assertProblem(r, 401, AUTH_DETAIL)
+
+    def test_garbage_is_not_recorded(self):
+        """Only a valid signature enters the replay cache."""
+        before = self.s.query("SELECT count(*) FROM admin_replay")[0][0]
+        for i in range(5):
+            self.s.admin("GET", "/admin/v1/brands", headers={
+                "X-Gcrelay-Signature": "v1," + "B" * 42 + "%d=" % i})
+            self.s.admin("GET", "/admin/v1/brands", key=("k%d" % i, "x" * 40))
+        self.assertEqual(self.s.query("SELECT count(*) FROM admin_replay"),
+                         [(before,)])
+
+    def test_failures_are_indistinguishable(self):
+        """Issue 9: unknown key, wrong signature, stale, future, malformed,
+        missing and replayed all answer the same bytes but the request id;
+        the reason goes to the log and the metrics only."""
+        now = int(time.time())
+        h = self.signed("GET", "/admin/v1/brands?x=1", ts=now - 3)
+        self.assertEqual(self.s.request("GET", "/admin/v1/brands?x=1",
+                                        headers=h).status, 200)
+        m0 = self.admin_failures()
+        rs = [
+            self.s.admin("GET", "/admin/v1/brands", key=("nobody", "x" * 40)),
+            self.s.admin("GET", "/admin/v1/brands",
+                         key=(ADMIN_WRITE[0], "y" * 40)),
+            self.s.admin("GET", "/admin/v1/brands", ts=now - 301),
+            self.s.admin("GET", "/admin/v1/brands", ts=now + 301),
+            self.s.admin("GET", "/admin/v1/brands",
+                         headers={"X-Gcrelay-Signature": "sha256=abc"}),
+            self.s.admin("GET", "/admin/v1/brands",
+                         headers={"X-Gcrelay-Key": None}),
+            self.s.request("GET", "/admin/v1/brands?x=1", headers=h),
+        ]
+        bodies = set()
+        for r in rs:
+            self.assertProblem(r, 401, AUTH_DETAIL)
+            rid = r.json.get("request_id")
+            raw = r.raw.decode()
+            if rid:
+                raw = raw.replace(rid, "RID")
+            bodies.add(raw)
+        self.assertEqual(len(bodies), 1, bodies)
+        self.assertEqual(self.admin_failures(), m0 + len(rs))
+        log = self.s.log()
+        for reason in ("unknown key id", "signature does not match",
+                       "too old", "in the future", "must be", "missing "
+                       "X-Gcrelay-Key", "already used"):
+            self.assertIn(reason, log)
+
+    def admin_failures(self):
+        r = self.s.request("GET", "/metrics")
+        m = re.search(r"^gcrelay_admin_auth_failures_total (\d+)$",
+                      r.raw.decode(), re.M)
+        return int(m.group(1))
+
+
+class AdminReplayShared(unittest.TestCase):
+    """The replay cache is in the store: every process refuses a replay."""
+
+    def test_replay_refused_by_every_worker(self):
+        with Stack(sims=False, workers=2,
+                   config_extra="control_workers = 2;\n") as s:
+            s.put_brand("acme", BRAND)
+            uri = "/admin/v1/brands/acme"
+            ts = int(time.time())
+            h = {"X-Gcrelay-Key": ADMIN_WRITE[0],
+                 "X-Gcrelay-Timestamp": str(ts),
+                 "X-Gcrelay-Signature": stack.sign_admin(
+                     ADMIN_WRITE[1], "DELETE", uri, ts, b"")}
+            # First on the data socket, replays on the control socket:
+            # other processes than the one that saw it.
+            status, _, raw = fcgi.request(s.socket_path, "DELETE", uri, b"",
+                                          h)
+            self.assertEqual(status, 204, raw)
+            s.put_brand("acme", BRAND)
+            for _ in range(8):
+                status, _, raw = fcgi.request(s.control_path, "DELETE", uri,
+                                              b"", h)
+                self.assertEqual(status, 401, raw)
+                self.assertEqual(json.loads(raw)["detail"], AUTH_DETAIL)
+                r = s.request("DELETE", uri, headers=h)
+                self.assertEqual(r.status, 401, r)
+            self.assertEqual(s.admin("GET", uri).status, 200)
 
 
 class Brands(unittest.TestCase):
@@ -602,7 +727,7 @@ class Ctl(unittest.TestCase):
             "GCRELAY_KEY_ID": ADMIN_WRITE[0], "GCRELAY_KEY_SECRET": "wrong" * 8})
         self.assertEqual(r.returncode, 4)
         self.assertIn("401 unauthorized", r.stderr)
-        self.assertIn("signature does not match", r.stderr)
+        self.assertIn(AUTH_DETAIL, r.stderr)
         r = self.ctl("--url", "http://127.0.0.1:%d" % stack.free_port(),
                      "--config", self.conf, "brands", "list")
         self.assertEqual(r.returncode, 2)

@@ -153,6 +153,7 @@ class Stack:
         self.reconcile_after_s = reconcile_after_s
         self.http_timeout_ms = http_timeout_ms
         self.procs = []
+        self.admin_used = set()  # (key, method, uri, body, ts) signed
         self.gcrelay = None
         self.nginx = None
         self.emarsys = self.yotpo = None
@@ -427,16 +428,32 @@ http {
         h = {k: v for k, v in h.items() if v is not None}
         return self.request("POST", "/v1/events", body, h)
 
+    def admin_ts(self, key_id, method, uri, signed):
+        """Each signed admin request is good once: the timestamp nearest
+        now that this exact request has not been signed with yet."""
+        now = int(time.time())
+        for d in range(0, 250):
+            for ts in (now - d, now + d):
+                if (key_id, method, uri, signed, ts) not in self.admin_used:
+                    return ts
+        raise AssertionError("no unused admin timestamp left")
+
+    def admin_headers(self, method, uri, signed=b"", key=ADMIN_WRITE,
+                      ts=None):
+        """The three signature headers; sending them twice is a replay."""
+        ts = self.admin_ts(key[0], method, uri, signed) if ts is None else ts
+        self.admin_used.add((key[0], method, uri, signed, ts))
+        return {"X-Gcrelay-Key": key[0], "X-Gcrelay-Timestamp": str(ts),
+                "X-Gcrelay-Signature": sign_admin(
+                    key[1], method, uri, ts, signed)}
+
     def admin(self, method, uri, body=None, key=ADMIN_WRITE, ts=None,
               headers=None, sign_body=None):
         if isinstance(body, (dict, list)):
             body = json.dumps(body).encode()
         raw = body or b""
-        ts = int(time.time()) if ts is None else ts
-        h = {"X-Gcrelay-Key": key[0], "X-Gcrelay-Timestamp": str(ts),
-             "X-Gcrelay-Signature": sign_admin(
-                 key[1], method, uri, ts,
-                 raw if sign_body is None else sign_body)}
+        h = self.admin_headers(method, uri, raw if sign_body is None
+                               else sign_body, key, ts)
         if body is not None:
             h["Content-Type"] = "application/json"
         h.update(headers or {})

@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <cmocka.h>
@@ -264,12 +265,62 @@ test_outcomes(void **state)
 	json_decref(out);
 }
 
+/* One use of a signature and what the replay cache must answer. */
+struct replay_row {
+	int line;
+	const char *sig;
+	int64_t ts;
+	time_t now;
+	enum gc_err err;
+};
+
+/*
+ * Tolerance 300 s: an entry lives until its signed timestamp is older
+ * than now - 300 - 60 (the margin), whatever time it was seen.
+ */
+static const struct replay_row replay_rows[] = {
+    {__LINE__, "v1,a", 1000, 1000, GC_OK},
+    {__LINE__, "v1,a", 1000, 1000, GC_EEXISTS},
+    {__LINE__, "v1,b", 1000, 1001, GC_OK},
+    {__LINE__, "v1,a", 1000, 1300, GC_EEXISTS},
+    {__LINE__, "v1,a", 1000, 1360, GC_EEXISTS},
+    {__LINE__, "v1,a", 1000, 1361, GC_OK}, /* purged; stale anyway */
+    {__LINE__, "v1,c", 1660, 1361, GC_OK}, /* signed 300 s ahead */
+    {__LINE__, "v1,c", 1660, 1960, GC_EEXISTS},
+    {__LINE__, "v1,c", 1660, 2020, GC_EEXISTS},
+    {__LINE__, "v1,b", 1000, 2020, GC_OK},
+};
+
+/* Each signature is recorded once; expired entries are purged. */
+static void
+test_admin_replay(void **state)
+{
+	struct fixture *f = *state;
+	const struct replay_row *r;
+	int failed = 0;
+	enum gc_err err;
+
+	for (size_t i = 0; i < sizeof(replay_rows) / sizeof(replay_rows[0]);
+	     i++) {
+		r = &replay_rows[i];
+		err = store_admin_replay(f->st, r->sig, r->ts, r->now, 300);
+		if (err == r->err)
+			continue;
+		print_error("%s:%d: have %s, want %s\n", __FILE__, r->line,
+		            gc_strerror(err), gc_strerror(r->err));
+		failed++;
+	}
+	if (failed)
+		fail_msg("%d row(s) failed", failed);
+}
+
 int
 main(void)
 {
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test_setup_teardown(test_costs, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_outcomes, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_admin_replay, setup, teardown),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
