@@ -190,8 +190,9 @@ store_pragmas(struct store *st, const struct app_config *cfg)
 	 * happens to reuse them, so a purged body or email could still be
 	 * read from the database file long after the retention.  With it on
 	 * SQLite zeroes that space when it frees it; the checkpoint after
-	 * the purge then empties the WAL (dispatcher.c).  It costs some
-	 * writes, only on deletes and updates.
+	 * the purge then empties the WAL (dispatcher.c).  Some builds of
+	 * libsqlite3 (Debian's) default to it, SQLite itself does not: say
+	 * so.  It costs some writes, only on deletes and updates.
 	 */
 	snprintf(sql, sizeof(sql),
 	         "PRAGMA journal_mode=WAL; PRAGMA synchronous=%s; "

@@ -774,7 +774,12 @@ class EventsApi(unittest.TestCase):
                 s.emarsys.fault("contact_error", code=2010,
                                 text="Invalid contact %s" % addr,
                                 key_values=[addr])
-                r = s.post_event(sample_event("offer_claimed", email=addr),
+                # Long URLs push the body onto overflow pages, which a
+                # purge frees whole (the shopper's page quotes the address).
+                url = "https://shop.example/%s?who=%s" % ("p" * 1900, addr)
+                r = s.post_event(sample_event("offer_claimed", email=addr,
+                                              campaign_url=url,
+                                              iframe_parent_url=url),
                                  webhook_id="w-" + addr[7:15])
                 self.assertEqual(r.status, 202, r)
             wid = "w-" + old[7:15]
