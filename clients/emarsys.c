@@ -166,15 +166,20 @@ emarsys_id_text(const json_t *v, char out[32])
 	return 1;
 }
 
-/* See emarsys.h. */
+/*
+ * See emarsys.h.  Brand slugs and event names hold no newline, so with
+ * the token last the three parts cannot run into each other.
+ */
 void
-emarsys_trigger_id(const char *event_id, const char *event_name, char out[48])
+emarsys_trigger_id(const char *brand, const char *token, const char *event_name,
+                   char out[48])
 {
 	char hex[65];
 	struct buf b;
 
 	buf_init(&b, 0);
-	buf_printf(&b, "%s\n%s", event_id, event_name);
+	buf_printf(&b, "%s\n%s\n%s", brand, event_name,
+	           token != NULL ? token : "");
 	crypto_sha256_hex(buf_str(&b), b.len, hex);
 	buf_free(&b);
 	snprintf(out, 48, "gcrelay-%.32s", hex);
@@ -403,7 +408,7 @@ em_start(struct job *j)
 	}
 	snprintf(s->ev_name, sizeof(s->ev_name), "gocertify_%s",
 	         ev_kind_names[ev->kind]);
-	emarsys_trigger_id(j->event_id, s->ev_name, s->trigger_id);
+	emarsys_trigger_id(b->slug, ev->token, s->ev_name, s->trigger_id);
 	em_cached_token(j);
 	em_cached_ids(j);
 	/* An earlier run upserted the contact (idempotent, but a call). */

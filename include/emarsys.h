@@ -42,12 +42,15 @@ int emarsys_contact_error(const struct em_reply *rep, const char *key_value,
 int emarsys_id_text(const json_t *v, char out[32]);
 
 /*
- * Deterministic trigger_id for an event id and external event name:
- * "gcrelay-" and 32 hex digits of SHA-256(event_id "\n" event_name), so a
- * retry of the same trigger deduplicates and nothing else collides.
+ * Deterministic trigger_id of a brand's external event for one Gocertify
+ * verification: "gcrelay-" and 32 hex digits of SHA-256(brand "\n"
+ * event_name "\n" token) (token NULL counts as "").  Not the webhook id:
+ * a retry, and the same verification re-sent under a new webhook id, get
+ * the same id, so Emarsys applies the trigger once; nothing else
+ * collides.  out is always filled.
  */
-void emarsys_trigger_id(const char *event_id, const char *event_name,
-                        char out[48]);
+void emarsys_trigger_id(const char *brand, const char *token,
+                        const char *event_name, char out[48]);
 
 /*
  * Preflight for operators: check the brand's credentials and read-only

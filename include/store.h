@@ -212,8 +212,11 @@ enum gc_err store_events_list(struct store *st, const struct event_filter *f,
 enum gc_err store_event_detail(struct store *st, const char *id, json_t **out);
 
 /*
- * Remove personal data of settled events received before before_ms: the
- * body and the response excerpts of their attempts.  *count = events.
+ * Remove the personal data of settled events received before before_ms,
+ * from every table, in one transaction: the body, the response excerpts
+ * of their attempts, the reasons and warnings of their deliveries and
+ * the email of their Yotpo ledger rows.  Outcomes (statuses, codes,
+ * times) stay.  *count = events whose body went now; 0 on failure.
  */
 enum gc_err store_purge_bodies(struct store *st, int64_t before_ms, int *count);
 

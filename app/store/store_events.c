@@ -578,19 +578,21 @@ store_event_detail(struct store *st, const char *id, json_t **out)
 enum gc_err
 store_purge_bodies(struct store *st, int64_t before_ms, int *count)
 {
+	/* The bodies last: their count is the one reported. */
+	static const enum stmt purge[] = {STMT_PURGE_EXCERPTS,
+	                                  STMT_PURGE_REASONS, STMT_PURGE_LEDGER,
+	                                  STMT_PURGE_BODIES};
 	sqlite3_stmt *s;
 
 	*count = 0;
 	if (store_begin(st) != GC_OK)
 		return GC_ESTORE;
-	if ((s = store_stmt(st, STMT_PURGE_EXCERPTS)) != NULL)
-		store_bind_int(s, 1, before_ms);
-	if (!store_step(st, s, "purge excerpts"))
-		goto fail;
-	if ((s = store_stmt(st, STMT_PURGE_BODIES)) != NULL)
-		store_bind_int(s, 1, before_ms);
-	if (!store_step(st, s, "purge bodies"))
-		goto fail;
+	for (size_t i = 0; i < sizeof(purge) / sizeof(purge[0]); i++) {
+		if ((s = store_stmt(st, purge[i])) != NULL)
+			store_bind_int(s, 1, before_ms);
+		if (!store_step(st, s, "purge"))
+			goto fail;
+	}
 	*count = sqlite3_changes(st->db);
 	if (store_commit(st) != GC_OK)
 		goto fail;

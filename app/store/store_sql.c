@@ -109,13 +109,30 @@ static const char *const stmts[] = {
         "AND body IS NOT NULL) RETURNING event_id",
     [STMT_OUTBOX_DEPTH] = "SELECT count(*) FROM deliveries WHERE status "
                           "IN ('pending','retrying')",
-    /* Attempt excerpts can quote contact details too. */
+    /*
+     * Retention: every personal field of a settled event older than ?1.
+     * Bodies hold the contact; upstream texts (excerpts, reasons,
+     * warnings) can quote it; the ledger keeps the address an award
+     * went to.  Statuses, codes and times stay; so do the ledger's
+     * token and reference (Gocertify's verification id, no contact
+     * data), which keep an award exactly-once.  Not "body IS NOT NULL":
+     * what a purged event kept from before this purge goes too.
+     */
     [STMT_PURGE_EXCERPTS] = "UPDATE attempts SET excerpt = NULL WHERE "
                             "excerpt IS NOT NULL AND event_id IN (SELECT id "
-                            "FROM events WHERE received_at < ?1 AND body IS "
-                            "NOT NULL AND status != 'pending')",
+                            "FROM events WHERE received_at < ?1 AND "
+                            "status != 'pending')",
+    [STMT_PURGE_REASONS] = "UPDATE deliveries SET reason = NULL, warning = "
+                           "NULL WHERE (reason IS NOT NULL OR warning IS "
+                           "NOT NULL) AND event_id IN (SELECT id FROM "
+                           "events WHERE received_at < ?1 AND status != "
+                           "'pending')",
+    [STMT_PURGE_LEDGER] = "UPDATE yotpo_ledger SET email = NULL WHERE "
+                          "email IS NOT NULL AND event_id IN (SELECT id "
+                          "FROM events WHERE received_at < ?1 AND "
+                          "status != 'pending')",
     [STMT_PURGE_BODIES] = "UPDATE events SET body = NULL, purged = 1 WHERE "
-                          "received_at < ? AND body IS NOT NULL AND "
+                          "received_at < ?1 AND body IS NOT NULL AND "
                           "status != 'pending'",
     [STMT_EM_ID_GET] = "SELECT remote_id FROM emarsys_ids "
                        "WHERE brand = ? AND kind = ? AND name = ?",

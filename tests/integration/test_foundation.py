@@ -886,6 +886,66 @@ class EventsApi(unittest.TestCase):
             self.assertEqual(r.json["status"], "delivered")
             self.assertIsNone(r.json["event"])
 
+    def test_purge_leaves_no_email_in_the_files(self):
+        # Issue 9: after the retention no table, and no byte of the
+        # database or its WAL, may still hold a shopper's address: not
+        # the body, nor an upstream error quoting it (deliveries.reason,
+        # attempts.excerpt), nor the Yotpo ledger.  Outcomes stay.
+        old = "canary-%s@example.com" % secrets.token_hex(8)
+        new = "canary-%s@example.com" % secrets.token_hex(8)
+        with Stack() as s:
+            s.demo_brand()
+            for addr in (old, new):
+                s.emarsys.fault("contact_error", code=2010,
+                                text="Invalid contact %s" % addr,
+                                key_values=[addr])
+                # Long URLs push the body onto overflow pages, which a
+                # purge frees whole (the shopper's page quotes the address).
+                url = "https://shop.example/%s?who=%s" % ("p" * 1900, addr)
+                r = s.post_event(sample_event("offer_claimed", email=addr,
+                                              campaign_url=url,
+                                              iframe_parent_url=url),
+                                 webhook_id="w-" + addr[7:15])
+                self.assertEqual(r.status, 202, r)
+            wid = "w-" + old[7:15]
+            self.assertIn(old, s.query("SELECT reason FROM deliveries WHERE "
+                                       "event_id = ? AND destination = "
+                                       "'emarsys'", wid)[0][0])
+            self.assertEqual(s.query("SELECT state, email FROM yotpo_ledger "
+                                     "WHERE event_id = ?", wid),
+                             [("done", old)])
+            with s.db() as c:
+                # This connection rewrites the row too: zero what it frees.
+                c.execute("PRAGMA secure_delete = ON")
+                c.execute("UPDATE events SET received_at = received_at - "
+                          "31 * 86400 * 1000 WHERE id = ?", (wid,))
+            # The dispatcher purges when it starts: reload to restart it.
+            os.kill(s.gcrelay.pid, signal.SIGHUP)
+            s.wait(lambda: s.query("SELECT purged FROM events WHERE id = ?",
+                                   wid) == [(1,)], what="purge")
+            # Outcomes stay.
+            self.assertEqual(s.query("SELECT destination, status FROM "
+                                     "deliveries WHERE event_id = ? ORDER "
+                                     "BY destination", wid),
+                             [("emarsys", "failed"), ("yotpo", "delivered")])
+            self.assertIn(("2010",), s.query("SELECT reply_code FROM "
+                                             "attempts WHERE event_id = ?",
+                                             wid))
+            self.assertEqual(s.query("SELECT state FROM yotpo_ledger WHERE "
+                                     "event_id = ?", wid), [("done",)])
+            with s.db() as c:
+                busy = c.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+            self.assertEqual(busy[0], 0, busy)
+            raw = b""
+            for path in (s.db_path, s.db_path + "-wal"):
+                if os.path.exists(path):
+                    with open(path, "rb") as f:
+                        raw += f.read()
+            # The search works: the event still within retention is there.
+            self.assertTrue(new.encode() in raw, "the search finds nothing")
+            self.assertFalse(old.encode() in raw,
+                             "%s is still in the files" % old)
+
 
 class Preflight(unittest.TestCase):
     """POST /admin/v1/brands/{slug}/check against the simulators."""

@@ -694,7 +694,11 @@ class Intake(IntakeCase):
         self.assertEqual(len(self.awards(ev["token"])), 1)
 
     def test_same_verification_under_new_webhook_id_awards_once(self):
+        # Issue 9: Gocertify re-sends a verification under a new webhook
+        # id.  Yotpo's ledger awards once; Emarsys gets the same
+        # trigger_id (brand, token, event name) and applies one trigger.
         ev = sample_event("offer_claimed")
+        dedup = self.s.emarsys.stats()["deduplicated_triggers"]
         r1 = self.s.post_event(ev, webhook_id="msg_twice_a")
         r2 = self.s.post_event(ev, webhook_id="msg_twice_b")
         self.assertEqual((r1.status, r2.status), (200, 200), (r1, r2))
@@ -702,6 +706,14 @@ class Intake(IntakeCase):
         self.assertEqual(len(self.awards(ev["token"])), 1)
         self.assertEqual(len(self.s.yotpo.requests(
             path_prefix="/api/v2/actions")), 1)
+        sent = [q["json"]["trigger_id"] for q in self.s.emarsys.requests(
+            path_prefix="/api/v3/event/", method="POST")
+            if (q["json"] or {}).get("data", {}).get("token") == ev["token"]]
+        self.assertEqual(len(sent), 2, sent)
+        self.assertEqual(sent[0], sent[1])
+        self.assertEqual(len(self.triggers(ev["token"])), 1)
+        self.assertEqual(self.s.emarsys.stats()["deduplicated_triggers"],
+                         dedup + 1)
 
     def test_concurrent_replays_deliver_once(self):
         # Yotpo answers slowly, so most copies arrive while the original

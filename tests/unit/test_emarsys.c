@@ -276,28 +276,34 @@ test_id_text(void **state)
 
 struct trig_row {
 	int line;
-	const char *event_id, *name, *want;
+	const char *brand, *token, *name, *want;
 };
 
+/* Expected ids: sha256("<brand>\n<name>\n<token>"), computed outside. */
 static const struct trig_row trig_rows[] = {
-    {__LINE__, "msg_1", "gocertify_consent_intent",
-     "gcrelay-95d1fff9e2acb19af664d4987e072915"},
-    {__LINE__, "msg_1", "gocertify_offer_claimed",
-     "gcrelay-2bdcb78bd38d60d0343aa1dfb6bf7067"},
-    {__LINE__, "", "", "gcrelay-01ba4719c80b6fe911b091a7c05124b6"},
+    {__LINE__, "acme", "ABCD1234", "gocertify_consent_intent",
+     "gcrelay-28d8931e30c8bdf37a2ce5326e661d67"},
+    {__LINE__, "acme", "ABCD1234", "gocertify_offer_claimed",
+     "gcrelay-768bd5922c78f28c3a73572bdba1f626"},
+    {__LINE__, "other", "ABCD1234", "gocertify_offer_claimed",
+     "gcrelay-4b3c73f198a2affc004c1e9387c87295"},
+    {__LINE__, "acme", "ABCD1235", "gocertify_offer_claimed",
+     "gcrelay-84f24f75377e8eca27cba883677e02fa"},
+    {__LINE__, "", "", "", "gcrelay-75a11da44c802486bc6f65640aa48a73"},
+    {__LINE__, "", NULL, "", "gcrelay-75a11da44c802486bc6f65640aa48a73"},
 };
 
 static void
 test_trigger_id(void **state)
 {
-	char a[48], b[48], longid[300];
+	char a[48], b[48], longtok[300];
 	int failed = 0;
 
 	(void)state;
 	for (size_t i = 0; i < NROWS(trig_rows); i++) {
 		const struct trig_row *w = &trig_rows[i];
 		char out[48];
-		emarsys_trigger_id(w->event_id, w->name, out);
+		emarsys_trigger_id(w->brand, w->token, w->name, out);
 		if (strcmp(out, w->want) != 0) {
 			print_error("%s:%d: have %s, want %s\n", __FILE__,
 			            w->line, out, w->want);
@@ -306,19 +312,19 @@ test_trigger_id(void **state)
 	}
 	assert_int_equal(failed, 0);
 
-	/* Same inputs, same id; the separator keeps the parts apart. */
-	emarsys_trigger_id("msg_1", "gocertify_consent_intent", a);
-	emarsys_trigger_id("msg_1", "gocertify_consent_intent", b);
+	/* Same verification, same id; the separator keeps the parts apart. */
+	emarsys_trigger_id("acme", "TOK1", "gocertify_offer_claimed", a);
+	emarsys_trigger_id("acme", "TOK1", "gocertify_offer_claimed", b);
 	assert_string_equal(a, b);
-	emarsys_trigger_id("msg_1g", "ocertify_consent_intent", b);
+	emarsys_trigger_id("acm", "TOK1", "egocertify_offer_claimed", b);
 	assert_string_not_equal(a, b);
-	emarsys_trigger_id("msg_2", "gocertify_consent_intent", b);
+	emarsys_trigger_id("acme", "TOK2", "gocertify_offer_claimed", b);
 	assert_string_not_equal(a, b);
 
-	/* The longest webhook-id (256 characters) still fits. */
-	memset(longid, 'x', 256);
-	longid[256] = '\0';
-	emarsys_trigger_id(longid, "gocertify_offer_claimed", a);
+	/* The longest token (128 characters) and more still fit. */
+	memset(longtok, 'x', 256);
+	longtok[256] = '\0';
+	emarsys_trigger_id("acme", longtok, "gocertify_offer_claimed", a);
 	assert_int_equal(strlen(a), 40);
 	assert_int_equal(strncmp(a, "gcrelay-", 8), 0);
 	assert_int_equal(strspn(a + 8, "0123456789abcdef"), 32);
