@@ -305,7 +305,7 @@ trigger_body(enum ev_kind kind, char *out, size_t n)
 	char name[48], tid[48];
 
 	snprintf(name, sizeof(name), "gocertify_%s", ev_kind_names[kind]);
-	emarsys_trigger_id("evt-1", name, tid);
+	emarsys_trigger_id("acme", "TOK42", name, tid);
 	snprintf(out, n,
 	         "{\"key_id\":\"3\",\"external_id\":\"ann@example.com\","
 	         "\"trigger_id\":\"%s\",\"data\":{\"token\":\"TOK42\"}}",
