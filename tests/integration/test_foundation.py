@@ -123,6 +123,69 @@ class ConfigCheck(unittest.TestCase):
         self.assertEqual(r.returncode, 1)
         self.assertIn("cannot read key file /nonexistent/key", r.stderr)
 
+    def test_file_modes_like_ssh(self):
+        """Issue 9: a key file others may read, or a config or key file
+        group or others may write, is refused with file:line: message;
+        the shipped modes (config 0640, key 0440) pass."""
+        key = os.path.join(self.s.dir, "modes.key")
+        with open(key, "w") as f:
+            f.write(secrets.token_hex(32) + "\n")
+        base = re.sub(r'secrets_key_file = "[^"]*"',
+                      'secrets_key_file = "%s"' % key,
+                      open(self.s.config_path).read())
+        path = os.path.join(self.s.dir, "modes.conf")
+        with open(path, "w") as f:
+            f.write(base)
+        key_line = base[:base.index("secrets_key_file")].count("\n") + 1
+        cases = [  # (config mode, key mode, line, message or None)
+            (0o640, 0o440, 0, None),
+            (0o600, 0o400, 0, None),
+            (0o644, 0o640, 0, None),
+            (0o640, 0o444, key_line, "key file %s has mode 0444" % key),
+            (0o640, 0o404, key_line, "key file %s has mode 0404" % key),
+            (0o640, 0o460, key_line, "key file %s has mode 0460" % key),
+            (0o640, 0o442, key_line, "key file %s has mode 0442" % key),
+            (0o646, 0o440, 0, "config file %s has mode 0646" % path),
+            (0o660, 0o440, 0, "config file %s has mode 0660" % path),
+        ]
+        try:
+            for cmode, kmode, line, want in cases:
+                with self.subTest(config=oct(cmode), key=oct(kmode)):
+                    os.chmod(path, cmode)
+                    os.chmod(key, kmode)
+                    r = run([GCRELAY, "-t", "-c", path])
+                    if want is None:
+                        self.assertEqual(r.returncode, 0, r.stderr)
+                        continue
+                    self.assertEqual(r.returncode, 1, r.stdout)
+                    self.assertRegex(r.stderr, r"^%s:%d: " % (
+                        re.escape(path), line))
+                    self.assertIn(want, r.stderr)
+                    self.assertIn("must not be", r.stderr)
+        finally:
+            os.chmod(path, 0o600)
+            os.chmod(key, 0o400)
+
+    def test_start_refuses_readable_key(self):
+        """The same check runs at start, not only under -t."""
+        key = os.path.join(self.s.dir, "start.key")
+        with open(key, "w") as f:
+            f.write(secrets.token_hex(32) + "\n")
+        os.chmod(key, 0o444)
+        path = os.path.join(self.s.dir, "start.conf")
+        with open(path, "w") as f:
+            f.write(re.sub(r'secrets_key_file = "[^"]*"',
+                           'secrets_key_file = "%s"' % key,
+                           open(self.s.config_path).read()))
+        kw = {}
+        if self.s.user is not None:
+            kw = {"user": self.s.user.pw_uid, "group": self.s.user.pw_gid,
+                  "extra_groups": []}
+            os.chown(key, self.s.user.pw_uid, self.s.user.pw_gid)
+        r = run([GCRELAY, "-c", path], **kw)
+        self.assertEqual(r.returncode, 1)
+        self.assertIn("key file %s has mode 0444" % key, r.stderr)
+
     def test_syntax_error_and_missing_file(self):
         path = os.path.join(self.s.dir, "s.conf")
         with open(path, "w") as f:
