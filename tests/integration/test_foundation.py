@@ -547,6 +547,23 @@ class Processes(unittest.TestCase):
             m = s.request("GET", "/metrics").raw.decode()
             self.assertIn("gcrelay_child_restarts_total 1", m)
 
+    def test_store_files_are_private(self):
+        """Issue 9: a fresh database and its -wal and -shm files are
+        0600 whatever the umask (the tests run with 022)."""
+        old = os.umask(0o022)
+        try:
+            s = Stack(sims=False)
+        finally:
+            os.umask(old)
+        with s:
+            s.demo_brand("modes", emarsys=False, yotpo=False)
+            for suffix in ("", "-wal", "-shm"):
+                path = s.db_path + suffix
+                with self.subTest(file=path):
+                    self.assertTrue(os.path.exists(path), path)
+                    self.assertEqual(os.stat(path).st_mode & 0o777, 0o600,
+                                     oct(os.stat(path).st_mode))
+
     def test_crashing_worker_backs_off(self):
         with Stack(sims=False) as s:
             os.chmod(s.db_path, 0)  # a new worker cannot open the store
