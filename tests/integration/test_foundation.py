@@ -1,6 +1,7 @@
 """Issue 2: process model, config, store, signed admin API, brands,
 gcrelayctl, health, logging, nginx and systemd files."""
 
+import http.client
 import json
 import os
 import re
@@ -701,6 +702,30 @@ class Observability(unittest.TestCase):
         self.assertEqual(rec["status"], 200)
         for l in self.s.log().splitlines():
             json.loads(l)  # every line is JSON
+
+    def test_one_request_id_header(self):
+        """Issue 9: gcrelay sets X-Request-Id (nginx's $request_id when
+        it passes one); the site must not add a second one."""
+        for method, path in [("GET", "/healthz"), ("GET", "/metrics"),
+                             ("POST", "/v1/events"),
+                             ("GET", "/admin/v1/brands")]:
+            with self.subTest(path=path):
+                conn = http.client.HTTPConnection("127.0.0.1", self.s.port,
+                                                  timeout=30)
+                try:
+                    conn.request(method, path, b"{}" if method == "POST"
+                                 else None)
+                    r = conn.getresponse()
+                    r.read()
+                    ids = [v for k, v in r.getheaders()
+                           if k.lower() == "x-request-id"]
+                finally:
+                    conn.close()
+                self.assertEqual(len(ids), 1, r.getheaders())
+                self.assertRegex(ids[0], r"^[0-9a-f]{16,32}$")
+        with open(os.path.join(ROOT, "nginx", "gcrelay.conf")) as f:
+            site = f.read()
+        self.assertNotRegex(site, r"(?m)^\s*add_header\s+X-Request-Id")
 
     def test_metrics_text(self):
         self.s.request("GET", "/healthz")
