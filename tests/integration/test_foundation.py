@@ -745,6 +745,62 @@ class Observability(unittest.TestCase):
         self.assertEqual(r.json["status"], 404)
 
 
+class NginxProblems(unittest.TestCase):
+    """Issue 9: nginx's own 400 and 502 answers are problem+json too."""
+
+    def raw(self, port, data):
+        """Send data as is; (status, content type, body) of the answer."""
+        with socket.create_connection(("127.0.0.1", port), 10) as c:
+            c.sendall(data)
+            c.settimeout(10)
+            out = b""
+            while True:
+                chunk = c.recv(65536)
+                if not chunk:
+                    break
+                out += chunk
+        head, _, body = out.partition(b"\r\n\r\n")
+        lines = head.decode("latin-1").split("\r\n")
+        hdrs = {}
+        for l in lines[1:]:
+            k, _, v = l.partition(":")
+            hdrs[k.strip().lower()] = v.strip()
+        return int(lines[0].split()[1]), hdrs.get("content-type", ""), body
+
+    def assertProblem(self, status, ctype, body, want):
+        self.assertEqual(status, want, body)
+        self.assertTrue(ctype.startswith("application/problem+json"),
+                        (ctype, body))
+        doc = json.loads(body)
+        self.assertEqual(doc["status"], want)
+        self.assertTrue(doc["title"] and doc["detail"] and doc["code"], doc)
+
+    def test_bad_requests_are_problem_json(self):
+        with Stack(sims=False) as s:
+            cases = [
+                ("bad request line", b"GARBAGE\r\n\r\n"),
+                ("header too large",
+                 b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: " +
+                 b"a" * 20000 + b"\r\nConnection: close\r\n\r\n"),
+                ("no Host", b"GET /healthz HTTP/1.1\r\n"
+                 b"Connection: close\r\n\r\n"),
+            ]
+            for what, data in cases:
+                with self.subTest(what=what):
+                    self.assertProblem(*self.raw(s.port, data), 400)
+            self.assertEqual(s.request("GET", "/healthz").status, 200)
+
+    def test_no_upstream_is_problem_json(self):
+        with Stack(sims=False) as s:
+            self.assertEqual(s.stop_gcrelay(), 0)
+            for path in ("/healthz", "/v1/events"):
+                with self.subTest(path=path):
+                    r = s.request("GET", path)
+                    self.assertProblem(r.status,
+                                       r.headers.get("Content-Type", ""),
+                                       r.raw, 502)
+
+
 class Ctl(unittest.TestCase):
     """gcrelayctl against the live admin API."""
 
