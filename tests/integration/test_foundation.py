@@ -1020,6 +1020,34 @@ class EventsApi(unittest.TestCase):
             r = s.admin("GET", "/admin/v1/events/nope")
             self.assertEqual(r.status, 404)
 
+    def test_undecodable_filters_are_400(self):
+        """Issue 9: a filter that does not decode is answered 400 naming
+        it, not dropped (which listed every brand)."""
+        with Stack(sims=False) as s:
+            s.put_brand("acme", {"name": "Acme"})
+            s.put_brand("other", {"name": "Other"})
+            self.assertEqual(s.post_event(sample_event()).status, 200)
+            self.assertEqual(s.post_event(sample_event(
+                brand_slug="other")).status, 200)
+            for q, field in [("brand=%ZZ", "brand"), ("brand=ac%6", "brand"),
+                             ("brand=%00", "brand"), ("brand=" + "a" * 100,
+                                                      "brand"),
+                             ("status=%ZZ", "status"), ("since=%G1", "since"),
+                             ("limit=%", "limit"),
+                             ("brand=acme&cursor=%zz", "cursor"),
+                             ("status=bogus", "status"), ("limit=0", "limit")]:
+                with self.subTest(q=q):
+                    r = s.admin("GET", "/admin/v1/events?" + q)
+                    self.assertEqual(r.status, 400, r)
+                    self.assertTrue(r.headers["Content-Type"].startswith(
+                        "application/problem+json"), r.headers)
+                    self.assertEqual(r.json.get("field"), field, r)
+                    self.assertIn(field, r.json["detail"])
+                    self.assertNotIn("events", r.json)
+            r = s.admin("GET", "/admin/v1/events?brand=%61cme")
+            self.assertEqual(r.status, 200, r)
+            self.assertEqual({e["brand"] for e in r.json["events"]}, {"acme"})
+
     def test_old_bodies_are_purged(self):
         with Stack(sims=False) as s:
             s.put_brand("acme", {"name": "Acme"})
