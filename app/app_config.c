@@ -1,3 +1,5 @@
+#include <sys/stat.h>
+
 #include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -577,6 +579,31 @@ cfg_remote(struct cfg_ctx *c, struct app_config *cfg)
 		          cfg->yotpo_reconcile_after_s);
 }
 
+/*
+ * Refuse a file whose mode has any of the bits in deny, as ssh refuses a
+ * private key others can read: what is named `what` in the message.
+ */
+static void
+cfg_file_mode(struct cfg_ctx *c, const config_setting_t *s, const char *path,
+              mode_t deny, const char *what)
+{
+	struct stat st;
+
+	if (stat(path, &st) == -1) {
+		cfg_error(c, s, "cannot read %s %s: %s", what, path,
+		          strerror(errno));
+		return;
+	}
+	if ((st.st_mode & deny) == 0)
+		return;
+	cfg_error(c, s, "%s %s has mode %04o: it must not be %s", what, path,
+	          (unsigned int)(st.st_mode & 07777),
+	          (deny & S_IROTH) ? "readable by others nor writable by "
+	                             "group or others (e.g. 0440 root:gcrelay)"
+	                           : "writable by group or others (e.g. "
+	                             "0640 root:gcrelay)");
+}
+
 static void
 cfg_secrets_key(struct cfg_ctx *c, struct app_config *cfg)
 {
@@ -591,6 +618,10 @@ cfg_secrets_key(struct cfg_ctx *c, struct app_config *cfg)
 		          "e.g. `openssl rand -hex 32`)");
 		return;
 	}
+	cfg_file_mode(c, config_lookup(&c->lc, "secrets_key_file"),
+	              cfg->secrets_key_file, S_IRWXO | S_IWGRP, "key file");
+	if (c->failed)
+		return;
 	if (crypto_key_load(cfg->secrets_key_file, cfg->secrets_key, why,
 	                    sizeof(why)) != GC_OK)
 		cfg_error(c, config_lookup(&c->lc, "secrets_key_file"), "%s",
@@ -652,7 +683,10 @@ cfg_load(const char *path, struct app_config *cfg, char *err, size_t errsz)
 		return GC_ECONFIG;
 	}
 	cfg->path = strdup(path);
-	cfg_all(&c, cfg);
+	/* Whoever may write the config may point the key file anywhere. */
+	cfg_file_mode(&c, NULL, path, S_IWGRP | S_IWOTH, "config file");
+	if (!c.failed)
+		cfg_all(&c, cfg);
 	config_destroy(&c.lc);
 	if (c.failed || cfg->path == NULL) {
 		cfg_fini(cfg);

@@ -249,59 +249,124 @@ admin_brand_delete(struct request *req)
 	req->content_type = "application/json";
 }
 
-/* GET /admin/v1/events?brand=&status=&since=&limit=&cursor= */
-void
-admin_events_list(struct request *req)
+/* The list's query parameters, decoded; borrowed by struct event_filter. */
+struct events_query {
+	char brand[80], status[16], since[40], limit[8], cursor[24];
+};
+
+/* Answer 400 invalid_query naming the parameter in detail and field. */
+static void
+admin_bad_query(struct request *req, const char *name, const char *rule)
+{
+	char detail[160];
+
+	snprintf(detail, sizeof(detail), "%s %s", name, rule);
+	request_problem(req, 400, "invalid_query", detail,
+	                json_pack("{s:s}", "field", name));
+}
+
+/*
+ * Query parameter name into out: 1 present, 0 absent.  A value that does
+ * not percent-decode or is too long answers 400 and gives -1: dropping it
+ * would widen the filter to what was not asked for.
+ */
+static int
+admin_query(struct request *req, const char *name, char *out, size_t n)
+{
+	int rc = request_query(req, name, out, n);
+
+	if (rc < 0)
+		admin_bad_query(req, name, "is malformed or too long");
+	return rc;
+}
+
+static int
+admin_events_status(struct request *req, struct events_query *q,
+                    struct event_filter *f)
 {
 	static const char *const statuses[] = {"pending", "delivered", "failed",
 	                                       NULL};
-	char brand[80], status[16], since[40], limit[8], cursor[24];
+	int i, rc;
+
+	if ((rc = admin_query(req, "status", q->status, sizeof(q->status))) !=
+	    1)
+		return rc;
+	for (i = 0; statuses[i] && strcmp(statuses[i], q->status); i++)
+		;
+	if (statuses[i] == NULL) {
+		admin_bad_query(req, "status",
+		                "must be pending, delivered or failed");
+		return -1;
+	}
+	f->status = q->status;
+	return 1;
+}
+
+static int
+admin_events_limit(struct request *req, struct events_query *q,
+                   struct event_filter *f)
+{
+	char *end;
+	long l;
+	int rc;
+
+	if ((rc = admin_query(req, "limit", q->limit, sizeof(q->limit))) != 1)
+		return rc;
+	l = strtol(q->limit, &end, 10);
+	if (*end != '\0' || l < 1 || l > 500) {
+		admin_bad_query(req, "limit", "must be 1 to 500");
+		return -1;
+	}
+	f->limit = (int)l;
+	return 1;
+}
+
+/* Fill f from the query; -1 once a parameter has been answered 400. */
+static int
+admin_events_filter(struct request *req, struct events_query *q,
+                    struct event_filter *f)
+{
+	int rc;
+
+	if ((rc = admin_query(req, "brand", q->brand, sizeof(q->brand))) < 0)
+		return -1;
+	f->brand = rc == 1 ? q->brand : NULL;
+	if (admin_events_status(req, q, f) < 0)
+		return -1;
+	if ((rc = admin_query(req, "since", q->since, sizeof(q->since))) < 0)
+		return -1;
+	if (rc == 1 && request_parse_time(q->since, &f->since_ms) != 0) {
+		admin_bad_query(req, "since",
+		                "must be unix seconds or YYYY-MM-DDTHH:MM:SSZ");
+		return -1;
+	}
+	if (admin_events_limit(req, q, f) < 0)
+		return -1;
+	if ((rc = admin_query(req, "cursor", q->cursor, sizeof(q->cursor))) < 0)
+		return -1;
+	if (rc == 1 && strspn(q->cursor, "0123456789") != strlen(q->cursor)) {
+		admin_bad_query(req, "cursor", "is not one this API returned");
+		return -1;
+	}
+	f->cursor = rc == 1 ? q->cursor : NULL;
+	return 0;
+}
+
+/*
+ * GET /admin/v1/events?brand=&status=&since=&limit=&cursor=
+ * A parameter that is malformed, too long or out of range answers 400
+ * problem+json naming it (detail and "field").
+ */
+void
+admin_events_list(struct request *req)
+{
+	struct events_query q;
 	struct event_filter f = {.limit = 50};
 	json_t *out;
 	enum gc_err err;
-	int i;
 
-	if (request_query(req, "brand", brand, sizeof(brand)) == 1)
-		f.brand = brand;
-	if (request_query(req, "status", status, sizeof(status)) == 1) {
-		for (i = 0; statuses[i] && strcmp(statuses[i], status); i++)
-			;
-		if (statuses[i] == NULL) {
-			request_problem(req, 400, "invalid_query",
-			                "status must be pending, delivered or "
-			                "failed",
-			                NULL);
-			return;
-		}
-		f.status = status;
-	}
-	if (request_query(req, "since", since, sizeof(since)) == 1 &&
-	    request_parse_time(since, &f.since_ms) != 0) {
-		request_problem(req, 400, "invalid_query",
-		                "since must be unix seconds or "
-		                "YYYY-MM-DDTHH:MM:SSZ",
-		                NULL);
+	if (admin_events_filter(req, &q, &f) != 0)
 		return;
-	}
-	if (request_query(req, "limit", limit, sizeof(limit)) == 1) {
-		char *end;
-		long l = strtol(limit, &end, 10);
-		if (*end != '\0' || l < 1 || l > 500) {
-			request_problem(req, 400, "invalid_query",
-			                "limit must be 1 to 500", NULL);
-			return;
-		}
-		f.limit = (int)l;
-	}
-	if (request_query(req, "cursor", cursor, sizeof(cursor)) == 1) {
-		if (strspn(cursor, "0123456789") != strlen(cursor)) {
-			request_problem(req, 400, "invalid_query",
-			                "cursor is not one this API returned",
-			                NULL);
-			return;
-		}
-		f.cursor = cursor;
-	}
 	if ((err = store_events_list(req->st, &f, &out)) != GC_OK) {
 		request_problem(req, request_status_for(err), "store",
 		                gc_strerror(err), NULL);

@@ -1,4 +1,5 @@
 #include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -208,6 +209,28 @@ store_pragmas(struct store *st, const struct app_config *cfg)
 	return store_exec(st, sql);
 }
 
+/*
+ * Create the database file 0600 if it is missing: SQLite gives the -wal
+ * and -shm files the database's mode, so they are private too, whatever
+ * the umask.  An existing file keeps the mode its operator chose.
+ */
+static enum gc_err
+store_create_private(const char *path, char *why, size_t whysz)
+{
+	int fd;
+
+	fd = open(path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+	if (fd == -1 && errno == EEXIST)
+		return GC_OK;
+	if (fd == -1) {
+		snprintf(why, whysz, "cannot create %s: %s", path,
+		         strerror(errno));
+		return GC_ESTORE;
+	}
+	close(fd);
+	return GC_OK;
+}
+
 /* See store.h. */
 enum gc_err
 store_open(const struct app_config *cfg, struct store **out, char *why,
@@ -222,6 +245,10 @@ store_open(const struct app_config *cfg, struct store **out, char *why,
 	if ((st->path = strdup(cfg->store_path)) == NULL) {
 		free(st);
 		return GC_ENOMEM;
+	}
+	if (store_create_private(st->path, why, whysz) != GC_OK) {
+		store_close(st);
+		return GC_ESTORE;
 	}
 	if (sqlite3_open_v2(st->path, &st->db,
 	                    SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE |

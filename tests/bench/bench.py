@@ -108,7 +108,6 @@ MAIN_HTTP = """
   upstream gcrelay_control { server unix:%(csock)s; }
   server {
     listen 127.0.0.1:%(port)d;
-    add_header X-Request-Id $request_id always;
     include %(nd)s/gcrelay-locations.conf;
     location = /_bench/static {
       default_type application/json;
@@ -125,7 +124,6 @@ STALL_HTTP = """
   }
   server {
     listen 127.0.0.1:%(port)d;
-    add_header X-Request-Id $request_id always;
     location = /healthz {
       include fastcgi_params;
       fastcgi_param REQUEST_ID $request_id;

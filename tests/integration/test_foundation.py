@@ -1,6 +1,7 @@
 """Issue 2: process model, config, store, signed admin API, brands,
 gcrelayctl, health, logging, nginx and systemd files."""
 
+import http.client
 import json
 import os
 import re
@@ -122,6 +123,69 @@ class ConfigCheck(unittest.TestCase):
         r = run([GCRELAY, "-t", "-c", path])
         self.assertEqual(r.returncode, 1)
         self.assertIn("cannot read key file /nonexistent/key", r.stderr)
+
+    def test_file_modes_like_ssh(self):
+        """Issue 9: a key file others may read, or a config or key file
+        group or others may write, is refused with file:line: message;
+        the shipped modes (config 0640, key 0440) pass."""
+        key = os.path.join(self.s.dir, "modes.key")
+        with open(key, "w") as f:
+            f.write(secrets.token_hex(32) + "\n")
+        base = re.sub(r'secrets_key_file = "[^"]*"',
+                      'secrets_key_file = "%s"' % key,
+                      open(self.s.config_path).read())
+        path = os.path.join(self.s.dir, "modes.conf")
+        with open(path, "w") as f:
+            f.write(base)
+        key_line = base[:base.index("secrets_key_file")].count("\n") + 1
+        cases = [  # (config mode, key mode, line, message or None)
+            (0o640, 0o440, 0, None),
+            (0o600, 0o400, 0, None),
+            (0o644, 0o640, 0, None),
+            (0o640, 0o444, key_line, "key file %s has mode 0444" % key),
+            (0o640, 0o404, key_line, "key file %s has mode 0404" % key),
+            (0o640, 0o460, key_line, "key file %s has mode 0460" % key),
+            (0o640, 0o442, key_line, "key file %s has mode 0442" % key),
+            (0o646, 0o440, 0, "config file %s has mode 0646" % path),
+            (0o660, 0o440, 0, "config file %s has mode 0660" % path),
+        ]
+        try:
+            for cmode, kmode, line, want in cases:
+                with self.subTest(config=oct(cmode), key=oct(kmode)):
+                    os.chmod(path, cmode)
+                    os.chmod(key, kmode)
+                    r = run([GCRELAY, "-t", "-c", path])
+                    if want is None:
+                        self.assertEqual(r.returncode, 0, r.stderr)
+                        continue
+                    self.assertEqual(r.returncode, 1, r.stdout)
+                    self.assertRegex(r.stderr, r"^%s:%d: " % (
+                        re.escape(path), line))
+                    self.assertIn(want, r.stderr)
+                    self.assertIn("must not be", r.stderr)
+        finally:
+            os.chmod(path, 0o600)
+            os.chmod(key, 0o400)
+
+    def test_start_refuses_readable_key(self):
+        """The same check runs at start, not only under -t."""
+        key = os.path.join(self.s.dir, "start.key")
+        with open(key, "w") as f:
+            f.write(secrets.token_hex(32) + "\n")
+        os.chmod(key, 0o444)
+        path = os.path.join(self.s.dir, "start.conf")
+        with open(path, "w") as f:
+            f.write(re.sub(r'secrets_key_file = "[^"]*"',
+                           'secrets_key_file = "%s"' % key,
+                           open(self.s.config_path).read()))
+        kw = {}
+        if self.s.user is not None:
+            kw = {"user": self.s.user.pw_uid, "group": self.s.user.pw_gid,
+                  "extra_groups": []}
+            os.chown(key, self.s.user.pw_uid, self.s.user.pw_gid)
+        r = run([GCRELAY, "-c", path], **kw)
+        self.assertEqual(r.returncode, 1)
+        self.assertIn("key file %s has mode 0444" % key, r.stderr)
 
     def test_syntax_error_and_missing_file(self):
         path = os.path.join(self.s.dir, "s.conf")
@@ -484,6 +548,23 @@ class Processes(unittest.TestCase):
             m = s.request("GET", "/metrics").raw.decode()
             self.assertIn("gcrelay_child_restarts_total 1", m)
 
+    def test_store_files_are_private(self):
+        """Issue 9: a fresh database and its -wal and -shm files are
+        0600 whatever the umask (the tests run with 022)."""
+        old = os.umask(0o022)
+        try:
+            s = Stack(sims=False)
+        finally:
+            os.umask(old)
+        with s:
+            s.demo_brand("modes", emarsys=False, yotpo=False)
+            for suffix in ("", "-wal", "-shm"):
+                path = s.db_path + suffix
+                with self.subTest(file=path):
+                    self.assertTrue(os.path.exists(path), path)
+                    self.assertEqual(os.stat(path).st_mode & 0o777, 0o600,
+                                     oct(os.stat(path).st_mode))
+
     def test_crashing_worker_backs_off(self):
         with Stack(sims=False) as s:
             os.chmod(s.db_path, 0)  # a new worker cannot open the store
@@ -622,6 +703,30 @@ class Observability(unittest.TestCase):
         for l in self.s.log().splitlines():
             json.loads(l)  # every line is JSON
 
+    def test_one_request_id_header(self):
+        """Issue 9: gcrelay sets X-Request-Id (nginx's $request_id when
+        it passes one); the site must not add a second one."""
+        for method, path in [("GET", "/healthz"), ("GET", "/metrics"),
+                             ("POST", "/v1/events"),
+                             ("GET", "/admin/v1/brands")]:
+            with self.subTest(path=path):
+                conn = http.client.HTTPConnection("127.0.0.1", self.s.port,
+                                                  timeout=30)
+                try:
+                    conn.request(method, path, b"{}" if method == "POST"
+                                 else None)
+                    r = conn.getresponse()
+                    r.read()
+                    ids = [v for k, v in r.getheaders()
+                           if k.lower() == "x-request-id"]
+                finally:
+                    conn.close()
+                self.assertEqual(len(ids), 1, r.getheaders())
+                self.assertRegex(ids[0], r"^[0-9a-f]{16,32}$")
+        with open(os.path.join(ROOT, "nginx", "gcrelay.conf")) as f:
+            site = f.read()
+        self.assertNotRegex(site, r"(?m)^\s*add_header\s+X-Request-Id")
+
     def test_metrics_text(self):
         self.s.request("GET", "/healthz")
         r = self.s.request("GET", "/metrics")
@@ -638,6 +743,62 @@ class Observability(unittest.TestCase):
         r = self.s.request("GET", "/v2/nothing")
         self.assertEqual(r.status, 404)
         self.assertEqual(r.json["status"], 404)
+
+
+class NginxProblems(unittest.TestCase):
+    """Issue 9: nginx's own 400 and 502 answers are problem+json too."""
+
+    def raw(self, port, data):
+        """Send data as is; (status, content type, body) of the answer."""
+        with socket.create_connection(("127.0.0.1", port), 10) as c:
+            c.sendall(data)
+            c.settimeout(10)
+            out = b""
+            while True:
+                chunk = c.recv(65536)
+                if not chunk:
+                    break
+                out += chunk
+        head, _, body = out.partition(b"\r\n\r\n")
+        lines = head.decode("latin-1").split("\r\n")
+        hdrs = {}
+        for l in lines[1:]:
+            k, _, v = l.partition(":")
+            hdrs[k.strip().lower()] = v.strip()
+        return int(lines[0].split()[1]), hdrs.get("content-type", ""), body
+
+    def assertProblem(self, status, ctype, body, want):
+        self.assertEqual(status, want, body)
+        self.assertTrue(ctype.startswith("application/problem+json"),
+                        (ctype, body))
+        doc = json.loads(body)
+        self.assertEqual(doc["status"], want)
+        self.assertTrue(doc["title"] and doc["detail"] and doc["code"], doc)
+
+    def test_bad_requests_are_problem_json(self):
+        with Stack(sims=False) as s:
+            cases = [
+                ("bad request line", b"GARBAGE\r\n\r\n"),
+                ("header too large",
+                 b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: " +
+                 b"a" * 20000 + b"\r\nConnection: close\r\n\r\n"),
+                ("no Host", b"GET /healthz HTTP/1.1\r\n"
+                 b"Connection: close\r\n\r\n"),
+            ]
+            for what, data in cases:
+                with self.subTest(what=what):
+                    self.assertProblem(*self.raw(s.port, data), 400)
+            self.assertEqual(s.request("GET", "/healthz").status, 200)
+
+    def test_no_upstream_is_problem_json(self):
+        with Stack(sims=False) as s:
+            self.assertEqual(s.stop_gcrelay(), 0)
+            for path in ("/healthz", "/v1/events"):
+                with self.subTest(path=path):
+                    r = s.request("GET", path)
+                    self.assertProblem(r.status,
+                                       r.headers.get("Content-Type", ""),
+                                       r.raw, 502)
 
 
 class Ctl(unittest.TestCase):
@@ -858,6 +1019,34 @@ class EventsApi(unittest.TestCase):
                 self.assertEqual(r.status, 400, q)
             r = s.admin("GET", "/admin/v1/events/nope")
             self.assertEqual(r.status, 404)
+
+    def test_undecodable_filters_are_400(self):
+        """Issue 9: a filter that does not decode is answered 400 naming
+        it, not dropped (which listed every brand)."""
+        with Stack(sims=False) as s:
+            s.put_brand("acme", {"name": "Acme"})
+            s.put_brand("other", {"name": "Other"})
+            self.assertEqual(s.post_event(sample_event()).status, 200)
+            self.assertEqual(s.post_event(sample_event(
+                brand_slug="other")).status, 200)
+            for q, field in [("brand=%ZZ", "brand"), ("brand=ac%6", "brand"),
+                             ("brand=%00", "brand"), ("brand=" + "a" * 100,
+                                                      "brand"),
+                             ("status=%ZZ", "status"), ("since=%G1", "since"),
+                             ("limit=%", "limit"),
+                             ("brand=acme&cursor=%zz", "cursor"),
+                             ("status=bogus", "status"), ("limit=0", "limit")]:
+                with self.subTest(q=q):
+                    r = s.admin("GET", "/admin/v1/events?" + q)
+                    self.assertEqual(r.status, 400, r)
+                    self.assertTrue(r.headers["Content-Type"].startswith(
+                        "application/problem+json"), r.headers)
+                    self.assertEqual(r.json.get("field"), field, r)
+                    self.assertIn(field, r.json["detail"])
+                    self.assertNotIn("events", r.json)
+            r = s.admin("GET", "/admin/v1/events?brand=%61cme")
+            self.assertEqual(r.status, 200, r)
+            self.assertEqual({e["brand"] for e in r.json["events"]}, {"acme"})
 
     def test_old_bodies_are_purged(self):
         with Stack(sims=False) as s:

@@ -347,7 +347,6 @@ http {
   upstream gcrelay_control { server unix:%(csock)s; }
   server {
     listen 127.0.0.1:%(port)d;
-    add_header X-Request-Id $request_id always;
     include %(nd)s/gcrelay-locations.conf;
   }
 }

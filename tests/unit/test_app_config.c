@@ -3,6 +3,8 @@
  * defaults and the combinations that are errors.  Each row is one config
  * file: the listen group and control_workers as given, the rest fixed.
  */
+#include <sys/stat.h>
+
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -103,7 +105,8 @@ setup(void **state)
 	        "00112233445566778899aabbccddeeff"
 	        "00112233445566778899aabbccddeeff");
 	fclose(f);
-	return 0;
+	/* A key file others may read is refused, like ssh's keys. */
+	return chmod(keypath, 0400);
 }
 
 static int
