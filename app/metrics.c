@@ -303,7 +303,7 @@ render_misc(struct buf *out, long outbox_depth)
 	           "retry.\n"
 	           "# TYPE gcrelay_outbox_depth gauge\n"
 	           "gcrelay_outbox_depth %ld\n"
-	           "# HELP gcrelay_child_restarts_total Workers or retrier "
+	           "# HELP gcrelay_child_restarts_total Workers or dispatchers "
 	           "replaced after dying.\n"
 	           "# TYPE gcrelay_child_restarts_total counter\n"
 	           "gcrelay_child_restarts_total %llu\n"

@@ -74,7 +74,7 @@ void event_fini(struct gc_event *ev);
 json_t *event_to_json(const struct gc_event *ev);
 
 /*
- * Rebuild an event from event_to_json output (ledger -> retrier).
+ * Rebuild an event from event_to_json output (ledger -> dispatcher).
  * GC_EINVAL when the object is not a stored event.
  */
 enum gc_err event_from_json(const json_t *obj, struct gc_event *ev);

@@ -185,7 +185,7 @@ enum gc_err store_event_take(struct store *st, const char *event_id,
 
 /*
  * Requeue failed/dead deliveries of a brand's events received within
- * [since_ms, until_ms), for the retrier.  *count = how many.
+ * [since_ms, until_ms), for the dispatcher.  *count = how many.
  */
 enum gc_err store_brand_requeue(struct store *st, const char *brand,
                                 int64_t since_ms, int64_t until_ms, int *count);
