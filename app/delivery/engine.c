@@ -11,9 +11,12 @@
  * feeds the circuit.  A job that cannot go on now without a failure is
  * "deferred": handed back to the store, due again when it can go, without
  * using up a run of the retry schedule.
+ *
+ * This file holds the eruns, their results and the dispatcher's claims;
+ * run.c a job's requests and replies, batch.c the Emarsys batches,
+ * intake.c what a worker does with a new event.
  */
 #include <poll.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -49,8 +52,8 @@ static const struct dest_ops *const dests[M_DEST__MAX] = {
     [M_DEST_YOTPO] = &yotpo_ops,
 };
 
-/* A fresh lease: unique owner, until the budget plus slack. */
-static void
+/* See engine_priv.h. */
+void
 engine_lease(struct engine *eng, struct lease *l, long budget_ms)
 {
 	l->until_ms = store_now_ms() + budget_ms + LEASE_SLACK_MS;
@@ -125,77 +128,8 @@ engine_jobs(const struct engine *eng)
 	return eng->jobs - eng->parked + eng->nbatches;
 }
 
-/* See dest.h. */
-enum job_next
-job_done(struct job *j, enum dest_outcome o, const char *fmt, ...)
-{
-	va_list ap;
-
-	j->outcome = o;
-	va_start(ap, fmt);
-	vsnprintf(j->reason, sizeof(j->reason), fmt, ap);
-	va_end(ap);
-	return JOB_DONE;
-}
-
-/* See dest.h. */
-enum job_next
-job_defer(struct job *j, int64_t at_ms, const char *fmt, ...)
-{
-	va_list ap;
-
-	j->outcome = DEST_RETRY;
-	j->deferred = 1;
-	j->retry_at_ms = at_ms;
-	va_start(ap, fmt);
-	vsnprintf(j->reason, sizeof(j->reason), fmt, ap);
-	va_end(ap);
-	return JOB_DONE;
-}
-
-/* See dest.h. */
-int64_t
-job_wait_horizon(const struct job *j)
-{
-	int64_t now = j->env->now_ms(j->env->ctx); /* the job's clock */
-	int64_t h = j->deadline_ms - 500;
-
-	if (j->max_wait_ms > 0 && now + j->max_wait_ms < h)
-		h = now + j->max_wait_ms;
-	return h;
-}
-
-/* See dest.h. */
+/* See engine_priv.h. */
 int
-job_can_wait(const struct job *j, int64_t until_ms)
-{
-	return until_ms <= job_wait_horizon(j);
-}
-
-/* See dest.h. */
-void
-job_excerpt(struct job *j, const struct http_resp *r)
-{
-	const unsigned char *p = (const unsigned char *)buf_str(&r->body);
-	size_t o = 0;
-
-	/* Printable ASCII kept, anything else as \xHH: safe in logs/JSON. */
-	for (; *p != '\0' && o + 5 < sizeof(j->excerpt); p++) {
-		if (*p >= 0x20 && *p < 0x7f && *p != '\\')
-			j->excerpt[o++] = (char)*p;
-		else
-			o += (size_t)snprintf(j->excerpt + o,
-			                      sizeof(j->excerpt) - o, "\\x%02x",
-			                      *p);
-	}
-	j->excerpt[o] = '\0';
-}
-
-/*
- * Whether destination d has work for this event: 0 when it does, else 1
- * with the skip reason in buf.
- */
-static int
 plan_skip(enum m_dest d, const struct gc_event *ev, const struct brand *b,
           char *buf, size_t n)
 {
@@ -213,254 +147,6 @@ plan_skip(enum m_dest d, const struct gc_event *ev, const struct brand *b,
 		return 1;
 	}
 	return dests[d]->skip(ev, b, buf, n);
-}
-
-/* Copy s (may be NULL) into a record's buffer; NULL stays NULL. */
-static const char *
-rec_copy(char *dst, size_t n, const char *s)
-{
-	if (s == NULL)
-		return NULL;
-	snprintf(dst, n, "%s", s);
-	return dst;
-}
-
-/* See engine_priv.h. */
-void
-record_attempt(struct engine *eng, struct run *r, const struct http_resp *resp)
-{
-	static const char *const results[] = {"response", "not_sent",
-	                                      "maybe_sent", "too_large"};
-	_Static_assert(sizeof(results) / sizeof(results[0]) == HTTP__MAX,
-	               "results[] out of step");
-	const struct job *j = &r->job;
-	struct attempt_rec *rec;
-	int64_t now = store_now_ms();
-
-	(void)eng;
-	metrics_upstream(j->dest, resp->status, resp->seconds);
-	log_attempt(m_dest_names[j->dest], j->event_id,
-	            j->step ? j->step : "request", resp->status,
-	            j->reply_code[0] ? j->reply_code : NULL,
-	            (double)(now - r->t0_ms));
-	if (r->natts == r->catts) {
-		size_t c = r->catts ? r->catts * 2 : 4;
-		void *p = realloc(r->atts, c * sizeof(*r->atts));
-		if (p == NULL)
-			goto nomem;
-		r->atts = p;
-		r->catts = c;
-	}
-	if ((rec = calloc(1, sizeof(*rec))) == NULL)
-		goto nomem;
-	r->atts[r->natts++] = &rec->a;
-	rec->a.event_id = j->event_id;
-	rec->a.destination = m_dest_names[j->dest];
-	rec->a.step = rec_copy(rec->step, sizeof(rec->step),
-	                       j->step ? j->step : "request");
-	rec->a.outcome =
-	    rec_copy(rec->outcome, sizeof(rec->outcome), results[resp->result]);
-	rec->a.http_status = resp->status;
-	rec->a.reply_code = rec_copy(rec->reply_code, sizeof(rec->reply_code),
-	                             j->reply_code[0] ? j->reply_code : NULL);
-	rec->a.excerpt = rec_copy(
-	    rec->excerpt, sizeof(rec->excerpt),
-	    j->excerpt[0] ? j->excerpt : (resp->error[0] ? resp->error : NULL));
-	rec->a.latency_ms = (long)(now - r->t0_ms);
-	rec->a.at_ms = now;
-	return;
-nomem:
-	log_warnx("out of memory: an attempt of %s is not kept", j->event_id);
-}
-
-/*
- * The request j->req will not be sent: tell the client as if it had
- * failed before leaving (so Yotpo gives its award key back), and stop.
- * defer_at > 0 hands the delivery back, due then, as no failure.
- */
-void
-run_give_up(struct run *r, const char *why, int64_t defer_at)
-{
-	struct http_resp resp;
-	struct job *j = &r->job;
-
-	http_resp_init(&resp);
-	resp.result = HTTP_NOT_SENT;
-	snprintf(resp.error, sizeof(resp.error), "%s before %s", why,
-	         j->step ? j->step : "the next step");
-	j->ops->response(j, &resp);
-	http_resp_fini(&resp);
-	if (j->outcome != DEST_RETRY && j->outcome != DEST_FAILED)
-		job_done(j, DEST_RETRY, "%s", resp.error);
-	if (defer_at > 0 && j->outcome == DEST_RETRY) {
-		j->deferred = 1;
-		if (j->retry_at_ms < defer_at)
-			j->retry_at_ms = defer_at;
-	}
-	r->active = 0;
-}
-
-/*
- * Until when the job's account may not be called (0: now): a 429's
- * shared hold and, in the dispatcher, an open circuit.
- */
-int64_t
-run_blocked_until(struct engine *eng, const struct run *r, int64_t now)
-{
-	int64_t until = limits_hold_until(r->account);
-
-	if (eng->dispatcher &&
-	    limits_circuit(r->er->b->slug, r->job.dest, now) == CIRCUIT_OPEN) {
-		int64_t open = now + eng->cfg->circuit_open_ms / 4;
-		if (open > until)
-			until = open;
-	}
-	return until > now ? until : 0;
-}
-
-/* Reserve r's pacing slot within its wait horizon (limits_pace). */
-static int
-engine_pace(const struct run *r, int64_t now, int64_t *slot)
-{
-	int64_t horizon = job_wait_horizon(&r->job) - now;
-
-	return limits_pace(r->account, now, horizon > 0 ? horizon : 0, slot);
-}
-
-/*
- * Pace r's request to its account's live limit: 1 when it may go now;
- * else it waits for its slot (ready) or, when that is too far off, is
- * handed back, and 0.
- */
-static int
-run_paced(struct run *r, int64_t now)
-{
-	int64_t slot;
-
-	if (r->paced)
-		return 1;
-	if (!engine_pace(r, now, &slot)) {
-		run_give_up(r, "paced to the account's rate limit", slot);
-		return 0;
-	}
-	r->paced = 1;
-	if (slot <= now)
-		return 1;
-	r->ready = 1;
-	r->job.wait_until_ms = slot;
-	return 0;
-}
-
-/* Put j->req on the wire, within the deadline and the account's limits. */
-static void
-run_send(struct engine *eng, struct run *r)
-{
-	struct job *j = &r->job;
-	int64_t now = store_now_ms(), blocked;
-	long left = (long)(j->deadline_ms - now);
-
-	if ((blocked = run_blocked_until(eng, r, now)) > 0) {
-		run_give_up(r, "account on hold (rate limit or open circuit)",
-		            blocked);
-		return;
-	}
-	if (left < MIN_REQUEST_MS) {
-		run_give_up(r, "time budget used up", r->er->sync ? now : 0);
-		return;
-	}
-	j->reply_code[0] = j->excerpt[0] = '\0';
-	if (eng->dispatcher && !r->solo && !r->paced && batch_park(eng, r))
-		return;
-	if (!run_paced(r, now))
-		return;
-	r->paced = 0;
-	if (j->req.timeout_ms == 0)
-		j->req.timeout_ms = eng->cfg->http_timeout_ms;
-	r->capped = j->req.timeout_ms > left;
-	if (r->capped)
-		j->req.timeout_ms = left;
-	r->t0_ms = now;
-	if (httpc_start(eng->http, &j->req, r) != GC_OK) {
-		run_give_up(r, "could not start a request", 0);
-		return;
-	}
-	r->in_flight = 1;
-}
-
-/* Ask a job what it wants next and act on it. */
-static void
-run_advance(struct engine *eng, struct run *r)
-{
-	struct job *j = &r->job;
-
-	while (r->active && !r->in_flight) {
-		if (j->wait_until_ms > store_now_ms())
-			return;
-		j->wait_until_ms = 0;
-		if (r->ready) {
-			/* Its request is built; its slot has come. */
-			r->ready = 0;
-			run_send(eng, r);
-			continue;
-		}
-		switch (j->ops->next(j)) {
-		case JOB_DONE:
-			r->active = 0;
-			return;
-		case JOB_WAIT:
-			continue;
-		case JOB_REQUEST:
-			run_send(eng, r);
-		}
-	}
-}
-
-/* See engine_priv.h. */
-void
-run_feed_limits(struct engine *eng, struct run *r, const struct http_resp *rp)
-{
-	const struct app_config *cfg = eng->cfg;
-	struct job *j = &r->job;
-	int trip = rp->result == HTTP_OK && rp->status == 429;
-	int ok = rp->result == HTTP_OK && rp->status < 500 && !trip;
-
-	if (j->hold_until_ms > 0) {
-		limits_hold(r->account, j->hold_until_ms);
-		j->hold_until_ms = 0;
-	}
-	if (j->rate_limit > 0 || j->rate_remaining >= 0)
-		limits_learn(r->account, j->rate_limit, j->rate_remaining,
-		             j->rate_reset_ms);
-	/* A timeout we imposed (the sync budget) says nothing of health. */
-	if (r->capped && rp->timed_out)
-		return;
-	limits_circuit_result(r->er->b->slug, j->dest, ok, trip,
-	                      cfg->circuit_failures, cfg->circuit_open_ms,
-	                      store_now_ms());
-}
-
-/* See engine_priv.h. */
-void
-run_response(struct engine *eng, struct run *r, const struct http_resp *resp,
-             int feed)
-{
-	struct job *j = &r->job;
-
-	r->in_flight = 0;
-	j->rate_limit = 0;
-	j->rate_remaining = -1;
-	j->rate_reset_ms = 0;
-	j->ops->response(j, resp);
-	record_attempt(eng, r, resp);
-	if (feed)
-		run_feed_limits(eng, r, resp);
-	/* Cut short by intake's budget: no failure of the remote's. */
-	if (r->capped && resp->timed_out && r->er->sync &&
-	    j->outcome == DEST_RETRY) {
-		j->deferred = 1;
-		if (j->retry_at_ms < store_now_ms())
-			j->retry_at_ms = store_now_ms();
-	}
 }
 
 /* The run's number within the retry schedule (counted at claim). */
@@ -622,11 +308,8 @@ erun_account(const struct brand *b, enum m_dest d, char *out, size_t n)
 		snprintf(out, n, "yotpo:%s", b->slug);
 }
 
-/*
- * Set up one job per wanted destination (each already leased to
- * er->lease) and add the erun to the engine's active list.
- */
-static void
+/* See engine_priv.h. */
+void
 erun_plan(struct engine *eng, struct erun *er, const int want[M_DEST__MAX],
           long budget_ms)
 {
@@ -771,159 +454,6 @@ engine_step(struct engine *eng, long max_wait_ms)
 	if (woken)
 		limits_wake_drain();
 	return woken;
-}
-
-/* Drive er (the only erun of an intake worker) until it is finished. */
-static void
-engine_drive_one(struct engine *eng, const struct erun *er)
-{
-	for (;;) {
-		const struct erun *a = eng->active;
-		while (a != NULL && a != er)
-			a = a->next;
-		if (a == NULL)
-			return;
-		engine_step(eng, 1000);
-	}
-}
-
-static enum gc_err
-engine_outcome(struct engine *eng, const char *id, int duplicate,
-               json_t **outcome, int *status)
-{
-	int ok = 0;
-	enum gc_err err = store_event_outcome(eng->st, id, outcome, &ok);
-
-	if (err != GC_OK)
-		return err;
-	if (duplicate)
-		json_object_set_new(*outcome, "duplicate", json_true());
-	*status = ok ? 200 : 202;
-	return GC_OK;
-}
-
-/*
- * Whether intake may deliver now: a budget is set, no wanted destination
- * has an open circuit (a half-open one lets this call be the probe), and
- * a sync slot is free (taken on 1).
- */
-static int
-engine_sync_ok(struct engine *eng, const struct brand *b,
-               const int want[M_DEST__MAX])
-{
-	int64_t now = store_now_ms();
-
-	if (eng->cfg->delivery_sync_budget_ms <= 0)
-		return 0;
-	for (int d = 0; d < M_DEST__MAX; d++)
-		if (want[d] && limits_circuit(b->slug, (enum m_dest)d, now) ==
-		                   CIRCUIT_OPEN)
-			return 0;
-	return limits_sync_enter(eng->cfg->delivery_sync_workers);
-}
-
-/* Record the event; pending deliveries leased to l (until 0: unleased). */
-static enum gc_err
-engine_record(struct engine *eng, const char *webhook_id,
-              const struct gc_event *ev, const struct brand *b,
-              int want[M_DEST__MAX], const struct lease *l)
-{
-	struct delivery_init di[M_DEST__MAX];
-	char reasons[M_DEST__MAX][300];
-	json_t *body;
-	char *text;
-	enum gc_err err;
-
-	for (int d = 0; d < M_DEST__MAX; d++) {
-		int skip = plan_skip((enum m_dest)d, ev, b, reasons[d],
-		                     sizeof(reasons[d]));
-		di[d].destination = m_dest_names[d];
-		di[d].status = skip ? "skipped" : "pending";
-		di[d].reason = skip ? reasons[d] : NULL;
-		want[d] = !skip;
-	}
-	if ((body = event_to_json(ev)) == NULL ||
-	    (text = jsonutil_compact(body)) == NULL) {
-		json_decref(body);
-		return GC_ENOMEM;
-	}
-	json_decref(body);
-	err = store_event_insert(eng->st, webhook_id, ev->brand_slug,
-	                         ev_kind_names[ev->kind], text, di, M_DEST__MAX,
-	                         l);
-	free(text);
-	if (err == GC_OK) {
-		metrics_event(ev->kind, M_EV_ACCEPTED);
-		for (int d = 0; d < M_DEST__MAX; d++)
-			if (!want[d])
-				metrics_delivery((enum m_dest)d, M_OUT_SKIPPED);
-	} else if (err == GC_EEXISTS)
-		metrics_event(ev->kind, M_EV_DUPLICATE);
-	return err;
-}
-
-/* Deliver a recorded event here and now, within the sync budget. */
-static void
-engine_sync(struct engine *eng, const char *id, const struct gc_event *ev,
-            const struct brand *b, const int want[M_DEST__MAX],
-            const struct lease *l)
-{
-	struct erun *er = calloc(1, sizeof(*er));
-
-	if (er == NULL) {
-		/* Recorded and leased: it runs when the lease expires. */
-		log_errorx("out of memory; %s waits for its lease to expire",
-		           id);
-		return;
-	}
-	snprintf(er->id, sizeof(er->id), "%s", id);
-	er->ev = ev;
-	er->b = b;
-	er->lease = *l;
-	er->sync = 1;
-	erun_plan(eng, er, want, eng->cfg->delivery_sync_budget_ms);
-	engine_drive_one(eng, er);
-}
-
-/* See engine.h. */
-enum gc_err
-engine_submit(struct engine *eng, const char *webhook_id,
-              const struct gc_event *ev, const struct brand *b,
-              json_t **outcome, int *status)
-{
-	int want[M_DEST__MAX] = {0}, sync, any = 0;
-	struct lease l;
-	enum gc_err err;
-
-	*outcome = NULL;
-	for (int d = 0; d < M_DEST__MAX; d++) {
-		char why[300];
-		want[d] = !plan_skip((enum m_dest)d, ev, b, why, sizeof(why));
-		any |= want[d];
-	}
-	sync = any && engine_sync_ok(eng, b, want);
-	memset(&l, 0, sizeof(l));
-	if (sync)
-		engine_lease(eng, &l, eng->cfg->delivery_sync_budget_ms);
-	err = engine_record(eng, webhook_id, ev, b, want, &l);
-	if (err == GC_OK && sync)
-		engine_sync(eng, webhook_id, ev, b, want, &l);
-	if (sync)
-		limits_sync_leave();
-	if (err == GC_EEXISTS)
-		return engine_outcome(eng, webhook_id, 1, outcome, status);
-	if (err != GC_OK)
-		return err;
-	if (engine_outcome(eng, webhook_id, 0, outcome, status) != GC_OK) {
-		/* Recorded: gcrelay owns it now, whatever happens next. */
-		*outcome = json_pack("{s:s, s:s}", "id", webhook_id, "status",
-		                     "accepted");
-		*status = 202;
-	}
-	/* The answer shows it pending; now the dispatcher may take it. */
-	if (!sync && any)
-		limits_wake();
-	return *outcome != NULL ? GC_OK : GC_ENOMEM;
 }
 
 /*

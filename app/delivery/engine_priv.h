@@ -103,6 +103,25 @@ struct engine {
 };
 
 /* engine.c */
+/* A fresh lease: unique owner, until budget_ms plus slack. */
+void engine_lease(struct engine *eng, struct lease *l, long budget_ms);
+/*
+ * Whether destination d has work for this event: 0 when it does, else 1
+ * with the skip reason in buf.
+ */
+int plan_skip(enum m_dest d, const struct gc_event *ev, const struct brand *b,
+              char *buf, size_t n);
+/*
+ * Set up one job per wanted destination (each already leased to
+ * er->lease) with a deadline budget_ms away, and add the erun to the
+ * engine's active list.
+ */
+void erun_plan(struct engine *eng, struct erun *er, const int want[M_DEST__MAX],
+               long budget_ms);
+
+/* run.c */
+/* Ask a job what it wants next and act on it. */
+void run_advance(struct engine *eng, struct run *r);
 /*
  * Note the attempt r made (or its share of a batch): logged and counted
  * now, stored with the run's result.

@@ -1,0 +1,330 @@
+/*
+ * One job on its way (engine_priv.h): the job helpers the clients call
+ * (dest.h), and a run's requests: the account's holds, circuit and pace
+ * before each one, batching in the dispatcher, the attempt and the shared
+ * limits after each reply.
+ */
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "delivery_limits.h"
+#include "dest.h"
+#include "engine_priv.h"
+#include "log.h"
+#include "store.h"
+
+/* See dest.h. */
+enum job_next
+job_done(struct job *j, enum dest_outcome o, const char *fmt, ...)
+{
+	va_list ap;
+
+	j->outcome = o;
+	va_start(ap, fmt);
+	vsnprintf(j->reason, sizeof(j->reason), fmt, ap);
+	va_end(ap);
+	return JOB_DONE;
+}
+
+/* See dest.h. */
+enum job_next
+job_defer(struct job *j, int64_t at_ms, const char *fmt, ...)
+{
+	va_list ap;
+
+	j->outcome = DEST_RETRY;
+	j->deferred = 1;
+	j->retry_at_ms = at_ms;
+	va_start(ap, fmt);
+	vsnprintf(j->reason, sizeof(j->reason), fmt, ap);
+	va_end(ap);
+	return JOB_DONE;
+}
+
+/* See dest.h. */
+int64_t
+job_wait_horizon(const struct job *j)
+{
+	int64_t now = j->env->now_ms(j->env->ctx); /* the job's clock */
+	int64_t h = j->deadline_ms - 500;
+
+	if (j->max_wait_ms > 0 && now + j->max_wait_ms < h)
+		h = now + j->max_wait_ms;
+	return h;
+}
+
+/* See dest.h. */
+int
+job_can_wait(const struct job *j, int64_t until_ms)
+{
+	return until_ms <= job_wait_horizon(j);
+}
+
+/* See dest.h. */
+void
+job_excerpt(struct job *j, const struct http_resp *r)
+{
+	const unsigned char *p = (const unsigned char *)buf_str(&r->body);
+	size_t o = 0;
+
+	/* Printable ASCII kept, anything else as \xHH: safe in logs/JSON. */
+	for (; *p != '\0' && o + 5 < sizeof(j->excerpt); p++) {
+		if (*p >= 0x20 && *p < 0x7f && *p != '\\')
+			j->excerpt[o++] = (char)*p;
+		else
+			o += (size_t)snprintf(j->excerpt + o,
+			                      sizeof(j->excerpt) - o, "\\x%02x",
+			                      *p);
+	}
+	j->excerpt[o] = '\0';
+}
+
+/* Copy s (may be NULL) into a record's buffer; NULL stays NULL. */
+static const char *
+rec_copy(char *dst, size_t n, const char *s)
+{
+	if (s == NULL)
+		return NULL;
+	snprintf(dst, n, "%s", s);
+	return dst;
+}
+
+/* See engine_priv.h. */
+void
+record_attempt(struct engine *eng, struct run *r, const struct http_resp *resp)
+{
+	static const char *const results[] = {"response", "not_sent",
+	                                      "maybe_sent", "too_large"};
+	_Static_assert(sizeof(results) / sizeof(results[0]) == HTTP__MAX,
+	               "results[] out of step");
+	const struct job *j = &r->job;
+	struct attempt_rec *rec;
+	int64_t now = store_now_ms();
+
+	(void)eng;
+	metrics_upstream(j->dest, resp->status, resp->seconds);
+	log_attempt(m_dest_names[j->dest], j->event_id,
+	            j->step ? j->step : "request", resp->status,
+	            j->reply_code[0] ? j->reply_code : NULL,
+	            (double)(now - r->t0_ms));
+	if (r->natts == r->catts) {
+		size_t c = r->catts ? r->catts * 2 : 4;
+		void *p = realloc(r->atts, c * sizeof(*r->atts));
+		if (p == NULL)
+			goto nomem;
+		r->atts = p;
+		r->catts = c;
+	}
+	if ((rec = calloc(1, sizeof(*rec))) == NULL)
+		goto nomem;
+	r->atts[r->natts++] = &rec->a;
+	rec->a.event_id = j->event_id;
+	rec->a.destination = m_dest_names[j->dest];
+	rec->a.step = rec_copy(rec->step, sizeof(rec->step),
+	                       j->step ? j->step : "request");
+	rec->a.outcome =
+	    rec_copy(rec->outcome, sizeof(rec->outcome), results[resp->result]);
+	rec->a.http_status = resp->status;
+	rec->a.reply_code = rec_copy(rec->reply_code, sizeof(rec->reply_code),
+	                             j->reply_code[0] ? j->reply_code : NULL);
+	rec->a.excerpt = rec_copy(
+	    rec->excerpt, sizeof(rec->excerpt),
+	    j->excerpt[0] ? j->excerpt : (resp->error[0] ? resp->error : NULL));
+	rec->a.latency_ms = (long)(now - r->t0_ms);
+	rec->a.at_ms = now;
+	return;
+nomem:
+	log_warnx("out of memory: an attempt of %s is not kept", j->event_id);
+}
+
+/*
+ * The request j->req will not be sent: tell the client as if it had
+ * failed before leaving (so Yotpo gives its award key back), and stop.
+ * defer_at > 0 hands the delivery back, due then, as no failure.
+ */
+void
+run_give_up(struct run *r, const char *why, int64_t defer_at)
+{
+	struct http_resp resp;
+	struct job *j = &r->job;
+
+	http_resp_init(&resp);
+	resp.result = HTTP_NOT_SENT;
+	snprintf(resp.error, sizeof(resp.error), "%s before %s", why,
+	         j->step ? j->step : "the next step");
+	j->ops->response(j, &resp);
+	http_resp_fini(&resp);
+	if (j->outcome != DEST_RETRY && j->outcome != DEST_FAILED)
+		job_done(j, DEST_RETRY, "%s", resp.error);
+	if (defer_at > 0 && j->outcome == DEST_RETRY) {
+		j->deferred = 1;
+		if (j->retry_at_ms < defer_at)
+			j->retry_at_ms = defer_at;
+	}
+	r->active = 0;
+}
+
+/*
+ * Until when the job's account may not be called (0: now): a 429's
+ * shared hold and, in the dispatcher, an open circuit.
+ */
+int64_t
+run_blocked_until(struct engine *eng, const struct run *r, int64_t now)
+{
+	int64_t until = limits_hold_until(r->account);
+
+	if (eng->dispatcher &&
+	    limits_circuit(r->er->b->slug, r->job.dest, now) == CIRCUIT_OPEN) {
+		int64_t open = now + eng->cfg->circuit_open_ms / 4;
+		if (open > until)
+			until = open;
+	}
+	return until > now ? until : 0;
+}
+
+/* Reserve r's pacing slot within its wait horizon (limits_pace). */
+static int
+engine_pace(const struct run *r, int64_t now, int64_t *slot)
+{
+	int64_t horizon = job_wait_horizon(&r->job) - now;
+
+	return limits_pace(r->account, now, horizon > 0 ? horizon : 0, slot);
+}
+
+/*
+ * Pace r's request to its account's live limit: 1 when it may go now;
+ * else it waits for its slot (ready) or, when that is too far off, is
+ * handed back, and 0.
+ */
+static int
+run_paced(struct run *r, int64_t now)
+{
+	int64_t slot;
+
+	if (r->paced)
+		return 1;
+	if (!engine_pace(r, now, &slot)) {
+		run_give_up(r, "paced to the account's rate limit", slot);
+		return 0;
+	}
+	r->paced = 1;
+	if (slot <= now)
+		return 1;
+	r->ready = 1;
+	r->job.wait_until_ms = slot;
+	return 0;
+}
+
+/* Put j->req on the wire, within the deadline and the account's limits. */
+static void
+run_send(struct engine *eng, struct run *r)
+{
+	struct job *j = &r->job;
+	int64_t now = store_now_ms(), blocked;
+	long left = (long)(j->deadline_ms - now);
+
+	if ((blocked = run_blocked_until(eng, r, now)) > 0) {
+		run_give_up(r, "account on hold (rate limit or open circuit)",
+		            blocked);
+		return;
+	}
+	if (left < MIN_REQUEST_MS) {
+		run_give_up(r, "time budget used up", r->er->sync ? now : 0);
+		return;
+	}
+	j->reply_code[0] = j->excerpt[0] = '\0';
+	if (eng->dispatcher && !r->solo && !r->paced && batch_park(eng, r))
+		return;
+	if (!run_paced(r, now))
+		return;
+	r->paced = 0;
+	if (j->req.timeout_ms == 0)
+		j->req.timeout_ms = eng->cfg->http_timeout_ms;
+	r->capped = j->req.timeout_ms > left;
+	if (r->capped)
+		j->req.timeout_ms = left;
+	r->t0_ms = now;
+	if (httpc_start(eng->http, &j->req, r) != GC_OK) {
+		run_give_up(r, "could not start a request", 0);
+		return;
+	}
+	r->in_flight = 1;
+}
+
+/* See engine_priv.h. */
+void
+run_advance(struct engine *eng, struct run *r)
+{
+	struct job *j = &r->job;
+
+	while (r->active && !r->in_flight) {
+		if (j->wait_until_ms > store_now_ms())
+			return;
+		j->wait_until_ms = 0;
+		if (r->ready) {
+			/* Its request is built; its slot has come. */
+			r->ready = 0;
+			run_send(eng, r);
+			continue;
+		}
+		switch (j->ops->next(j)) {
+		case JOB_DONE:
+			r->active = 0;
+			return;
+		case JOB_WAIT:
+			continue;
+		case JOB_REQUEST:
+			run_send(eng, r);
+		}
+	}
+}
+
+/* See engine_priv.h. */
+void
+run_feed_limits(struct engine *eng, struct run *r, const struct http_resp *rp)
+{
+	const struct app_config *cfg = eng->cfg;
+	struct job *j = &r->job;
+	int trip = rp->result == HTTP_OK && rp->status == 429;
+	int ok = rp->result == HTTP_OK && rp->status < 500 && !trip;
+
+	if (j->hold_until_ms > 0) {
+		limits_hold(r->account, j->hold_until_ms);
+		j->hold_until_ms = 0;
+	}
+	if (j->rate_limit > 0 || j->rate_remaining >= 0)
+		limits_learn(r->account, j->rate_limit, j->rate_remaining,
+		             j->rate_reset_ms);
+	/* A timeout we imposed (the sync budget) says nothing of health. */
+	if (r->capped && rp->timed_out)
+		return;
+	limits_circuit_result(r->er->b->slug, j->dest, ok, trip,
+	                      cfg->circuit_failures, cfg->circuit_open_ms,
+	                      store_now_ms());
+}
+
+/* See engine_priv.h. */
+void
+run_response(struct engine *eng, struct run *r, const struct http_resp *resp,
+             int feed)
+{
+	struct job *j = &r->job;
+
+	r->in_flight = 0;
+	j->rate_limit = 0;
+	j->rate_remaining = -1;
+	j->rate_reset_ms = 0;
+	j->ops->response(j, resp);
+	record_attempt(eng, r, resp);
+	if (feed)
+		run_feed_limits(eng, r, resp);
+	/* Cut short by intake's budget: no failure of the remote's. */
+	if (r->capped && resp->timed_out && r->er->sync &&
+	    j->outcome == DEST_RETRY) {
+		j->deferred = 1;
+		if (j->retry_at_ms < store_now_ms())
+			j->retry_at_ms = store_now_ms();
+	}
+}
