@@ -34,6 +34,8 @@
 #define NO_SUCH_FIELD     "none"              /* the account has none */
 #define NO_SUCH_FIELD_S   3600 /* look again after this: SMS may be enabled */
 #define TOKEN_MARGIN_MS   60000
+#define TOKEN_LEASE_MS    5000 /* beyond it another may fetch the token */
+#define TOKEN_POLL_MS     200  /* how often a waiter looks for the token */
 #define MAX_LISTS         3
 #define PROGRESS_UPSERTED "upserted" /* stored: the trigger is what is left */
 
@@ -284,6 +286,60 @@ em_cached_token(struct job *j)
 	OPENSSL_cleanse(clear, sizeof(clear));
 }
 
+/* Give the token fetch lease back if this job holds it. */
+static void
+em_unlease(struct job *j)
+{
+	struct em_state *s = j->state;
+
+	if (!s->leased)
+		return;
+	s->leased = 0;
+	j->env->token_unlease(j->env->ctx, j->brand->slug,
+	                      j->brand->em_client_id, j->lease->owner);
+}
+
+/*
+ * Without a token: whether to fetch one now (1), holding the account's
+ * fetch lease, or to use the one another process just cached (1, with
+ * s->token set); 0 while another process fetches it (j->wait_until_ms
+ * set, or the delivery handed back and finished).  A store failure
+ * does not stop a delivery: it fetches without a lease.
+ */
+static int
+em_token_turn(struct job *j)
+{
+	struct em_state *s = j->state;
+	int64_t now, held, at;
+	enum gc_err err;
+
+	if (j->env->token_lease == NULL || j->lease == NULL)
+		return 1;
+	em_cached_token(j);
+	if (s->token[0] != '\0')
+		return 1;
+	now = em_now(j);
+	err = j->env->token_lease(j->env->ctx, j->brand->slug,
+	                          j->brand->em_client_id, j->lease->owner, now,
+	                          now + TOKEN_LEASE_MS, &held);
+	if (err != GC_EEXISTS) {
+		s->leased = err == GC_OK;
+		return 1;
+	}
+	/* Look again shortly, or once the holder's lease has run out. */
+	at = now + TOKEN_POLL_MS;
+	if (held + 1 < at)
+		at = held + 1;
+	if (job_can_wait(j, at)) {
+		j->wait_until_ms = at;
+		return 0;
+	}
+	s->finished = 1;
+	job_defer(j, now + TOKEN_POLL_MS,
+	          "another process is fetching the Emarsys token");
+	return 0;
+}
+
 static void
 em_upsert_request(struct job *j)
 {
@@ -483,6 +539,8 @@ em_next(struct job *j)
 
 	if (s->finished)
 		return JOB_DONE;
+	if (s->token[0] == '\0' && !em_token_turn(j))
+		return s->finished ? JOB_DONE : JOB_WAIT;
 	if (s->token[0] == '\0') {
 		em_token_request(j);
 		return JOB_REQUEST;
@@ -555,15 +613,17 @@ em_common(struct job *j, const struct http_resp *r, const struct em_reply *rep)
 		return 1;
 	}
 	if (r->status == 401) {
-		if (s->reauths++ == 0) {
-			/* Drop it from the cache if it is still there. */
-			if (s->token[0] != '\0')
-				j->env->token_forget(
-				    j->env->ctx, j->brand->slug,
-				    j->brand->em_client_id, s->token);
-			s->token[0] = '\0';
+		/*
+		 * Drop the refused token from the cache if it is still
+		 * there, the fresh one of a second 401 too: no delivery
+		 * should send a token known to be refused.
+		 */
+		if (s->token[0] != '\0')
+			j->env->token_forget(j->env->ctx, j->brand->slug,
+			                     j->brand->em_client_id, s->token);
+		s->token[0] = '\0';
+		if (s->reauths++ == 0)
 			return 1;
-		}
 		em_finish(j, DEST_FAILED, rep,
 		          "Emarsys rejected a fresh access token (401): check "
 		          "the API user");
@@ -622,6 +682,8 @@ em_on_token(struct job *j, const struct http_resp *r)
 		                  j->brand->em_client_id, tok,
 		                  em_now(j) + life * 1000);
 	}
+	/* After the put: waiters then find the token, or else fetch. */
+	em_unlease(j);
 	json_decref(root);
 }
 
@@ -888,6 +950,7 @@ em_free(struct job *j)
 
 	if (s == NULL)
 		return;
+	em_unlease(j);
 	buf_free(&s->body);
 	OPENSSL_cleanse(s, sizeof(*s));
 	free(s);

@@ -32,6 +32,7 @@ struct em_state {
 	char auth[4200]; /* "Authorization: Bearer ..." */
 	char userpwd[1100];
 	int reauths;
+	int leased; /* holds the token fetch lease (j->lease->owner) */
 
 	int want_sms;
 	char sms_id[32];

@@ -94,6 +94,18 @@ struct dest_env {
 	                         int64_t expires_ms);
 	enum gc_err (*token_forget)(void *ctx, const char *brand,
 	                            const char *client_id, const char *token);
+	/*
+	 * The lease to fetch that token (store_em_token_lease, _unlease),
+	 * so one process at a time asks the token endpoint: GC_OK when
+	 * owner took it until until_ms, GC_EEXISTS when another holds it
+	 * (until *held_until_ms).  NULL: no leases, every job fetches.
+	 */
+	enum gc_err (*token_lease)(void *ctx, const char *brand,
+	                           const char *client_id, const char *owner,
+	                           int64_t now_ms, int64_t until_ms,
+	                           int64_t *held_until_ms);
+	enum gc_err (*token_unlease)(void *ctx, const char *brand,
+	                             const char *client_id, const char *owner);
 
 	/* Emarsys field and event ids by name (store_em_id_get, _put,
 	 * _forget); GC_ENOTFOUND when not cached. */

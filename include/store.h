@@ -249,6 +249,20 @@ enum gc_err store_em_token_put(struct store *st, const char *brand,
 enum gc_err store_em_token_forget(struct store *st, const char *brand,
                                   const char *sealed);
 
+/*
+ * Take the lease to fetch the token of brand and client id for owner,
+ * until until_ms, when nobody holds it at now_ms: GC_OK when taken,
+ * GC_EEXISTS when another holds it (until *held_until_ms), GC_ESTORE.
+ */
+enum gc_err store_em_token_lease(struct store *st, const char *brand,
+                                 const char *client_id, const char *owner,
+                                 int64_t now_ms, int64_t until_ms,
+                                 int64_t *held_until_ms);
+/* Give back the token fetch lease of brand and client id if owner holds
+ * it; GC_ESTORE on failure. */
+enum gc_err store_em_token_unlease(struct store *st, const char *brand,
+                                   const char *client_id, const char *owner);
+
 /* ---- Yotpo award ledger and throttle (store_remote.c) ---- */
 
 enum ledger_claim {

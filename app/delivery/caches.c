@@ -204,6 +204,26 @@ env_token_forget(void *ctx, const char *brand, const char *client_id,
 }
 
 static enum gc_err
+env_token_lease(void *ctx, const char *brand, const char *client_id,
+                const char *owner, int64_t now_ms, int64_t until_ms,
+                int64_t *held_until_ms)
+{
+	struct env_ctx *c = ctx;
+
+	return store_em_token_lease(c->st, brand, client_id, owner, now_ms,
+	                            until_ms, held_until_ms);
+}
+
+static enum gc_err
+env_token_unlease(void *ctx, const char *brand, const char *client_id,
+                  const char *owner)
+{
+	struct env_ctx *c = ctx;
+
+	return store_em_token_unlease(c->st, brand, client_id, owner);
+}
+
+static enum gc_err
 env_id_get(void *ctx, const char *scope, const char *kind, const char *name,
            char out[32])
 {
@@ -236,6 +256,8 @@ caches_env_init(struct dest_env *env)
 	env->token_get = env_token_get;
 	env->token_put = env_token_put;
 	env->token_forget = env_token_forget;
+	env->token_lease = env_token_lease;
+	env->token_unlease = env_token_unlease;
 	env->id_get = env_id_get;
 	env->id_put = env_id_put;
 	env->id_forget = env_id_forget;

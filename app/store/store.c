@@ -104,6 +104,14 @@ static const char *const migrations[] = {
     "  ts INTEGER NOT NULL,"
     "  seen_at INTEGER NOT NULL);"
     "CREATE INDEX admin_replay_ts ON admin_replay(ts);",
+    /* 5: who is fetching an Emarsys token, so a cold start makes one
+     * token request per account, not one per process */
+    "CREATE TABLE emarsys_token_leases ("
+    "  brand TEXT NOT NULL,"
+    "  client_id TEXT NOT NULL,"
+    "  owner TEXT NOT NULL,"
+    "  lease_until INTEGER NOT NULL,"
+    "  PRIMARY KEY (brand, client_id));",
 };
 #define NMIGRATIONS ((int)(sizeof(migrations) / sizeof(migrations[0])))
 

@@ -115,6 +115,57 @@ store_em_token_forget(struct store *st, const char *brand, const char *sealed)
 	return store_step(st, s, "emarsys token forget") ? GC_OK : GC_ESTORE;
 }
 
+/* See store.h. */
+enum gc_err
+store_em_token_lease(struct store *st, const char *brand, const char *client_id,
+                     const char *owner, int64_t now_ms, int64_t until_ms,
+                     int64_t *held_until_ms)
+{
+	sqlite3_stmt *s;
+	int rc;
+
+	*held_until_ms = now_ms;
+	if ((s = store_stmt(st, STMT_EM_TOKEN_LEASE)) == NULL)
+		return GC_ESTORE;
+	store_bind_text(s, 1, brand);
+	store_bind_text(s, 2, client_id);
+	store_bind_text(s, 3, owner);
+	store_bind_int(s, 4, until_ms);
+	store_bind_int(s, 5, now_ms);
+	rc = store_row(st, s);
+	if (!store_end(st, s, rc, "emarsys token lease"))
+		return GC_ESTORE;
+	if (rc == SQLITE_ROW) {
+		*held_until_ms = until_ms;
+		return GC_OK;
+	}
+	/* Held by another: until when (now when it was just given back). */
+	if ((s = store_stmt(st, STMT_EM_TOKEN_LEASE_PEEK)) == NULL)
+		return GC_ESTORE;
+	store_bind_text(s, 1, brand);
+	store_bind_text(s, 2, client_id);
+	if ((rc = store_row(st, s)) == SQLITE_ROW)
+		*held_until_ms = sqlite3_column_int64(s, 0);
+	if (!store_end(st, s, rc, "emarsys token lease peek"))
+		return GC_ESTORE;
+	return GC_EEXISTS;
+}
+
+/* See store.h. */
+enum gc_err
+store_em_token_unlease(struct store *st, const char *brand,
+                       const char *client_id, const char *owner)
+{
+	sqlite3_stmt *s;
+
+	if ((s = store_stmt(st, STMT_EM_TOKEN_UNLEASE)) != NULL) {
+		store_bind_text(s, 1, brand);
+		store_bind_text(s, 2, client_id);
+		store_bind_text(s, 3, owner);
+	}
+	return store_step(st, s, "emarsys token unlease") ? GC_OK : GC_ESTORE;
+}
+
 /* The ledger statement id with the award key bound to ?1..?3. */
 static sqlite3_stmt *
 ledger_stmt(struct store *st, enum stmt id, const char *brand,

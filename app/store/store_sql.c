@@ -150,6 +150,16 @@ static const char *const stmts[] = {
         "UPDATE SET client_id = ?2, token = ?3, expires_at = ?4",
     [STMT_EM_TOKEN_FORGET] = "DELETE FROM emarsys_tokens WHERE "
                              "brand = ? AND token = ?",
+    [STMT_EM_TOKEN_LEASE] =
+        "INSERT INTO emarsys_token_leases(brand, client_id, owner, "
+        "lease_until) VALUES (?1, ?2, ?3, ?4) ON CONFLICT(brand, "
+        "client_id) DO UPDATE SET owner = ?3, lease_until = ?4 WHERE "
+        "lease_until < ?5 RETURNING lease_until",
+    [STMT_EM_TOKEN_LEASE_PEEK] = "SELECT lease_until FROM "
+                                 "emarsys_token_leases WHERE brand = ? AND "
+                                 "client_id = ?",
+    [STMT_EM_TOKEN_UNLEASE] = "DELETE FROM emarsys_token_leases WHERE "
+                              "brand = ? AND client_id = ? AND owner = ?",
     [STMT_LEDGER_GET] = "SELECT state, event_id, lease_until FROM "
                         "yotpo_ledger WHERE brand = ? AND token = ? AND "
                         "action = ?",

@@ -15,6 +15,7 @@ import base64
 import json
 import math
 import secrets
+import threading
 import time
 import unittest
 
@@ -521,6 +522,15 @@ class DeliveryTest(EmarsysCase):
             ("token", "response", 200),
             ("upsert_contact", "response", 401)])
         self.assertEqual(len(self.s.emarsys.requests()), 3)
+        # Neither refused token stays cached: the next event fetches a
+        # new one instead of sending a token known to be refused.
+        self.assertEqual(self.s.query(
+            "SELECT 1 FROM emarsys_tokens WHERE brand = ?", self.slug), [])
+        self.s.emarsys.clear_requests()
+        wid, body = self.post(self.event(), 200)
+        self.assertEqual(self.calls()[0], ("POST", "/oauth2/token"))
+        self.assertEqual(self.attempts(wid)[0][:3],
+                         ("token", "response", 200))
 
     def test_bad_client_secret_fails_permanently(self):
         self.brand(client_secret="not-the-secret")
@@ -908,6 +918,42 @@ class TimeoutTest(EmarsysCase):
         self.assertEqual(len({q["json"]["trigger_id"] for q in triggers}), 1)
         self.assertEqual(len(self.state()["triggers"]), 2)  # warm-up + 1
         self.assertEqual(self.s.emarsys.stats()["deduplicated_triggers"], 1)
+
+
+class ColdStartTest(EmarsysCase):
+    """Several workers start with no token cached: one fetches it, the
+    others wait for it in place (issue 9, item 8)."""
+
+    stack_options = {"workers": 4}
+
+    def test_one_token_fetch_per_account(self):
+        self.brand()
+        # A slow token endpoint: the other workers arrive mid-fetch.
+        self.s.emarsys.fault("delay", ms=700, path_prefix="/oauth2/token")
+        results, lock = [], threading.Lock()
+
+        def send():
+            wid = "msg_" + secrets.token_hex(8)
+            r = self.s.post_event(self.event(), webhook_id=wid)
+            with lock:
+                results.append((wid, r.status))
+
+        ts = [threading.Thread(target=send) for _ in range(4)]
+        for t in ts:
+            t.start()
+        for t in ts:
+            t.join()
+        self.assertEqual([st for _, st in results], [200] * 4, results)
+        self.assertEqual(self.calls(self.s.emarsys.requests(
+            path_prefix="/oauth2/token")), [("POST", "/oauth2/token")])
+        self.assertEqual(self.s.emarsys.stats()["tokens_issued"],
+                         {ACCOUNT: 1})
+        for wid, _ in results:
+            self.assertEqual(self.delivery(wid)["status"], "delivered")
+        # The lease was given back once the token was cached.
+        self.assertEqual(self.s.query(
+            "SELECT 1 FROM emarsys_token_leases WHERE brand = ?",
+            self.slug), [])
 
 
 if __name__ == "__main__":

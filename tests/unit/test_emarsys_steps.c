@@ -387,6 +387,38 @@ test_token_refresh(void **state)
 }
 
 /* A 401 forgets the cached token and fetches a new one, once. */
+static void test_token_401(void **state);
+
+/* A fresh token refused too is forgotten as well: none stays cached. */
+static void
+test_token_401_twice(void **state)
+{
+	json_t *payload = json_pack("{s:s}", "token", "TOK42");
+	struct gc_event ev;
+	struct job j;
+
+	(void)state;
+	fake_init(consent_ids);
+	event_init(&ev, EV_CONSENT_INTENT);
+	job_begin(&j, &ev, payload);
+	assert_int_equal(j.ops->next(&j), JOB_REQUEST);
+	job_reply(&j, 401, "{\"error\":\"invalid_token\"}");
+	assert_int_equal(fk.forgets, 1);
+	assert_int_equal(j.ops->next(&j), JOB_REQUEST);
+	assert_string_equal(j.req.url, TOKEN);
+	job_reply(&j, 200, "{\"access_token\":\"TKN-2\",\"expires_in\":3600}");
+	assert_int_equal(fk.puts, 1);
+	assert_string_equal(fk.token, "TKN-2");
+	assert_int_equal(j.ops->next(&j), JOB_REQUEST);
+	job_reply(&j, 401, "{\"error\":\"invalid_token\"}");
+	assert_int_equal(fk.forgets, 2);
+	assert_string_equal(fk.token, "");
+	assert_int_equal(j.ops->next(&j), JOB_DONE);
+	assert_int_equal(j.outcome, DEST_FAILED);
+	j.ops->finish(&j);
+	json_decref(payload);
+}
+
 static void
 test_token_401(void **state)
 {
@@ -455,6 +487,7 @@ main(void)
 	    cmocka_unit_test(test_plan_cached),
 	    cmocka_unit_test(test_token_refresh),
 	    cmocka_unit_test(test_token_401),
+	    cmocka_unit_test(test_token_401_twice),
 	    cmocka_unit_test(test_stale_ids),
 	};
 

@@ -136,6 +136,43 @@ test_token(void **state)
 	assert_string_equal(out, "TKN-4");
 }
 
+/* One token fetch lease per brand and client id across processes. */
+static void
+test_token_lease(void **state)
+{
+	struct fixture *f = *state;
+	struct dest_env *a = f->a, *b = f->b;
+	int64_t now = a->now_ms(a->ctx), held;
+
+	assert_int_equal(
+	    a->token_lease(a->ctx, "acme", "cid", "A", now, now + 5000, &held),
+	    GC_OK);
+	/* b waits for a; another client id is another lease. */
+	assert_int_equal(
+	    b->token_lease(b->ctx, "acme", "cid", "B", now, now + 5000, &held),
+	    GC_EEXISTS);
+	assert_int_equal(held, now + 5000);
+	assert_int_equal(
+	    b->token_lease(b->ctx, "acme", "cid2", "B", now, now + 5000, &held),
+	    GC_OK);
+	/* Only the holder gives it back. */
+	assert_int_equal(b->token_unlease(b->ctx, "acme", "cid", "B"), GC_OK);
+	assert_int_equal(
+	    b->token_lease(b->ctx, "acme", "cid", "B", now, now + 5000, &held),
+	    GC_EEXISTS);
+	assert_int_equal(a->token_unlease(a->ctx, "acme", "cid", "A"), GC_OK);
+	assert_int_equal(
+	    b->token_lease(b->ctx, "acme", "cid", "B", now, now + 5000, &held),
+	    GC_OK);
+	/* A holder that never gives it back loses it when it expires. */
+	assert_int_equal(a->token_lease(a->ctx, "acme", "cid", "A", now + 5000,
+	                                now + 10000, &held),
+	                 GC_EEXISTS);
+	assert_int_equal(a->token_lease(a->ctx, "acme", "cid", "A", now + 5001,
+	                                now + 10000, &held),
+	                 GC_OK);
+}
+
 static void
 test_ids(void **state)
 {
@@ -178,6 +215,7 @@ main(void)
 {
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test_setup_teardown(test_token, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_token_lease, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_ids, setup, teardown),
 	};
 
