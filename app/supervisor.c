@@ -472,9 +472,9 @@ arm_timer(long ms)
 }
 
 /*
- * Graceful stop: SIGTERM everyone, repeat it every second (a child that
- * was between its stop check and accept() only notices the second one),
- * SIGKILL after the grace period.
+ * Graceful stop: SIGTERM everyone once, SIGKILL after the grace period.
+ * Once is enough: a worker blocks SIGTERM while it serves a request and
+ * notices it afterwards; an idle one has its accept() ended by it.
  */
 static void
 master_stop(struct master *m, const sigset_t *waitmask)
@@ -482,14 +482,14 @@ master_stop(struct master *m, const sigset_t *waitmask)
 	time_t deadline = time(NULL) + m->cfg->shutdown_grace_s;
 
 	log_info("stopping: waiting for in-flight requests");
+	master_signal_all(m, SIGTERM);
 	while (master_alive(m) > 0) {
 		if (time(NULL) >= deadline) {
 			log_warnx("grace period over; killing %d children",
 			          master_alive(m));
 			master_signal_all(m, SIGKILL);
 			deadline = time(NULL) + 3600;
-		} else
-			master_signal_all(m, SIGTERM);
+		}
 		arm_timer(1000);
 		got_alrm = 0;
 		while (!got_chld && !got_alrm)
@@ -501,21 +501,21 @@ master_stop(struct master *m, const sigset_t *waitmask)
 }
 
 /*
- * Old-generation children are finishing their last request.  SIGTERM is
- * repeated (one may have been between its stop check and accept()) and
- * SIGKILL ends them after the grace period.  Returns 1 while any is left.
+ * Old-generation children got SIGTERM at the reload and are finishing
+ * their last request; SIGKILL ends them after the grace period.  Returns
+ * 1 while any is left.
  */
 static int
 master_nudge_old(struct master *m)
 {
-	int sig = time(NULL) >= m->old_kill_at ? SIGKILL : SIGTERM;
-
+	if (m->nold == 0)
+		return 0;
+	if (time(NULL) < m->old_kill_at)
+		return 1;
 	for (int i = 0; i < m->nold; i++)
-		kill(m->old[i], sig);
-	if (sig == SIGKILL && m->nold > 0)
-		log_warnx("killed %d old children after the grace period",
-		          m->nold);
-	return m->nold > 0;
+		kill(m->old[i], SIGKILL);
+	log_warnx("killed %d old children after the grace period", m->nold);
+	return 1;
 }
 
 /* See supervisor.h. */

@@ -616,6 +616,53 @@ class Processes(unittest.TestCase):
             self.assertEqual(s.gcrelay.wait(30), 0)
             self.assertIn('"msg":"stopped"', s.log())
 
+    def _signal_with_50_in_flight(self, sig):
+        """Issue 9: 50 requests inside delivery (the simulator holds each
+        Emarsys call 2 s) when sig comes; every one is answered in full
+        and gcrelay then stops with status 0."""
+        n = 50
+        with Stack(workers=n, http_timeout_ms=6000, budget_ms=20000,
+                   sync_budget_ms=20000) as s:
+            s.demo_brand(yotpo=False)
+            s.emarsys.fault("delay", ms=2000, count=-1,
+                            path_prefix="/api/v3/contact")
+            out = [None] * n
+
+            def send(i):
+                try:
+                    out[i] = s.post_event(sample_event(
+                        "consent_intent", email="sig%d@example.com" % i))
+                except Exception as e:  # noqa: BLE001
+                    out[i] = e
+            threads = [threading.Thread(target=send, args=(i,))
+                       for i in range(n)]
+            for t in threads:
+                t.start()
+            s.emarsys.wait_for(lambda c: len(c.requests(
+                path_prefix="/api/v3/contact")) >= n, timeout=30)
+            s.gcrelay.send_signal(sig)
+            for t in threads:
+                t.join(60)
+            for i, r in enumerate(out):
+                with self.subTest(request=i):
+                    self.assertIsInstance(r, stack.Response, r)
+                    self.assertIn(r.status, (200, 202), r)
+                    self.assertIsInstance(r.json, dict, r)
+                    self.assertTrue(r.json, r)
+            if sig == signal.SIGHUP:
+                s.wait(lambda: "reloaded" in s.log(), what="reload")
+                self.assertEqual(s.stop_gcrelay(), 0)
+            else:
+                self.assertEqual(s.gcrelay.wait(30), 0)
+            self.assertIn('"msg":"stopped"', s.log())
+            self.assertNotIn("not written", s.log())
+
+    def test_sigterm_answers_50_in_flight(self):
+        self._signal_with_50_in_flight(signal.SIGTERM)
+
+    def test_sighup_answers_50_in_flight(self):
+        self._signal_with_50_in_flight(signal.SIGHUP)
+
     def test_healthz_reports_unreadable_store(self):
         with Stack(sims=False) as s:
             self.assertEqual(s.request("GET", "/healthz").json["status"],
