@@ -42,6 +42,7 @@ struct child {
 	time_t started;
 	int crashes;       /* consecutive quick abnormal exits */
 	time_t respawn_at; /* when pid == 0: when to start it */
+	time_t first_at;   /* ... when it is the last of its kind */
 };
 
 struct master {
@@ -245,7 +246,7 @@ child_start(struct master *m, struct child *c)
 
 	if ((pid = fork()) < 0) {
 		log_warn("fork");
-		c->respawn_at = time(NULL) + 1;
+		c->respawn_at = c->first_at = time(NULL) + 1;
 		return;
 	}
 	if (pid == 0) {
@@ -333,6 +334,13 @@ master_child_died(struct child *c, int status, int stopping)
 	else
 		c->crashes = 0;
 	c->respawn_at = now;
+	/*
+	 * Were it the last of its kind, it comes back at once when killed
+	 * (SIGKILL comes from outside: an operator, the OOM killer), else
+	 * within a second: a crash loop forks once a second at most.
+	 */
+	c->first_at =
+	    WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL ? now : now + 1;
 	/* The first quick death respawns at once; repeats back off. */
 	if (c->crashes > 1) {
 		int delay = 1 << (c->crashes > 6 ? 5 : c->crashes - 2);
@@ -366,20 +374,32 @@ master_reap(struct master *m, int stopping)
 	}
 }
 
-/* Start children whose respawn time has come; returns the next due time. */
+/*
+ * Start children whose respawn time has come; returns the next due time.
+ * The backoff never leaves a kind without a child: the first of a kind
+ * with none running is due at its first_at.
+ */
 static time_t
 master_respawn(struct master *m)
 {
-	time_t now = time(NULL), next = 0;
+	time_t now = time(NULL), next = 0, due;
+	int alive[CHILD__MAX] = {0};
 
+	for (int i = 0; i < m->nslots; i++)
+		if (m->slots[i].pid != 0)
+			alive[m->slots[i].kind]++;
 	for (int i = 0; i < m->nslots; i++) {
 		struct child *c = &m->slots[i];
 		if (c->pid != 0)
 			continue;
-		if (c->respawn_at <= now)
+		due = c->respawn_at;
+		if (alive[c->kind] == 0 && c->first_at < due)
+			due = c->first_at;
+		alive[c->kind]++;
+		if (due <= now)
 			child_start(m, c);
-		else if (next == 0 || c->respawn_at < next)
-			next = c->respawn_at;
+		else if (next == 0 || due < next)
+			next = due;
 	}
 	return next;
 }
