@@ -42,6 +42,7 @@ struct child {
 	time_t started;
 	int crashes;       /* consecutive quick abnormal exits */
 	time_t respawn_at; /* when pid == 0: when to start it */
+	time_t first_at;   /* ... when it is the last of its kind */
 };
 
 struct master {
@@ -245,7 +246,7 @@ child_start(struct master *m, struct child *c)
 
 	if ((pid = fork()) < 0) {
 		log_warn("fork");
-		c->respawn_at = time(NULL) + 1;
+		c->respawn_at = c->first_at = time(NULL) + 1;
 		return;
 	}
 	if (pid == 0) {
@@ -333,6 +334,13 @@ master_child_died(struct child *c, int status, int stopping)
 	else
 		c->crashes = 0;
 	c->respawn_at = now;
+	/*
+	 * Were it the last of its kind, it comes back at once when killed
+	 * (SIGKILL comes from outside: an operator, the OOM killer), else
+	 * within a second: a crash loop forks once a second at most.
+	 */
+	c->first_at =
+	    WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL ? now : now + 1;
 	/* The first quick death respawns at once; repeats back off. */
 	if (c->crashes > 1) {
 		int delay = 1 << (c->crashes > 6 ? 5 : c->crashes - 2);
@@ -366,20 +374,32 @@ master_reap(struct master *m, int stopping)
 	}
 }
 
-/* Start children whose respawn time has come; returns the next due time. */
+/*
+ * Start children whose respawn time has come; returns the next due time.
+ * The backoff never leaves a kind without a child: the first of a kind
+ * with none running is due at its first_at.
+ */
 static time_t
 master_respawn(struct master *m)
 {
-	time_t now = time(NULL), next = 0;
+	time_t now = time(NULL), next = 0, due;
+	int alive[CHILD__MAX] = {0};
 
+	for (int i = 0; i < m->nslots; i++)
+		if (m->slots[i].pid != 0)
+			alive[m->slots[i].kind]++;
 	for (int i = 0; i < m->nslots; i++) {
 		struct child *c = &m->slots[i];
 		if (c->pid != 0)
 			continue;
-		if (c->respawn_at <= now)
+		due = c->respawn_at;
+		if (alive[c->kind] == 0 && c->first_at < due)
+			due = c->first_at;
+		alive[c->kind]++;
+		if (due <= now)
 			child_start(m, c);
-		else if (next == 0 || c->respawn_at < next)
-			next = c->respawn_at;
+		else if (next == 0 || due < next)
+			next = due;
 	}
 	return next;
 }
@@ -472,9 +492,9 @@ arm_timer(long ms)
 }
 
 /*
- * Graceful stop: SIGTERM everyone, repeat it every second (a child that
- * was between its stop check and accept() only notices the second one),
- * SIGKILL after the grace period.
+ * Graceful stop: SIGTERM everyone once, SIGKILL after the grace period.
+ * Once is enough: a worker blocks SIGTERM while it serves a request and
+ * notices it afterwards; an idle one has its accept() ended by it.
  */
 static void
 master_stop(struct master *m, const sigset_t *waitmask)
@@ -482,14 +502,14 @@ master_stop(struct master *m, const sigset_t *waitmask)
 	time_t deadline = time(NULL) + m->cfg->shutdown_grace_s;
 
 	log_info("stopping: waiting for in-flight requests");
+	master_signal_all(m, SIGTERM);
 	while (master_alive(m) > 0) {
 		if (time(NULL) >= deadline) {
 			log_warnx("grace period over; killing %d children",
 			          master_alive(m));
 			master_signal_all(m, SIGKILL);
 			deadline = time(NULL) + 3600;
-		} else
-			master_signal_all(m, SIGTERM);
+		}
 		arm_timer(1000);
 		got_alrm = 0;
 		while (!got_chld && !got_alrm)
@@ -501,21 +521,21 @@ master_stop(struct master *m, const sigset_t *waitmask)
 }
 
 /*
- * Old-generation children are finishing their last request.  SIGTERM is
- * repeated (one may have been between its stop check and accept()) and
- * SIGKILL ends them after the grace period.  Returns 1 while any is left.
+ * Old-generation children got SIGTERM at the reload and are finishing
+ * their last request; SIGKILL ends them after the grace period.  Returns
+ * 1 while any is left.
  */
 static int
 master_nudge_old(struct master *m)
 {
-	int sig = time(NULL) >= m->old_kill_at ? SIGKILL : SIGTERM;
-
+	if (m->nold == 0)
+		return 0;
+	if (time(NULL) < m->old_kill_at)
+		return 1;
 	for (int i = 0; i < m->nold; i++)
-		kill(m->old[i], sig);
-	if (sig == SIGKILL && m->nold > 0)
-		log_warnx("killed %d old children after the grace period",
-		          m->nold);
-	return m->nold > 0;
+		kill(m->old[i], SIGKILL);
+	log_warnx("killed %d old children after the grace period", m->nold);
+	return 1;
 }
 
 /* See supervisor.h. */

@@ -18,11 +18,27 @@
 
 volatile sig_atomic_t worker_stop;
 
+/* The listener while the stop signal is unblocked: between requests. */
+static volatile sig_atomic_t worker_listen_fd = -1;
+
+/*
+ * The stop signal is only delivered between requests (it is blocked while
+ * one is served).  Closing the listener makes an accept() that is about to
+ * start, or is restarted after this handler (SA_RESTART), fail with EBADF,
+ * so one signal is enough whenever it comes.
+ */
 static void
 worker_on_stop(int sig)
 {
+	int save = errno;
+
 	(void)sig;
 	worker_stop = 1;
+	if (worker_listen_fd != -1) {
+		close(worker_listen_fd);
+		worker_listen_fd = -1;
+	}
+	errno = save;
 }
 
 /* See worker.h. */
@@ -34,7 +50,14 @@ worker_signals(void)
 	memset(&sa, 0, sizeof(sa));
 	sa.sa_handler = worker_on_stop;
 	sigemptyset(&sa.sa_mask);
-	/* No SA_RESTART: a blocked accept() must return EINTR. */
+	sigaddset(&sa.sa_mask, SIGTERM);
+	sigaddset(&sa.sa_mask, SIGINT);
+	/*
+	 * SA_RESTART: libfcgi does not retry on EINTR, so an interrupted
+	 * read of a request's params would drop it.  A blocked accept()
+	 * ends anyway: the handler closes the listener.
+	 */
+	sa.sa_flags = SA_RESTART;
 	sigaction(SIGTERM, &sa, NULL);
 	sigaction(SIGINT, &sa, NULL);
 	signal(SIGPIPE, SIG_IGN);
@@ -70,13 +93,15 @@ elapsed_ms(const struct timespec *t0)
 }
 
 /*
- * Write status line, headers and body to FastCGI stdout.  The head is
- * formatted by us: libfcgi's own printf knows no %zu.
+ * Write status line, headers and body to FastCGI stdout and flush them.
+ * The head is formatted by us: libfcgi's own printf knows no %zu.
+ * Returns 0, or -1 when a write to nginx failed (logged once).
  */
-static void
+static int
 worker_respond(FCGX_Request *r, struct request *req)
 {
 	struct buf head;
+	int rc = 0;
 
 	buf_init(&head, 0);
 	buf_printf(&head,
@@ -86,10 +111,21 @@ worker_respond(FCGX_Request *r, struct request *req)
 	           req->status, request_reason(req->status),
 	           req->content_type ? req->content_type : "text/plain",
 	           req->out.len, buf_str(&req->headers));
-	FCGX_PutStr(buf_str(&head), (int)head.len, r->out);
+	if (FCGX_PutStr(buf_str(&head), (int)head.len, r->out) != (int)head.len)
+		rc = -1;
 	buf_free(&head);
-	if (req->out.len > 0)
-		FCGX_PutStr(req->out.ptr, (int)req->out.len, r->out);
+	if (rc == 0 && req->out.len > 0 &&
+	    FCGX_PutStr(req->out.ptr, (int)req->out.len, r->out) !=
+	        (int)req->out.len)
+		rc = -1;
+	if (rc == 0 && FCGX_FFlush(r->out) != 0)
+		rc = -1;
+	if (rc != 0)
+		log_warnx("response to nginx not written: %s",
+		          strerror(FCGX_GetError(r->out) > 0
+		                       ? FCGX_GetError(r->out)
+		                       : EIO));
+	return rc;
 }
 
 /* Make a request id when nginx did not pass one. */
@@ -140,7 +176,7 @@ worker_serve(FCGX_Request *r, const struct app_config *cfg, struct store *st,
 	if (req.status == 0)
 		request_problem(&req, 500, "internal", "no response", NULL);
 	request_header(&req, "X-Request-Id", req.reqid);
-	worker_respond(r, &req);
+	(void)worker_respond(r, &req);
 	router_labels(&nlabels); /* the last label is "unmatched" */
 	metrics_request(req.route_index < 0 ? nlabels - 1 : req.route_index,
 	                req.status);
@@ -157,7 +193,9 @@ worker_main(const struct app_config *cfg, int listen_fd, int control)
 	FCGX_Request r;
 	struct store *st;
 	struct engine *eng;
+	sigset_t stop;
 	char why[512];
+	int rc;
 
 	log_init(control ? "control" : "worker", cfg->log_level);
 	if (store_open(cfg, &st, why, sizeof(why)) != GC_OK)
@@ -167,10 +205,27 @@ worker_main(const struct app_config *cfg, int listen_fd, int control)
 	if (FCGX_Init() != 0 ||
 	    FCGX_InitRequest(&r, listen_fd, FCGI_FAIL_ACCEPT_ON_INTR) != 0)
 		fatalx("FCGX_Init failed");
-	while (!worker_stop) {
-		if (FCGX_Accept_r(&r) < 0) {
-			if (worker_stop || errno == EINTR)
-				continue;
+	/*
+	 * SIGTERM and SIGINT are blocked while a request is served, so no
+	 * read or write of it is cut short; a stop that comes meanwhile is
+	 * delivered when the request is finished.  Between requests they
+	 * are unblocked and the handler closes the listener.
+	 */
+	sigemptyset(&stop);
+	sigaddset(&stop, SIGTERM);
+	sigaddset(&stop, SIGINT);
+	sigprocmask(SIG_BLOCK, &stop, NULL);
+	worker_listen_fd = listen_fd;
+	for (;;) {
+		sigprocmask(SIG_UNBLOCK, &stop, NULL);
+		if (worker_stop)
+			break;
+		rc = FCGX_Accept_r(&r);
+		sigprocmask(SIG_BLOCK, &stop, NULL);
+		if (rc < 0) {
+			if (worker_stop)
+				break;
+			errno = rc > -9998 ? -rc : EIO;
 			log_warn("accept");
 			usleep(100 * 1000);
 			continue;

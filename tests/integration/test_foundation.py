@@ -616,6 +616,128 @@ class Processes(unittest.TestCase):
             self.assertEqual(s.gcrelay.wait(30), 0)
             self.assertIn('"msg":"stopped"', s.log())
 
+    def _signal_with_50_in_flight(self, sig):
+        """Issue 9: 50 requests inside delivery (the simulator holds each
+        Emarsys call 2 s) when sig comes; every one is answered in full
+        and gcrelay then stops with status 0."""
+        n = 50
+        with Stack(workers=n, http_timeout_ms=6000, budget_ms=20000,
+                   sync_budget_ms=20000) as s:
+            s.demo_brand(yotpo=False)
+            s.emarsys.fault("delay", ms=2000, count=-1,
+                            path_prefix="/api/v3/contact")
+            out = [None] * n
+
+            def send(i):
+                try:
+                    out[i] = s.post_event(sample_event(
+                        "consent_intent", email="sig%d@example.com" % i))
+                except Exception as e:  # noqa: BLE001
+                    out[i] = e
+            threads = [threading.Thread(target=send, args=(i,))
+                       for i in range(n)]
+            for t in threads:
+                t.start()
+            s.emarsys.wait_for(lambda c: len(c.requests(
+                path_prefix="/api/v3/contact")) >= n, timeout=30)
+            s.gcrelay.send_signal(sig)
+            for t in threads:
+                t.join(60)
+            for i, r in enumerate(out):
+                with self.subTest(request=i):
+                    self.assertIsInstance(r, stack.Response, r)
+                    self.assertIn(r.status, (200, 202), r)
+                    self.assertIsInstance(r.json, dict, r)
+                    self.assertTrue(r.json, r)
+            if sig == signal.SIGHUP:
+                s.wait(lambda: "reloaded" in s.log(), what="reload")
+                self.assertEqual(s.stop_gcrelay(), 0)
+            else:
+                self.assertEqual(s.gcrelay.wait(30), 0)
+            self.assertIn('"msg":"stopped"', s.log())
+            self.assertNotIn("not written", s.log())
+
+    def test_sigterm_answers_50_in_flight(self):
+        self._signal_with_50_in_flight(signal.SIGTERM)
+
+    def test_sighup_answers_50_in_flight(self):
+        self._signal_with_50_in_flight(signal.SIGHUP)
+
+    def _data_worker_pids(self, s):
+        """The children holding the data socket (the workers proper)."""
+        inodes = set()
+        with open("/proc/net/unix") as f:
+            for line in f:
+                parts = line.split()
+                if len(parts) >= 8 and parts[7] == s.socket_path:
+                    inodes.add(parts[6])
+        pids = []
+        for pid in s.worker_pids():
+            try:
+                fds = os.listdir("/proc/%d/fd" % pid)
+                links = [os.readlink("/proc/%d/fd/%s" % (pid, fd))
+                         for fd in fds]
+            except OSError:
+                continue
+            if any(ln == "socket:[%s]" % i for ln in links for i in inodes):
+                pids.append(pid)
+        return pids
+
+    def test_kill_storm_never_hangs_requests(self):
+        """Issue 9: kill -9 every data worker 10 times in about 2 s.  Requests
+        meanwhile are answered or fail fast, never wait out a crash
+        backoff or nginx's read timeout; afterwards intake works."""
+        with Stack(sims=False) as s:
+            s.demo_brand("storm", emarsys=False, yotpo=False)
+            self.assertEqual(len(self._data_worker_pids(s)), 2)
+            results, stop = [], threading.Event()
+
+            def client():
+                while not stop.is_set():
+                    t0 = time.monotonic()
+                    try:
+                        r = s.post_event(sample_event(brand_slug="storm"))
+                    except Exception as e:  # noqa: BLE001
+                        r = e
+                    results.append((time.monotonic() - t0, r))
+            clients = [threading.Thread(target=client) for _ in range(4)]
+            for t in clients:
+                t.start()
+            try:
+                for i in range(10):
+                    # Whatever the backoff, a data worker is back at once.
+                    pids = s.wait(lambda: self._data_worker_pids(s),
+                                  timeout=1.5, interval=0.02,
+                                  what="a data worker before kill %d" % i)
+                    for pid in pids:
+                        try:
+                            os.kill(pid, signal.SIGKILL)
+                        except ProcessLookupError:
+                            pass
+                    time.sleep(0.2)
+                time.sleep(3)
+            finally:
+                stop.set()
+            stop.set()
+            for t in clients:
+                t.join(60)
+            self.assertTrue(results)
+            for took, r in results:
+                with self.subTest(took=took, r=r):
+                    self.assertIsInstance(r, stack.Response, r)
+                    self.assertLess(took, 5.0, r)
+                    self.assertIn(r.status, (200, 202, 502, 503, 504), r)
+                    if r.status >= 500:
+                        self.assertIn("problem+json",
+                                      r.headers.get("Content-Type", ""))
+            # Afterwards one worker at least is there and intake works.
+            s.wait(lambda: self._data_worker_pids(s), timeout=3,
+                   what="a data worker")
+            t0 = time.monotonic()
+            r = s.post_event(sample_event(brand_slug="storm"))
+            self.assertIn(r.status, (200, 202), r)
+            self.assertLess(time.monotonic() - t0, 5.0)
+
     def test_healthz_reports_unreadable_store(self):
         with Stack(sims=False) as s:
             self.assertEqual(s.request("GET", "/healthz").json["status"],
