@@ -18,6 +18,7 @@
 
 #include "dest.h"
 #include "emarsys.h"
+#include "req_is.h"
 
 #define T0       1700000000000LL /* the fake clock */
 #define API      "https://api.emarsys.test/api/v3/"
@@ -221,47 +222,6 @@ job_reply(struct job *j, long status, const char *body)
 	assert_int_equal(buf_puts(&r.body, body), GC_OK);
 	j->ops->response(j, &r);
 	http_resp_fini(&r);
-}
-
-/* Whether j->req is exactly method, url, headers (NULL-terminated) and
- * body (NULL: none); prints what differs. */
-static int
-req_is(int line, const struct job *j, const char *method, const char *url,
-       const char *const *headers, const char *body)
-{
-	const struct http_req *q = &j->req;
-	int ok = 1, n = 0;
-
-	if (strcmp(q->method, method) != 0 || strcmp(q->url, url) != 0) {
-		print_error("%s:%d: have %s %s, want %s %s\n", __FILE__, line,
-		            q->method, q->url, method, url);
-		ok = 0;
-	}
-	for (; headers[n] != NULL; n++)
-		if (n >= q->nheaders ||
-		    strcmp(q->headers[n], headers[n]) != 0) {
-			print_error("%s:%d: header %d: have \"%s\", want "
-			            "\"%s\"\n",
-			            __FILE__, line, n,
-			            n < q->nheaders ? q->headers[n] : "(none)",
-			            headers[n]);
-			ok = 0;
-		}
-	if (n != q->nheaders) {
-		print_error("%s:%d: have %d headers, want %d\n", __FILE__, line,
-		            q->nheaders, n);
-		ok = 0;
-	}
-	if (body == NULL ? q->body != NULL
-	                 : q->body == NULL || q->bodylen != strlen(body) ||
-	                       memcmp(q->body, body, q->bodylen) != 0) {
-		print_error("%s:%d: body: have %.*s, want %s\n", __FILE__, line,
-		            q->body ? (int)q->bodylen : 6,
-		            q->body ? q->body : "(none)",
-		            body ? body : "(none)");
-		ok = 0;
-	}
-	return ok;
 }
 
 static const char *const api_headers[] = {"Content-Type: application/json",
