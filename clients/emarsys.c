@@ -226,7 +226,8 @@ em_request(struct job *j, enum em_req kind, const char *method,
 	j->step = step_names[kind];
 }
 
-/* Body from a JSON value (reference stolen). */
+/* Body from a JSON value (reference stolen: kept as s->sent, for
+ * batching, until the next body). */
 static void
 em_body(struct em_state *s, json_t *v)
 {
@@ -236,7 +237,8 @@ em_body(struct em_state *s, json_t *v)
 	if (text != NULL)
 		buf_puts(&s->body, text);
 	free(text);
-	json_decref(v);
+	json_decref(s->sent);
+	s->sent = v;
 }
 
 static void
@@ -952,6 +954,7 @@ em_free(struct job *j)
 		return;
 	em_unlease(j);
 	buf_free(&s->body);
+	json_decref(s->sent);
 	OPENSSL_cleanse(s, sizeof(*s));
 	free(s);
 	j->state = NULL;

@@ -26,18 +26,17 @@ em_batch_item(struct job *j, char *key, size_t keysz, const char **member,
               json_t **item, size_t *limit)
 {
 	struct em_state *s = j->state;
-	json_t *body, *it;
+	json_t *it;
 
 	*item = NULL;
 	if (s->inflight != EM_UPSERT && s->inflight != EM_TRIGGER)
 		return 0;
-	body = json_loadb(buf_str(&s->body), s->body.len, 0, NULL);
+	/* The single call's body, as built: its contact, or all but key_id. */
 	if (s->inflight == EM_UPSERT)
 		it = json_incref(
-		    json_array_get(json_object_get(body, "contacts"), 0));
-	else if ((it = json_deep_copy(body)) != NULL)
+		    json_array_get(json_object_get(s->sent, "contacts"), 0));
+	else if ((it = json_copy(s->sent)) != NULL)
 		json_object_del(it, "key_id");
-	json_decref(body);
 	if (it == NULL)
 		return 0;
 	/* Same account, call and key field: one call can carry them. */

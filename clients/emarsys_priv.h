@@ -53,6 +53,7 @@ struct em_state {
 	int inflight_field;
 	int finished;
 	struct buf body;
+	json_t *sent; /* the body as JSON (batches take their item from it) */
 };
 
 /* The batching hooks of emarsys_ops (emarsys_batch.c). */

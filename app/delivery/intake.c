@@ -62,26 +62,39 @@ engine_sync_ok(struct engine *eng, const struct brand *b,
 	return limits_sync_enter(eng->cfg->delivery_sync_workers);
 }
 
+/* What intake makes of an event for each destination, worked out once. */
+struct plan {
+	struct delivery_init di[M_DEST__MAX];
+	char reasons[M_DEST__MAX][300];
+	int want[M_DEST__MAX];
+	int any; /* some destination has work */
+};
+
+static void
+intake_plan(const struct gc_event *ev, const struct brand *b, struct plan *p)
+{
+	p->any = 0;
+	for (int d = 0; d < M_DEST__MAX; d++) {
+		int skip = plan_skip((enum m_dest)d, ev, b, p->reasons[d],
+		                     sizeof(p->reasons[d]));
+		p->di[d].destination = m_dest_names[d];
+		p->di[d].status = skip ? "skipped" : "pending";
+		p->di[d].reason = skip ? p->reasons[d] : NULL;
+		p->want[d] = !skip;
+		p->any |= !skip;
+	}
+}
+
 /* Record the event; pending deliveries leased to l (until 0: unleased). */
 static enum gc_err
 engine_record(struct engine *eng, const char *webhook_id,
-              const struct gc_event *ev, const struct brand *b,
-              int want[M_DEST__MAX], const struct lease *l)
+              const struct gc_event *ev, const struct plan *p,
+              const struct lease *l)
 {
-	struct delivery_init di[M_DEST__MAX];
-	char reasons[M_DEST__MAX][300];
 	json_t *body;
 	char *text;
 	enum gc_err err;
 
-	for (int d = 0; d < M_DEST__MAX; d++) {
-		int skip = plan_skip((enum m_dest)d, ev, b, reasons[d],
-		                     sizeof(reasons[d]));
-		di[d].destination = m_dest_names[d];
-		di[d].status = skip ? "skipped" : "pending";
-		di[d].reason = skip ? reasons[d] : NULL;
-		want[d] = !skip;
-	}
 	if ((body = event_to_json(ev)) == NULL ||
 	    (text = jsonutil_compact(body)) == NULL) {
 		json_decref(body);
@@ -89,13 +102,13 @@ engine_record(struct engine *eng, const char *webhook_id,
 	}
 	json_decref(body);
 	err = store_event_insert(eng->st, webhook_id, ev->brand_slug,
-	                         ev_kind_names[ev->kind], text, di, M_DEST__MAX,
-	                         l);
+	                         ev_kind_names[ev->kind], text, p->di,
+	                         M_DEST__MAX, l);
 	free(text);
 	if (err == GC_OK) {
 		metrics_event(ev->kind, M_EV_ACCEPTED);
 		for (int d = 0; d < M_DEST__MAX; d++)
-			if (!want[d])
+			if (!p->want[d])
 				metrics_delivery((enum m_dest)d, M_OUT_SKIPPED);
 	} else if (err == GC_EEXISTS)
 		metrics_event(ev->kind, M_EV_DUPLICATE);
@@ -131,23 +144,20 @@ engine_submit(struct engine *eng, const char *webhook_id,
               const struct gc_event *ev, const struct brand *b,
               json_t **outcome, int *status)
 {
-	int want[M_DEST__MAX] = {0}, sync, any = 0;
+	struct plan p;
 	struct lease l;
 	enum gc_err err;
+	int sync;
 
 	*outcome = NULL;
-	for (int d = 0; d < M_DEST__MAX; d++) {
-		char why[300];
-		want[d] = !plan_skip((enum m_dest)d, ev, b, why, sizeof(why));
-		any |= want[d];
-	}
-	sync = any && engine_sync_ok(eng, b, want);
+	intake_plan(ev, b, &p);
+	sync = p.any && engine_sync_ok(eng, b, p.want);
 	memset(&l, 0, sizeof(l));
 	if (sync)
 		engine_lease(eng, &l, eng->cfg->delivery_sync_budget_ms);
-	err = engine_record(eng, webhook_id, ev, b, want, &l);
+	err = engine_record(eng, webhook_id, ev, &p, &l);
 	if (err == GC_OK && sync)
-		engine_sync(eng, webhook_id, ev, b, want, &l);
+		engine_sync(eng, webhook_id, ev, b, p.want, &l);
 	if (sync)
 		limits_sync_leave();
 	if (err == GC_EEXISTS)
@@ -161,7 +171,7 @@ engine_submit(struct engine *eng, const char *webhook_id,
 		*status = 202;
 	}
 	/* The answer shows it pending; now the dispatcher may take it. */
-	if (!sync && any)
+	if (!sync && p.any)
 		limits_wake();
 	return *outcome != NULL ? GC_OK : GC_ENOMEM;
 }

@@ -41,8 +41,10 @@ job_init(struct job *j, struct em_state *s, enum em_req kind,
 	snprintf(s->key_id, sizeof(s->key_id), "3");
 	s->key_value = key_value;
 	s->inflight = kind;
-	if (body != NULL)
+	if (body != NULL) {
 		assert_int_equal(buf_puts(&s->body, body), GC_OK);
+		s->sent = json_loads(body, 0, NULL); /* as em_body keeps it */
+	}
 	j->req.method = kind == EM_UPSERT ? "PUT" : "POST";
 	snprintf(j->req.url, sizeof(j->req.url), "%s",
 	         kind == EM_UPSERT ? UPSERT_URL : TRIGGER_URL);
@@ -58,6 +60,7 @@ job_fini(struct job *j)
 	struct em_state *s = j->state;
 
 	buf_free(&s->body);
+	json_decref(s->sent);
 }
 
 /* Whether text is JSON equal to want (also JSON); prints both if not. */
