@@ -4,6 +4,7 @@
   unit         cmocka unit tests (tests/unit), TAP output
   sims         the simulators' own self-test (tests/sim)
   integration  nginx + gcrelay + simulators (tests/integration)
+  ship         packaging, man pages, contracts, rules (tests/ship)
   lint         clang-format and banned calls (tests/lint.sh)
 
 --sanitizers: the build has ASan/UBSan; gcrelay's reports fail the test.
@@ -108,6 +109,14 @@ def run_integration(build, sanitizers, valgrind, only):
         run_module(path, env, 1500 if valgrind else 900, label)
 
 
+def run_ship(build):
+    env = dict(os.environ, GCRELAY_BUILD=os.path.abspath(build))
+    pattern = os.path.join(ROOT, "tests", "ship", "test_*.py")
+    for path in sorted(glob.glob(pattern)):
+        label = "ship/" + os.path.basename(path)[5:-3]
+        run_module(path, env, 900, label)
+
+
 def run_sims():
     path = os.path.join(ROOT, "tests", "sim", "test_sims.py")
     run_module(path, dict(os.environ), 300, "sims")
@@ -127,7 +136,7 @@ def main():
     ap.add_argument("--valgrind-pass", action="store_true",
                     help="after the suites, run unit and smoke tests again "
                     "under valgrind")
-    ap.add_argument("--suites", default="unit,sims,integration,lint")
+    ap.add_argument("--suites", default="unit,sims,integration,ship,lint")
     ap.add_argument("--only", default="",
                     help="comma-separated integration module names")
     a = ap.parse_args()
@@ -140,6 +149,8 @@ def main():
         run_sims()
     if "integration" in suites:
         run_integration(a.build, a.sanitizers, a.valgrind, only)
+    if "ship" in suites and not (a.sanitizers or a.valgrind):
+        run_ship(a.build)
     if "lint" in suites and not (a.sanitizers or a.valgrind):
         run_lint()
     if a.valgrind_pass:
