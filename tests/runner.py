@@ -45,7 +45,11 @@ def record(ok, name, detail=""):
 def run_unit(build, valgrind):
     env = dict(os.environ, CMOCKA_MESSAGE_OUTPUT="TAP",
                GC_TEST_DATA=os.path.join(ROOT, "tests", "data"))
-    for binary in sorted(glob.glob(os.path.join(build, "tests", "test_*"))):
+    binaries = sorted(glob.glob(os.path.join(build, "tests", "test_*")))
+    if not binaries:
+        record(False, "unit (no test binaries in %s/tests: `make all` builds "
+               "only the programs; `make test-bins` builds the tests)" % build)
+    for binary in binaries:
         name = os.path.basename(binary)
         cmd = [binary]
         if valgrind:

@@ -1060,22 +1060,28 @@ class DeployFiles(unittest.TestCase):
             r = run(["make", "-s", "-C", ROOT, "install", "DESTDIR=" + d,
                      "PREFIX=/usr/local", "BUILD=" + BUILD])
             self.assertEqual(r.returncode, 0, r.stderr)
-            for f in ["bin/gcrelay", "bin/gcrelayctl",
+            for f in ["sbin/gcrelay", "bin/gcrelayctl",
                       "share/gcrelay/gcrelay.conf.example",
                       "share/gcrelay/gcrelay.conf",
                       "share/gcrelay/gcrelay-locations.conf",
-                      "share/gcrelay/gcrelay.service",
-                      "share/gcrelay/gcrelay.socket",
-                      "share/gcrelay/README.md"]:
+                      "lib/systemd/system/gcrelay.service",
+                      "lib/systemd/system/gcrelay.socket",
+                      "share/doc/gcrelay/README.md"]:
                 self.assertTrue(os.path.exists(os.path.join(d, "usr/local",
                                                             f)), f)
-            r = run([os.path.join(d, "usr/local/bin/gcrelay"), "-V"])
+            # The unit runs the programs from this PREFIX.
+            svc = open(os.path.join(
+                d, "usr/local/lib/systemd/system/gcrelay.service")).read()
+            self.assertIn("\nExecStart=/usr/local/sbin/gcrelay -c ", svc)
+            self.assertNotRegex(svc, r"@[A-Z]+@|^#@")
+            r = run([os.path.join(d, "usr/local/sbin/gcrelay"), "-V"])
             self.assertRegex(r.stdout, r"^gcrelay \d+\.\d+")
         finally:
             shutil.rmtree(d, ignore_errors=True)
 
     def test_systemd_units_harden_and_run_unprivileged(self):
-        svc = open(os.path.join(ROOT, "deploy", "gcrelay.service")).read()
+        svc = open(os.path.join(ROOT, "deploy",
+                                "gcrelay.service.in")).read()
         for k in ["User=gcrelay", "NoNewPrivileges=yes",
                   "ProtectSystem=strict", "StateDirectory=gcrelay",
                   "StandardOutput=journal",
@@ -1091,8 +1097,15 @@ class DeployFiles(unittest.TestCase):
         for path in streams:
             self.assertIn("server unix:%s;" % path, site)
         if shutil.which("systemd-analyze"):
-            r = run(["systemd-analyze", "verify",
-                     os.path.join(ROOT, "deploy", "gcrelay.service")])
+            d = tempfile.mkdtemp(prefix="gcrelay-unit-")
+            try:
+                unit = os.path.join(d, "gcrelay.service")
+                with open(unit, "w") as f:
+                    f.write(svc.replace("@SBINDIR@", "/usr/sbin")
+                            .replace("@DOCDIR@", "/usr/share/doc/gcrelay"))
+                r = run(["systemd-analyze", "verify", unit])
+            finally:
+                shutil.rmtree(d, ignore_errors=True)
             self.assertNotIn("Unknown key", r.stderr)
 
 
