@@ -1073,7 +1073,7 @@ class DeployFiles(unittest.TestCase):
             svc = open(os.path.join(
                 d, "usr/local/lib/systemd/system/gcrelay.service")).read()
             self.assertIn("\nExecStart=/usr/local/sbin/gcrelay -c ", svc)
-            self.assertNotRegex(svc, r"@[A-Z]+@|^#@")
+            self.assertNotRegex(svc, r"(?m)@[A-Z]+@|^#@")
             r = run([os.path.join(d, "usr/local/sbin/gcrelay"), "-V"])
             self.assertRegex(r.stdout, r"^gcrelay \d+\.\d+")
         finally:
