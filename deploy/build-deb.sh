@@ -5,6 +5,13 @@
 set -eu
 cd "$(dirname "$0")/.."
 out=${1:-build}
+for tool in dpkg-buildpackage dh; do
+	command -v "$tool" >/dev/null 2>&1 || {
+		echo "make deb: $tool is missing: apt-get install dpkg-dev" \
+		    "debhelper (or sh deploy/deps.sh)" >&2
+		exit 1
+	}
+done
 mkdir -p "$out"
 out=$(cd "$out" && pwd)
 version=$(dpkg-parsechangelog -l deploy/debian/changelog -S Version)

@@ -1,14 +1,17 @@
 #!/bin/sh
 # Install the Debian packages gcrelay needs to build, run and test, when
 # missing.  Used by `make run`, `make check` and `make bench` (the bench's
-# canned upstreams need libnginx-mod-http-echo for echo_sleep).  Needs root (or sudo) only
-# when something is missing.
+# canned upstreams need libnginx-mod-http-echo for echo_sleep; make deb and
+# its test need dpkg-dev, debhelper, lintian and devscripts'
+# hardening-check; make compile_commands.json needs bear).  Needs root (or
+# sudo) only when something is missing.
 set -eu
 
 pkgs="build-essential pkg-config libfcgi-dev libcurl4-openssl-dev
 libjansson-dev libssl-dev libconfig-dev libsqlite3-dev sqlite3
 libcmocka-dev nginx-light openssl ca-certificates python3 valgrind
-clang libclang-rt-14-dev clang-format wrk libnginx-mod-http-echo"
+clang libclang-rt-14-dev clang-format wrk libnginx-mod-http-echo
+dpkg-dev debhelper fakeroot lintian devscripts bear"
 
 missing=""
 for p in $pkgs; do
