@@ -322,6 +322,14 @@ class ManTest(unittest.TestCase):
         bad, n = check_against_code(self.p, "deploy/config-keys.txt", table)
         self.assertEqual(problems + bad, [])
         self.assertGreaterEqual(n, 35)
+        # the lists' lengths: CFG_MAX_KEYS and CFG_MAX_SCHEDULE
+        h = read(os.path.join(ROOT, "include", "app_config.h"))
+        keys = re.search(r"#define CFG_MAX_KEYS\s+(\d+)", h).group(1)
+        sched = re.search(r"#define CFG_MAX_SCHEDULE\s+(\d+)", h).group(1)
+        self.assertEqual(table["webhook.secrets"][2], "1..%s entries" % keys)
+        self.assertEqual(table["admin.keys"][2], "0..%s entries" % keys)
+        self.assertEqual(table["delivery.retry_schedule"][2],
+                         "1..%s entries, each 1..604800" % sched)
 
     def test_conf_page_is_generated_from_table(self):
         page = read(os.path.join(MAN, "gcrelay.conf.5"))
@@ -366,6 +374,29 @@ class ManTest(unittest.TestCase):
                                     % (key, stated.group(0), e.range))
         self.assertEqual(problems, [])
         self.assertGreaterEqual(compared, 40)
+
+    def test_conf_page_example_is_valid(self):
+        """The smallest configuration of gcrelay.conf(5)'s EXAMPLES passes
+        gcrelay -t (with its key file put in a temporary directory)."""
+        page = read(os.path.join(MAN, "gcrelay.conf.5"))
+        ex = page[page.index(".Sh EXAMPLES"):]
+        ex = ex[ex.index(".Bd -literal"):]
+        conf = ex[ex.index("\n") + 1:ex.index("\n.Ed")]
+        self.assertIn("secrets_key_file", conf)
+        with tempfile.TemporaryDirectory() as d:
+            key = os.path.join(d, "secrets.key")
+            with open(key, "w") as f:
+                f.write("ab" * 32 + "\n")
+            os.chmod(key, 0o400)
+            path = os.path.join(d, "gcrelay.conf")
+            with open(path, "w") as f:
+                f.write(conf.replace('"/etc/gcrelay/secrets.key"',
+                                     '"%s"' % key))
+            os.chmod(path, 0o600)
+            r = subprocess.run([os.path.join(BUILD, "gcrelay"), "-t", "-c",
+                                path], capture_output=True, text=True)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertIn("configuration ok", r.stdout)
 
     def test_gcrelay_page_options(self):
         """gcrelay.8 documents the options of main.c's getopt() and its
