@@ -77,7 +77,7 @@ def status():
 def owner_mode(path):
     st = os.lstat(path)
     return (pwd.getpwuid(st.st_uid).pw_name, grp.getgrgid(st.st_gid).gr_name,
-            stat.S_IMODE(st.st_mode))
+            "%04o" % stat.S_IMODE(st.st_mode))
 
 
 def user_exists(name):
@@ -224,9 +224,9 @@ class DebPackage(unittest.TestCase):
 
         # Programs, units, snippets, docs, man pages.
         self.assertEqual(owner_mode("/usr/sbin/gcrelay"),
-                         ("root", "root", 0o755))
+                         ("root", "root", "0755"))
         self.assertEqual(owner_mode("/usr/bin/gcrelayctl"),
-                         ("root", "root", 0o755))
+                         ("root", "root", "0755"))
         unit = open("/lib/systemd/system/gcrelay.service").read()
         self.assertIn("\nExecStartPre=/usr/sbin/gcrelay -t -c " + CONF,
                       unit)
@@ -249,11 +249,11 @@ class DebPackage(unittest.TestCase):
         self.assertEqual(pw.pw_dir, STATE)
         self.assertIn(pw.pw_shell, ["/usr/sbin/nologin", "/bin/false"])
         self.assertLess(pw.pw_uid, 1000)
-        self.assertEqual(owner_mode(STATE), ("gcrelay", "gcrelay", 0o750))
+        self.assertEqual(owner_mode(STATE), ("gcrelay", "gcrelay", "0750"))
         self.assertEqual(owner_mode("/etc/gcrelay"),
-                         ("root", "gcrelay", 0o750))
-        self.assertEqual(owner_mode(CONF), ("root", "gcrelay", 0o640))
-        self.assertEqual(owner_mode(KEY), ("root", "gcrelay", 0o440))
+                         ("root", "gcrelay", "0750"))
+        self.assertEqual(owner_mode(CONF), ("root", "gcrelay", "0640"))
+        self.assertEqual(owner_mode(KEY), ("root", "gcrelay", "0440"))
         self.assertRegex(open(KEY).read(), r"^[0-9a-f]{64}\n$")
         conffiles = run(["dpkg-query", "-W", "-f=${Conffiles}",
                          "gcrelay"]).stdout
@@ -287,7 +287,15 @@ class DebPackage(unittest.TestCase):
             self.assertTrue(os.path.islink(link), link)
         self.assertEqual(open(CONF).read(), text)
         self.assertEqual(open(KEY).read(), key)
-        self.assertEqual(owner_mode(CONF), ("root", "gcrelay", 0o640))
+        self.assertEqual(owner_mode(CONF), ("root", "gcrelay", "0640"))
+
+        # An admin who disables the units is not overruled by an upgrade.
+        for link in WANTS:
+            os.unlink(link)  # what `systemctl disable` does
+        r = dpkg("--install", self.deb)
+        self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+        for link in WANTS:
+            self.assertFalse(os.path.lexists(link), link)
 
         # remove: programs go; config, key and data stay.
         with open(os.path.join(STATE, "gcrelay.db"), "w") as f:
