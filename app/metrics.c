@@ -1,4 +1,5 @@
 #include <stdint.h>
+#include <stdio.h>
 #include <string.h>
 #include <sys/mman.h>
 
@@ -186,33 +187,57 @@ metrics_yotpo_reconcile(int found)
 	ADD(m()->reconcile[found ? 1 : 0]);
 }
 
+/*
+ * Count of requests with the route label of route r and status index i,
+ * summed over every route sharing that label (GET, PUT and DELETE of a
+ * brand are one "admin_brand"): one series per label, never two.
+ */
+static uint64_t
+route_count(const char *const *routes, int nroutes, int r, int i)
+{
+	uint64_t v = 0;
+
+	for (int k = r; k < nroutes && k < M_ROUTES; k++)
+		if (strcmp(routes[k], routes[r]) == 0)
+			v += GET(m()->requests[k][i]);
+	return v;
+}
+
+static int
+route_seen(const char *const *routes, int r)
+{
+	for (int k = 0; k < r; k++)
+		if (strcmp(routes[k], routes[r]) == 0)
+			return 1;
+	return 0;
+}
+
 static void
 render_requests(struct buf *out, const char *const *routes, int nroutes)
 {
-	struct m_shared *s = m();
-
 	buf_puts(out, "# HELP gcrelay_http_requests_total Requests answered, "
 	              "by route and status.\n"
 	              "# TYPE gcrelay_http_requests_total counter\n");
-	for (int r = 0; r < nroutes && r < M_ROUTES; r++)
+	for (int r = 0; r < nroutes && r < M_ROUTES; r++) {
+		if (route_seen(routes, r))
+			continue;
 		for (int i = 0; i < M_STATUSES; i++) {
-			uint64_t v = GET(s->requests[r][i]);
+			uint64_t v = route_count(routes, nroutes, r, i);
+			char status[16];
+
 			if (v == 0)
 				continue;
 			if (i < M_STATUSES - 1)
-				buf_printf(
-				    out,
-				    "gcrelay_http_requests_total{route=\"%s\","
-				    "status=\"%d\"} %llu\n",
-				    routes[r], statuses[i],
-				    (unsigned long long)v);
+				snprintf(status, sizeof(status), "%d",
+				         statuses[i]);
 			else
-				buf_printf(
-				    out,
-				    "gcrelay_http_requests_total{route=\"%s\","
-				    "status=\"other\"} %llu\n",
-				    routes[r], (unsigned long long)v);
+				snprintf(status, sizeof(status), "other");
+			buf_printf(out,
+			           "gcrelay_http_requests_total{route=\"%s\","
+			           "status=\"%s\"} %llu\n",
+			           routes[r], status, (unsigned long long)v);
 		}
+	}
 }
 
 static void

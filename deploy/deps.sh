@@ -9,6 +9,9 @@ pkgs="build-essential pkg-config libfcgi-dev libcurl4-openssl-dev
 libjansson-dev libssl-dev libconfig-dev libsqlite3-dev sqlite3
 libcmocka-dev nginx-light openssl ca-certificates python3 valgrind
 clang libclang-rt-14-dev clang-format wrk libnginx-mod-http-echo"
+# promtool (check metrics, check/test rules) comes with the server package;
+# the server itself must not run here (see below).
+pkgs="$pkgs prometheus"
 
 missing=""
 for p in $pkgs; do
@@ -27,14 +30,37 @@ if [ -n "$missing" ]; then
 	SUDO=""
 	[ "$(id -u)" -eq 0 ] || SUDO="sudo"
 	$SUDO apt-get update -qq
+	# Installing prometheus would start a server on :9090 and enable it
+	# at boot: deny service starts while apt runs (policy-rc.d), unless
+	# the machine already has its own policy.
+	policy=""
+	if [ ! -e /usr/sbin/policy-rc.d ]; then
+		policy=/usr/sbin/policy-rc.d
+		printf '#!/bin/sh\nexit 101\n' | $SUDO tee $policy >/dev/null
+		$SUDO chmod 755 $policy
+	fi
+	rc=0
 	DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq \
-	    --no-install-recommends $missing
+	    --no-install-recommends $missing || rc=$?
+	[ -z "$policy" ] || $SUDO rm -f "$policy"
+	[ "$rc" -eq 0 ] || exit "$rc"
+	case " $missing " in
+	*" prometheus "*)
+		# Only the one we just installed: not an operator's server.
+		if [ -d /run/systemd/system ]; then
+			$SUDO systemctl disable --now prometheus.service
+		fi
+		;;
+	esac
 fi
 
 # The Standard Webhooks reference signer, for the interoperability test.
 if [ ! -d tests/node_modules/standardwebhooks ]; then
 	echo "deps: installing the standardwebhooks npm package into tests/"
-	(cd tests && npm install --silent --no-audit --no-fund \
-	    --no-package-lock standardwebhooks >/dev/null) ||
-	    echo "deps: warning: npm install standardwebhooks failed"
+	if ! (cd tests && npm install --silent --no-audit --no-fund \
+	    --no-package-lock standardwebhooks >/dev/null); then
+		echo "deps: npm install standardwebhooks failed: the" \
+		    "interoperability test needs it" >&2
+		exit 1
+	fi
 fi
