@@ -10,8 +10,9 @@ libjansson-dev libssl-dev libconfig-dev libsqlite3-dev sqlite3
 libcmocka-dev nginx-light openssl ca-certificates python3 valgrind
 clang libclang-rt-14-dev clang-format wrk libnginx-mod-http-echo"
 # promtool (check metrics, check/test rules) comes with the server package;
-# the server itself must not run here (see below).
-pkgs="$pkgs prometheus"
+# the server itself must not run here (see below).  systemd-analyze
+# verifies the unit file.
+pkgs="$pkgs prometheus systemd"
 
 missing=""
 for p in $pkgs; do
