@@ -37,6 +37,7 @@ NAME_RE = re.compile(r"(?<![\w:])gcrelay_[A-Za-z0-9_]+(?![\w:])")
 RECORDED_RE = re.compile(r"(?<![\w:])[a-z_]+:[A-Za-z0-9_:]+")
 
 metrics_text = ""
+unhealthy_text = ""  # /metrics while the store is unreadable
 exported = set()
 
 
@@ -58,7 +59,7 @@ def sample_value(text, series):
 
 
 def setUpModule():
-    global metrics_text, exported
+    global metrics_text, unhealthy_text, exported
     with Stack() as s:
         s.demo_brand()
         r = s.post_event(sample_event())
@@ -79,6 +80,13 @@ def setUpModule():
         r = s.request("GET", "/metrics")
         assert r.status == 200, r
         metrics_text = r.raw.decode()
+        os.chmod(s.db_path, 0)
+        try:
+            r = s.request("GET", "/metrics")
+        finally:
+            os.chmod(s.db_path, 0o600)
+        assert r.status == 200, r
+        unhealthy_text = r.raw.decode()
     # Sample names, and the families declared by TYPE (gcrelay_circuit_open
     # has lines only while a circuit is not closed).
     for line in metrics_text.splitlines():
@@ -111,6 +119,14 @@ class LiveMetrics(unittest.TestCase):
             for name in ("gcrelay_children", "gcrelay_children_configured"):
                 self.assertEqual(sample_value(
                     t, '%s{kind="%s"}' % (name, kind)), n, (name, kind))
+
+    def test_store_up_follows_the_store(self):
+        """gcrelay_store_up, which GcrelayStoreUnhealthy watches, drops
+        to 0 while /healthz would answer 503 (and /metrics still
+        answers)."""
+        self.assertEqual(sample_value(unhealthy_text, "gcrelay_store_up"), 0)
+        p = promtool("check", "metrics", stdin=unhealthy_text)
+        self.assertEqual(p.returncode, 0, p.stdout + p.stderr)
 
     def test_no_duplicate_series(self):
         """Prometheus drops a scrape's duplicate samples (promtool does
