@@ -34,17 +34,14 @@ if [ -n "$missing" ]; then
 	# Installing prometheus would start a server on :9090 and enable it
 	# at boot: deny service starts while apt runs (policy-rc.d), unless
 	# the machine already has its own policy.
-	policy=""
 	if [ ! -e /usr/sbin/policy-rc.d ]; then
-		policy=/usr/sbin/policy-rc.d
-		printf '#!/bin/sh\nexit 101\n' | $SUDO tee $policy >/dev/null
-		$SUDO chmod 755 $policy
+		trap '$SUDO rm -f /usr/sbin/policy-rc.d' EXIT
+		printf '#!/bin/sh\nexit 101\n' |
+		    $SUDO tee /usr/sbin/policy-rc.d >/dev/null
+		$SUDO chmod 755 /usr/sbin/policy-rc.d
 	fi
-	rc=0
 	DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq \
-	    --no-install-recommends $missing || rc=$?
-	[ -z "$policy" ] || $SUDO rm -f "$policy"
-	[ "$rc" -eq 0 ] || exit "$rc"
+	    --no-install-recommends $missing
 	case " $missing " in
 	*" prometheus "*)
 		# Only the one we just installed: not an operator's server.
