@@ -838,7 +838,8 @@ class Observability(unittest.TestCase):
                     conn.request(method, path, b"{}" if method == "POST"
                                  else None)
                     r = conn.getresponse()
-                    r.read()
+                    stack.contract_record(method, path, r.status,
+                                          r.getheaders(), r.read())
                     ids = [v for k, v in r.getheaders()
                            if k.lower() == "x-request-id"]
                 finally:
@@ -887,6 +888,10 @@ class NginxProblems(unittest.TestCase):
         for l in lines[1:]:
             k, _, v = l.partition(":")
             hdrs[k.strip().lower()] = v.strip()
+        request_line = data.split(b"\r\n", 1)[0].decode("latin-1").split()
+        stack.contract_record(request_line[0] if request_line else "",
+                              request_line[1] if len(request_line) > 1
+                              else "", int(lines[0].split()[1]), hdrs, body)
         return int(lines[0].split()[1]), hdrs.get("content-type", ""), body
 
     def assertProblem(self, status, ctype, body, want):
