@@ -48,7 +48,7 @@ static void
 metrics_store(struct request *req)
 {
 	char why[256];
-	int up = store_ping(req->st, why, sizeof(why)) == GC_OK;
+	int up = store_health(req->st, why, sizeof(why)) == GC_OK;
 
 	buf_printf(&req->out,
 	           "# HELP gcrelay_store_up Whether the store answers (1) or "
