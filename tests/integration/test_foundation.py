@@ -1108,10 +1108,11 @@ class DeployFiles(unittest.TestCase):
         site = open(os.path.join(ROOT, "nginx", "gcrelay.conf")).read()
         for path in streams:
             self.assertIn("server unix:%s;" % path, site)
-        if shutil.which("systemd-analyze"):
-            r = run(["systemd-analyze", "verify",
-                     os.path.join(ROOT, "deploy", "gcrelay.service")])
-            self.assertNotIn("Unknown key", r.stderr)
+        self.assertIsNotNone(shutil.which("systemd-analyze"),
+                             "systemd-analyze (package systemd) is missing")
+        r = run(["systemd-analyze", "verify",
+                 os.path.join(ROOT, "deploy", "gcrelay.service")])
+        self.assertNotIn("Unknown key", r.stderr)
 
 
 if __name__ == "__main__":
