@@ -189,7 +189,8 @@ emarsys_trigger_id(const char *brand, const char *token, const char *event_name,
 
 /* ---- building requests ---- */
 
-/* Now, on the engine's clock. */
+/* Now on the engine's wall clock: for stored and remote times; waits and
+ * holds are monotonic (job_mono_at). */
 static int64_t
 em_now(const struct job *j)
 {
@@ -312,7 +313,7 @@ static int
 em_token_turn(struct job *j)
 {
 	struct em_state *s = j->state;
-	int64_t now, held, at;
+	int64_t now, held, at, wake;
 	enum gc_err err;
 
 	if (j->env->token_lease == NULL || j->lease == NULL)
@@ -332,8 +333,9 @@ em_token_turn(struct job *j)
 	at = now + TOKEN_POLL_MS;
 	if (held + 1 < at)
 		at = held + 1;
-	if (job_can_wait(j, at)) {
-		j->wait_until_ms = at;
+	wake = job_mono_at(j, at); /* the lease is stored: wall clock */
+	if (job_can_wait(j, wake)) {
+		j->wait_until_ms = wake;
 		return 0;
 	}
 	s->finished = 1;
@@ -580,17 +582,18 @@ em_rate_limited(struct job *j, const struct http_resp *r)
 {
 	struct em_state *s = j->state;
 	char v[32];
-	int64_t reset_ms = em_now(j) + 60000;
-
+	int64_t reset_ms = em_now(j) + 60000, hold;
 	long long reset;
 
 	if (http_resp_header(r, "X-RateLimit-Reset", v, sizeof(v)) &&
 	    (reset = strtoll(v, NULL, 10)) > 0 &&
 	    reset < em_now(j) / 1000 + 3600) /* a remote value */
 		reset_ms = reset * 1000 + 100;
-	j->hold_until_ms = reset_ms; /* for every call on this account */
-	if (job_can_wait(j, reset_ms)) {
-		j->wait_until_ms = reset_ms;
+	/* Waits and holds are monotonic: converted once, here. */
+	hold = job_mono_at(j, reset_ms);
+	j->hold_until_ms = hold; /* for every call on this account */
+	if (job_can_wait(j, hold)) {
+		j->wait_until_ms = hold;
 		return;
 	}
 	j->retry_at_ms = reset_ms;
@@ -900,7 +903,7 @@ em_rate_headers(struct job *j, const struct http_resp *r)
 	if (http_resp_header(r, "X-RateLimit-Reset", v, sizeof(v)) &&
 	    (x = strtoll(v, NULL, 10)) > 0 &&
 	    x < em_now(j) / 1000 + 3600) /* a remote value */
-		j->rate_reset_ms = x * 1000 + 100;
+		j->rate_reset_ms = job_mono_at(j, x * 1000 + 100);
 }
 
 static void

@@ -141,6 +141,7 @@ f_id_forget(void *ctx, const char *scope, const char *kind)
 static const struct dest_env env = {
     .ctx = &fk,
     .now_ms = f_now,
+    .mono_ms = f_now, /* one fake clock: stepped by the test */
     .token_get = f_token_get,
     .token_put = f_token_put,
     .token_forget = f_token_forget,
