@@ -158,7 +158,7 @@ ctl_send(struct ctl *c, const char *method, const char *uri, const char *body,
 
 	memset(&req, 0, sizeof(req));
 	req.method = method;
-	snprintf(req.url, sizeof(req.url), "%s%s", c->url, uri);
+	http_req_url(&req, "%s%s", c->url, uri); /* refused when too long */
 	snprintf(ts, sizeof(ts), "%lld", (long long)now);
 	admin_sig_sign(c->secret, method, uri, ts, body ? body : "",
 	               body ? strlen(body) : 0, sig);
@@ -497,7 +497,7 @@ cmd_send_event(struct ctl *c, int argc, char **argv)
 	webhook_sign(&key, id, ts, body, strlen(body), sig, sizeof(sig));
 	memset(&req, 0, sizeof(req));
 	req.method = "POST";
-	snprintf(req.url, sizeof(req.url), "%s/v1/events", c->url);
+	http_req_url(&req, "%s/v1/events", c->url); /* refused if too long */
 	snprintf(h1, sizeof(h1), "webhook-id: %s", id);
 	snprintf(h2, sizeof(h2), "webhook-timestamp: %s", ts);
 	snprintf(h3, sizeof(h3), "webhook-signature: %s", sig);

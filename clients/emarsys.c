@@ -203,8 +203,9 @@ em_url(struct job *j, const char *path)
 	const char *base = j->cfg->emarsys_api_base;
 	size_t n = strlen(base);
 
-	snprintf(j->req.url, sizeof(j->req.url), "%s%s%s", base,
-	         n > 0 && base[n - 1] == '/' ? "" : "/", path);
+	/* Too long: the request is refused, never sent cut (httpc.h). */
+	http_req_url(&j->req, "%s%s%s", base,
+	             n > 0 && base[n - 1] == '/' ? "" : "/", path);
 }
 
 static void
@@ -249,8 +250,7 @@ em_token_request(struct job *j)
 
 	memset(&j->req, 0, sizeof(j->req));
 	j->req.method = "POST";
-	snprintf(j->req.url, sizeof(j->req.url), "%s",
-	         j->cfg->emarsys_token_url);
+	http_req_url(&j->req, "%s", j->cfg->emarsys_token_url);
 	http_req_header(&j->req,
 	                "Content-Type: application/x-www-form-urlencoded");
 	http_req_header(&j->req, "Accept: application/json");
@@ -265,11 +265,23 @@ em_token_request(struct job *j)
 	j->step = step_names[EM_TOKEN];
 }
 
-static void
+/*
+ * Use token from now on: GC_OK, or GC_ETOOBIG when it does not fit
+ * s->token (none is set then: a cut token is never sent).
+ */
+static enum gc_err
 em_set_token(struct em_state *s, const char *token)
 {
+	_Static_assert(sizeof(s->auth) > sizeof(s->token) + 22,
+	               "auth[] holds the header with any token that fits");
+
+	if (strlen(token) >= sizeof(s->token)) {
+		s->token[0] = s->auth[0] = '\0';
+		return GC_ETOOBIG;
+	}
 	snprintf(s->token, sizeof(s->token), "%s", token);
 	snprintf(s->auth, sizeof(s->auth), "Authorization: Bearer %s", token);
+	return GC_OK;
 }
 
 /* Use the shared cached token when it is still good for a minute. */
@@ -285,7 +297,7 @@ em_cached_token(struct job *j)
 	                      &exp) != GC_OK)
 		return;
 	if (exp - TOKEN_MARGIN_MS > em_now(j))
-		em_set_token(s, clear);
+		(void)em_set_token(s, clear); /* fits: clear is as large */
 	OPENSSL_cleanse(clear, sizeof(clear));
 }
 
@@ -681,8 +693,14 @@ em_on_token(struct job *j, const struct http_resp *r)
 		    "(HTTP %ld)",
 		    r->status);
 		s->finished = 1;
+	} else if (em_set_token(s, tok) != GC_OK) {
+		/* Cut, it would only be refused: fail loudly, cache none. */
+		job_done(j, DEST_FAILED,
+		         "Emarsys token endpoint returned a token of %zu "
+		         "bytes; gcrelay takes at most %zu",
+		         strlen(tok), sizeof(s->token) - 1);
+		s->finished = 1;
 	} else {
-		em_set_token(s, tok);
 		j->env->token_put(j->env->ctx, j->brand->slug,
 		                  j->brand->em_client_id, tok,
 		                  em_now(j) + life * 1000);
@@ -1031,11 +1049,16 @@ pf_token(struct job *j, struct httpc *h, json_t *checks)
 	httpc_perform(h, &j->req, &r);
 	root = json_loadb(buf_str(&r.body), r.body.len, 0, NULL);
 	tok = jsonutil_str(root, "access_token");
-	if (r.result == HTTP_OK && r.status == 200 && tok != NULL) {
-		em_set_token(s, tok);
+	if (r.result == HTTP_OK && r.status == 200 && tok != NULL &&
+	    em_set_token(s, tok) != GC_OK)
+		check_add(checks, "emarsys.token", 0,
+		          "the token endpoint returned a token of %zu bytes; "
+		          "gcrelay takes at most %zu",
+		          strlen(tok), sizeof(s->token) - 1);
+	else if (r.result == HTTP_OK && r.status == 200 && tok != NULL)
 		check_add(checks, "emarsys.token", 1,
 		          "client credentials accepted");
-	} else
+	else
 		check_add(
 		    checks, "emarsys.token", 0, "%s",
 		    r.status == 401 || r.status == 400

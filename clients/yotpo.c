@@ -324,7 +324,8 @@ yo_get_customer(struct job *j)
 	           "%s/customers?customer_email=", j->cfg->yotpo_api_base);
 	httpc_escape(&s->body, s->email);
 	buf_puts(&s->body, "&with_history=true");
-	snprintf(j->req.url, sizeof(j->req.url), "%s", buf_str(&s->body));
+	/* Too long: the request is refused, never sent cut (httpc.h). */
+	http_req_url(&j->req, "%s", buf_str(&s->body));
 	buf_reset(&s->body);
 	s->inflight = YO_GET_CUSTOMER;
 	j->step = "reconcile";
@@ -366,8 +367,7 @@ yo_post_action(struct job *j)
 	free(text);
 	yo_headers(j, "POST");
 	http_req_header(&j->req, "Content-Type: application/json");
-	snprintf(j->req.url, sizeof(j->req.url), "%s/actions",
-	         j->cfg->yotpo_api_base);
+	http_req_url(&j->req, "%s/actions", j->cfg->yotpo_api_base);
 	j->req.body = buf_str(&s->body);
 	j->req.bodylen = s->body.len;
 	s->inflight = YO_POST_ACTION;
@@ -638,8 +638,7 @@ yotpo_preflight(const struct app_config *cfg, const struct brand *b,
 	snprintf(s.guid, sizeof(s.guid), "x-guid: %s", b->yo_guid);
 	snprintf(s.key, sizeof(s.key), "x-api-key: %s", b->yo_api_key);
 	yo_headers(&j, "GET");
-	snprintf(j.req.url, sizeof(j.req.url), "%s/campaigns",
-	         cfg->yotpo_api_base);
+	http_req_url(&j.req, "%s/campaigns", cfg->yotpo_api_base);
 	httpc_perform(h, &j.req, &r);
 	ok = r.result == HTTP_OK && r.status == 200;
 	if (r.result != HTTP_OK)

@@ -228,6 +228,31 @@ run_paced(struct run *r, int64_t now)
 	return 0;
 }
 
+/*
+ * httpc_start refused j->req (err): nothing was sent.  One that does not
+ * fit the HTTP client (a URL or header list over its limits) would never
+ * fit: it fails for an operator, with the reason, instead of retrying.
+ */
+static void
+run_refused(struct run *r, enum gc_err err)
+{
+	struct job *j = &r->job;
+	const char *step = j->step ? j->step : "request";
+
+	if (err != GC_ETOOBIG) {
+		run_give_up(r, "could not start a request", 0);
+		return;
+	}
+	log_errorx("%s delivery of %s: %s refused: its URL or headers are "
+	           "over the HTTP client's limits",
+	           m_dest_names[j->dest], j->event_id, step);
+	run_give_up(r, "request over the HTTP client's limits", 0);
+	job_done(j, DEST_FAILED,
+	         "%s refused before sending: its URL or headers are over the "
+	         "HTTP client's limits (URL 1023 bytes, %d headers)",
+	         step, HTTPC_MAX_HEADERS);
+}
+
 /* Put j->req on the wire, within the deadline and the account's limits. */
 static void
 run_send(struct engine *eng, struct run *r)
@@ -235,6 +260,7 @@ run_send(struct engine *eng, struct run *r)
 	struct job *j = &r->job;
 	int64_t now = mono_ms(), blocked;
 	long left = (long)(j->deadline_ms - now);
+	enum gc_err err;
 
 	if ((blocked = run_blocked_until(eng, r, now)) > 0) {
 		run_give_up(r, "account on hold (rate limit or open circuit)",
@@ -257,8 +283,8 @@ run_send(struct engine *eng, struct run *r)
 	if (r->capped)
 		j->req.timeout_ms = left;
 	r->t0_ms = now;
-	if (httpc_start(eng->http, &j->req, r) != GC_OK) {
-		run_give_up(r, "could not start a request", 0);
+	if ((err = httpc_start(eng->http, &j->req, r)) != GC_OK) {
+		run_refused(r, err);
 		return;
 	}
 	r->in_flight = 1;
