@@ -160,8 +160,14 @@ ctl_send(struct ctl *c, const char *method, const char *uri, const char *body,
 	req.method = method;
 	http_req_url(&req, "%s%s", c->url, uri); /* refused when too long */
 	snprintf(ts, sizeof(ts), "%lld", (long long)now);
-	admin_sig_sign(c->secret, method, uri, ts, body ? body : "",
-	               body ? strlen(body) : 0, sig);
+	if (admin_sig_sign(c->secret, method, uri, ts, body ? body : "",
+	                   body ? strlen(body) : 0, sig) != GC_OK) {
+		http_resp_init(r);
+		r->result = HTTP_NOT_SENT;
+		snprintf(r->error, sizeof(r->error),
+		         "could not sign the request (OpenSSL failed)");
+		return;
+	}
 	snprintf(h1, sizeof(h1), "X-Gcrelay-Key: %s", c->key_id);
 	snprintf(h2, sizeof(h2), "X-Gcrelay-Timestamp: %s", ts);
 	snprintf(h3, sizeof(h3), "X-Gcrelay-Signature: %s", sig);
@@ -495,6 +501,11 @@ cmd_send_event(struct ctl *c, int argc, char **argv)
 	body = read_input(file);
 	snprintf(ts, sizeof(ts), "%lld", (long long)time(NULL));
 	webhook_sign(&key, id, ts, body, strlen(body), sig, sizeof(sig));
+	if (sig[0] == '\0') {
+		fprintf(stderr, "gcrelayctl: could not sign the event\n");
+		free(body);
+		return 1;
+	}
 	memset(&req, 0, sizeof(req));
 	req.method = "POST";
 	http_req_url(&req, "%s/v1/events", c->url); /* refused if too long */

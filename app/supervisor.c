@@ -102,12 +102,15 @@ master_signals(sigset_t *waitmask)
 	sa.sa_handler = master_on_signal;
 	sigemptyset(&sa.sa_mask);
 	sigemptyset(&block);
+	/* Without its handlers the master would miss exits and stops. */
 	for (size_t i = 0; i < sizeof(sigs) / sizeof(sigs[0]); i++) {
-		sigaction(sigs[i], &sa, NULL);
+		if (sigaction(sigs[i], &sa, NULL) != 0)
+			fatal("sigaction %d", sigs[i]);
 		sigaddset(&block, sigs[i]);
 	}
-	signal(SIGPIPE, SIG_IGN);
-	sigprocmask(SIG_BLOCK, &block, waitmask);
+	if (signal(SIGPIPE, SIG_IGN) == SIG_ERR ||
+	    sigprocmask(SIG_BLOCK, &block, waitmask) != 0)
+		fatal("signal mask");
 	sigdelset(waitmask, SIGCHLD);
 	sigdelset(waitmask, SIGHUP);
 	sigdelset(waitmask, SIGTERM);

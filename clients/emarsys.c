@@ -172,19 +172,24 @@ emarsys_id_text(const json_t *v, char out[32])
  * See emarsys.h.  Brand slugs and event names hold no newline, so with
  * the token last the three parts cannot run into each other.
  */
-void
+enum gc_err
 emarsys_trigger_id(const char *brand, const char *token, const char *event_name,
                    char out[48])
 {
 	char hex[65];
 	struct buf b;
+	enum gc_err err;
 
+	out[0] = '\0';
 	buf_init(&b, 0);
-	buf_printf(&b, "%s\n%s\n%s", brand, event_name,
-	           token != NULL ? token : "");
-	crypto_sha256_hex(buf_str(&b), b.len, hex);
+	err = buf_printf(&b, "%s\n%s\n%s", brand, event_name,
+	                 token != NULL ? token : "");
+	if (err == GC_OK)
+		err = crypto_sha256_hex(buf_str(&b), b.len, hex);
 	buf_free(&b);
-	snprintf(out, 48, "gcrelay-%.32s", hex);
+	if (err == GC_OK)
+		snprintf(out, 48, "gcrelay-%.32s", hex);
+	return err;
 }
 
 /* ---- building requests ---- */
@@ -480,7 +485,13 @@ em_start(struct job *j)
 	}
 	snprintf(s->ev_name, sizeof(s->ev_name), "gocertify_%s",
 	         ev_kind_names[ev->kind]);
-	emarsys_trigger_id(b->slug, ev->token, s->ev_name, s->trigger_id);
+	/* Without its fixed id a trigger could be applied twice: not sent. */
+	if (emarsys_trigger_id(b->slug, ev->token, s->ev_name, s->trigger_id) !=
+	    GC_OK) {
+		s->finished = 1;
+		return job_done(j, DEST_RETRY,
+		                "could not compute the trigger id (SHA-256)");
+	}
 	em_cached_token(j);
 	em_cached_ids(j);
 	/* An earlier run upserted the contact (idempotent, but a call). */
