@@ -570,14 +570,19 @@ main(int argc, char *argv[])
 		usage();
 	ctl_settings(&c, config_path);
 	set_str(&c.url, url);
-	curl_global_init(CURL_GLOBAL_DEFAULT);
+	if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
+		fprintf(stderr, "gcrelayctl: curl_global_init failed\n");
+		return 1;
+	}
 	struct httpc_opts ho = {.connect_timeout_ms = 5000,
 	                        .timeout_ms = 120000,
 	                        .max_response_bytes = 64 << 20,
 	                        .ca_file = c.ca_file,
 	                        .allow_plain_http = 1};
-	if ((c.http = httpc_alloc(&ho)) == NULL)
+	if ((c.http = httpc_alloc(&ho)) == NULL) {
+		fprintf(stderr, "gcrelayctl: could not set up libcurl\n");
 		return 1;
+	}
 	if (strcmp(argv[0], "brands") == 0)
 		rc = cmd_brands(&c, argc - 1, argv + 1);
 	else if (strcmp(argv[0], "events") == 0)
