@@ -13,6 +13,8 @@ whether a crashed child comes back, whether a stop cuts a request short.
 Each fails against the wall-clock code (see the test docstrings).
 """
 
+import calendar
+import json
 import os
 import re
 import secrets
@@ -100,6 +102,15 @@ class ClockStack(Stack):
         """gcrelay's idea of now, in unix seconds."""
         return int(time.time()) + self.offset
 
+    def stepped_in_log(self):
+        """How far gcrelay's last log line (written just now) is from the
+        real time less the offset, in seconds: about 0 when its wall clock
+        really was stepped (libfaketime took)."""
+        lines = [ln for ln in self.log().splitlines() if ln.startswith("{")]
+        t = json.loads(lines[-1])["time"]
+        logged = calendar.timegm(time.strptime(t[:19], "%Y-%m-%dT%H:%M:%S"))
+        return logged - time.time() - self.offset
+
     def post_event(self, event, webhook_id=None, ts=None, **kw):
         return super().post_event(event, webhook_id,
                                   self.now() if ts is None else ts, **kw)
@@ -115,6 +126,12 @@ class ClockStack(Stack):
 
 class ClockStep(unittest.TestCase):
     s = None
+
+    def assert_stepped(self):
+        """The step did reach gcrelay: else every test here would pass
+        without testing anything."""
+        self.assertLess(abs(self.s.stepped_in_log()), 5,
+                        "gcrelay's wall clock was not stepped")
 
     def tearDown(self):
         if self.s is not None:
@@ -179,6 +196,7 @@ class ClockStep(unittest.TestCase):
         self.assertLess(out["took"], 3.5, "sender waited %.1f s for a "
                         "2 s budget: %r" % (out["took"], r))
         self.assertEqual(r.status, 202, r)
+        self.assert_stepped()
         s.emarsys.clear_faults()
 
     def test_forward_step_does_not_cut_the_sync_budget(self):
@@ -199,6 +217,7 @@ class ClockStep(unittest.TestCase):
         self.assertEqual(r.status, 200, r)
         self.assertEqual([d["status"] for d in r.json["deliveries"]
                           if d["destination"] == "emarsys"], ["delivered"])
+        self.assert_stepped()
 
     def test_backward_step_does_not_stretch_a_429_hold(self):
         """Emarsys answers 429 with a reset 4 s away; then the clock goes
@@ -221,6 +240,7 @@ class ClockStep(unittest.TestCase):
         early = [(q["path"], q["early_ms"]) for q in s.emarsys.requests()
                  if q.get("before_reset")]
         self.assertEqual(early, [], "calls before the 429's reset")
+        self.assert_stepped()
 
     # ---- the supervisor -----------------------------------------------------
 
@@ -259,6 +279,7 @@ class ClockStep(unittest.TestCase):
         s.wait(lambda: len(s.worker_pids()) == n, timeout=delay + 4,
                what="the child back after its %d s backoff" % delay)
         self.assertEqual(s.request("GET", "/healthz").status, 200)
+        self.assert_stepped()
 
     def test_forward_step_does_not_cut_a_stop_short(self):
         """SIGTERM while a request waits 3 s on Emarsys, and the clock
@@ -279,6 +300,7 @@ class ClockStep(unittest.TestCase):
         self.assertEqual(r.status, 200, r)
         self.assertEqual(s.gcrelay.wait(30), 0)
         self.assertNotIn("grace period over", s.log())
+        self.assert_stepped()
 
 
 if __name__ == "__main__":
