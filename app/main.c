@@ -97,6 +97,8 @@ main(int argc, char *argv[])
 	prepare_store(cfg);
 	if (metrics_init() != GC_OK)
 		fatal("metrics: shared memory");
+	if (store_shared_init() != GC_OK)
+		fatal("store: shared memory");
 	if (limits_init() != GC_OK)
 		fatal("limits: shared memory or wake-up pipe");
 	if (supervisor_listen(cfg, fds, created, err, sizeof(err)) != 0)

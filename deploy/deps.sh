@@ -9,7 +9,7 @@ pkgs="build-essential pkg-config libfcgi-dev libcurl4-openssl-dev
 libjansson-dev libssl-dev libconfig-dev libsqlite3-dev sqlite3
 libcmocka-dev nginx-light openssl ca-certificates python3 valgrind
 clang libclang-rt-14-dev clang-format wrk libnginx-mod-http-echo
-faketime"
+mandoc faketime"
 
 missing=""
 for p in $pkgs; do
@@ -39,3 +39,23 @@ if [ ! -d tests/node_modules/standardwebhooks ]; then
 	    --no-package-lock standardwebhooks >/dev/null) ||
 	    echo "deps: warning: npm install standardwebhooks failed"
 fi
+
+# The OpenAPI linter and the contract test's JSON Schema validator and
+# YAML parser (tests/ship/test_openapi.py), pinned.  Unlike the above, a
+# failed install fails: the contract test must never be skipped.
+openapi_pkgs="@redocly/cli@2.77.0 ajv@8.20.0 ajv-formats@3.0.1 yaml@2.9.1"
+for spec in $openapi_pkgs; do
+	name=${spec%@*}
+	want=${spec##*@}
+	have=$(node -p "require('./tests/node_modules/$name/package.json').version" \
+	    2>/dev/null || true)
+	if [ "$have" != "$want" ]; then
+		echo "deps: installing the OpenAPI test tools into tests/"
+		(cd tests && npm install --silent --no-audit --no-fund \
+		    --no-package-lock --no-save $openapi_pkgs >/dev/null) || {
+			echo "deps: npm install $openapi_pkgs failed" >&2
+			exit 1
+		}
+		break
+	fi
+done

@@ -33,10 +33,25 @@ void store_close(struct store *st);
 int store_schema_version(struct store *st);
 
 /*
- * Health: the file is still there, readable and writable, is the one the
- * connection has open, and answers a query.  GC_ESTORE with why filled.
+ * Call once in the master before forking: the outcome of the last write
+ * is then shared by every process (store_health).  Without it each
+ * process sees only its own.
  */
-enum gc_err store_ping(struct store *st, char *why, size_t whysz);
+enum gc_err store_shared_init(void);
+
+/*
+ * The one store health check (intake before and after recording, the
+ * dispatcher before claiming, /healthz): the database file is present,
+ * is the one this connection has open (device and inode), is writable
+ * and open read-write, the last write of any process succeeded, and it
+ * answers a query.  When it fails it tries to recover, at most once a
+ * second: reopen the file when the connection is read-only or the file
+ * was replaced, probe with a small write when the last write failed.
+ * GC_ESTORE with why filled while the store is unusable.  Never creates
+ * a database: one deleted under a running gcrelay stays unavailable
+ * until the file is put back (or gcrelay restarts).
+ */
+enum gc_err store_health(struct store *st, char *why, size_t whysz);
 
 /* Current time in milliseconds (wall clock) used for store timestamps. */
 int64_t store_now_ms(void);

@@ -93,12 +93,23 @@ def run_module(path, env, timeout, label):
     print("     %s: %.1fs" % (label, time.monotonic() - t0), flush=True)
 
 
+def contract_log(build):
+    return os.path.join(os.path.abspath(build), "contract-responses.jsonl")
+
+
 def run_integration(build, sanitizers, valgrind, only):
     env = dict(os.environ, GCRELAY_BUILD=os.path.abspath(build))
     if sanitizers:
         env["GCRELAY_SANITIZERS"] = "1"
     if valgrind:
         env["GCRELAY_VALGRIND"] = "1"
+    if not (sanitizers or valgrind):
+        # Every response the suites receive through nginx, for the OpenAPI
+        # contract test (tests/ship/test_openapi.py).  A full run starts
+        # it afresh; --only adds to it.
+        env["GCRELAY_CONTRACT_LOG"] = contract_log(build)
+        if not only:
+            open(env["GCRELAY_CONTRACT_LOG"], "w").close()
     pattern = os.path.join(ROOT, "tests", "integration", "test_*.py")
     for path in sorted(glob.glob(pattern)):
         label = "integration/" + os.path.basename(path)[5:-3]

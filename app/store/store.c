@@ -112,6 +112,10 @@ static const char *const migrations[] = {
     "  owner TEXT NOT NULL,"
     "  lease_until INTEGER NOT NULL,"
     "  PRIMARY KEY (brand, client_id));",
+    /* 6: one row store_health rewrites to learn whether a write that
+     * failed (a full disk) would succeed again */
+    "CREATE TABLE store_probe (id INTEGER PRIMARY KEY, n INTEGER NOT NULL);"
+    "INSERT INTO store_probe VALUES (1, 0);",
 };
 #define NMIGRATIONS ((int)(sizeof(migrations) / sizeof(migrations[0])))
 
@@ -130,6 +134,7 @@ enum gc_err
 store_fail(struct store *st, const char *what)
 {
 	log_warnx("store: %s: %s", what, sqlite3_errmsg(st->db));
+	store_note_fault(st);
 	return GC_ESTORE;
 }
 
@@ -142,6 +147,7 @@ store_exec(struct store *st, const char *sql)
 	if (sqlite3_exec(st->db, sql, NULL, NULL, &msg) != SQLITE_OK) {
 		log_warnx("store: %.60s: %s", sql, msg ? msg : "?");
 		sqlite3_free(msg);
+		store_note_fault(st);
 		return GC_ESTORE;
 	}
 	return GC_OK;
@@ -195,11 +201,11 @@ fail:
 }
 
 static enum gc_err
-store_pragmas(struct store *st, const struct app_config *cfg)
+store_pragmas(struct store *st)
 {
 	char sql[200];
 
-	sqlite3_busy_timeout(st->db, cfg->busy_timeout_ms);
+	sqlite3_busy_timeout(st->db, st->busy_timeout_ms);
 	/*
 	 * secure_delete: SQLite leaves deleted and overwritten records in
 	 * the file (free space inside pages, freed overflow pages) until it
@@ -213,7 +219,7 @@ store_pragmas(struct store *st, const struct app_config *cfg)
 	snprintf(sql, sizeof(sql),
 	         "PRAGMA journal_mode=WAL; PRAGMA synchronous=%s; "
 	         "PRAGMA foreign_keys=ON; PRAGMA secure_delete=ON;",
-	         cfg->durability == DURABILITY_FULL ? "FULL" : "NORMAL");
+	         st->durability == DURABILITY_FULL ? "FULL" : "NORMAL");
 	return store_exec(st, sql);
 }
 
@@ -239,13 +245,48 @@ store_create_private(const char *path, char *why, size_t whysz)
 	return GC_OK;
 }
 
+/* See store_priv.h. */
+enum gc_err
+store_connect(struct store *st, int create, char *why, size_t whysz)
+{
+	struct stat sb;
+	int v;
+
+	if (create && store_create_private(st->path, why, whysz) != GC_OK)
+		return GC_ESTORE;
+	if (sqlite3_open_v2(st->path, &st->db,
+	                    SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX |
+	                        (create ? SQLITE_OPEN_CREATE : 0),
+	                    NULL) != SQLITE_OK) {
+		snprintf(why, whysz, "cannot open %s: %s", st->path,
+		         st->db ? sqlite3_errmsg(st->db) : "out of memory");
+		return GC_ESTORE;
+	}
+	if (store_pragmas(st) != GC_OK) {
+		snprintf(why, whysz, "cannot configure %s: %s", st->path,
+		         sqlite3_errmsg(st->db));
+		return GC_ESTORE;
+	}
+	if (create && store_migrate(st, why, whysz) != GC_OK)
+		return GC_ESTORE;
+	if (!create && (v = store_user_version(st)) != NMIGRATIONS) {
+		snprintf(why, whysz, "%s has schema version %d, not %d",
+		         st->path, v, NMIGRATIONS);
+		return GC_ESTORE;
+	}
+	if (stat(st->path, &sb) == 0) {
+		st->dev = sb.st_dev;
+		st->ino = sb.st_ino;
+	}
+	return GC_OK;
+}
+
 /* See store.h. */
 enum gc_err
 store_open(const struct app_config *cfg, struct store **out, char *why,
            size_t whysz)
 {
 	struct store *st;
-	struct stat sb;
 
 	*out = NULL;
 	if ((st = calloc(1, sizeof(*st))) == NULL)
@@ -254,32 +295,11 @@ store_open(const struct app_config *cfg, struct store **out, char *why,
 		free(st);
 		return GC_ENOMEM;
 	}
-	if (store_create_private(st->path, why, whysz) != GC_OK) {
+	st->busy_timeout_ms = cfg->busy_timeout_ms;
+	st->durability = (int)cfg->durability;
+	if (store_connect(st, 1, why, whysz) != GC_OK) {
 		store_close(st);
 		return GC_ESTORE;
-	}
-	if (sqlite3_open_v2(st->path, &st->db,
-	                    SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE |
-	                        SQLITE_OPEN_NOMUTEX,
-	                    NULL) != SQLITE_OK) {
-		snprintf(why, whysz, "cannot open %s: %s", st->path,
-		         st->db ? sqlite3_errmsg(st->db) : "out of memory");
-		store_close(st);
-		return GC_ESTORE;
-	}
-	if (store_pragmas(st, cfg) != GC_OK) {
-		snprintf(why, whysz, "cannot configure %s: %s", st->path,
-		         sqlite3_errmsg(st->db));
-		store_close(st);
-		return GC_ESTORE;
-	}
-	if (store_migrate(st, why, whysz) != GC_OK) {
-		store_close(st);
-		return GC_ESTORE;
-	}
-	if (stat(st->path, &sb) == 0) {
-		st->dev = sb.st_dev;
-		st->ino = sb.st_ino;
 	}
 	*out = st;
 	return GC_OK;
@@ -309,33 +329,6 @@ int
 store_schema_version(struct store *st)
 {
 	return store_user_version(st);
-}
-
-/* See store.h. */
-enum gc_err
-store_ping(struct store *st, char *why, size_t whysz)
-{
-	struct stat sb;
-	int v;
-
-	if (stat(st->path, &sb) != 0) {
-		snprintf(why, whysz, "database file: %s", strerror(errno));
-		return GC_ESTORE;
-	}
-	if (sb.st_dev != st->dev || sb.st_ino != st->ino) {
-		snprintf(why, whysz, "database file was replaced");
-		return GC_ESTORE;
-	}
-	if (access(st->path, R_OK | W_OK) != 0) {
-		snprintf(why, whysz, "database file: %s", strerror(errno));
-		return GC_ESTORE;
-	}
-	if ((v = store_user_version(st)) != NMIGRATIONS) {
-		snprintf(why, whysz, "database does not answer: %s",
-		         sqlite3_errmsg(st->db));
-		return GC_ESTORE;
-	}
-	return GC_OK;
 }
 
 /* See store.h. */

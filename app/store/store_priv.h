@@ -82,8 +82,12 @@ enum stmt {
 struct store {
 	sqlite3 *db;
 	char *path;
-	dev_t dev; /* identity of the file opened, for store_ping */
+	dev_t dev; /* identity of the file opened, for store_health */
 	ino_t ino;
+	int busy_timeout_ms; /* for a reopen (store_health.c) */
+	int durability;
+	int64_t recover_ms; /* monotonic time of the last recovery try */
+	int unhealthy;      /* last store_health failed (logged once) */
 	sqlite3_stmt *stmt[STMT__MAX]; /* prepared on first use */
 	struct store_stats stats;
 };
@@ -94,6 +98,19 @@ struct store {
  * commands log themselves, so a rollback after them needs no store_fail.
  */
 enum gc_err store_fail(struct store *st, const char *what);
+/*
+ * Note the outcome of a write for store_health: a fault (the SQLite error
+ * of st's last call, when it says the file is full, unreadable, corrupt,
+ * read-only or gone) or a committed write.
+ */
+void store_note_fault(struct store *st);
+void store_note_ok(void);
+/*
+ * Open st->path into st->db with the pragmas and check the schema is
+ * this gcrelay's (create: also create the file and migrate).
+ */
+enum gc_err store_connect(struct store *st, int create, char *why,
+                          size_t whysz);
 /* Run SQL text once (startup, migrations, housekeeping); logged. */
 enum gc_err store_exec(struct store *st, const char *sql);
 

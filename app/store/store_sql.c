@@ -357,8 +357,10 @@ store_commit(struct store *st)
 {
 	enum gc_err err = store_txn(st, STMT_COMMIT, "commit");
 
-	if (err == GC_OK)
+	if (err == GC_OK) {
 		st->stats.committed++;
+		store_note_ok();
+	}
 	return err;
 }
 

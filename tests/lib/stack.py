@@ -108,6 +108,35 @@ def sample_event(kind="offer_claimed", **over):
     return ev
 
 
+CONTRACT_LOG = os.environ.get("GCRELAY_CONTRACT_LOG")
+
+
+def contract_record(method, target, status, headers, body):
+    """With GCRELAY_CONTRACT_LOG set, append one JSON line per response
+    that came through nginx, for the OpenAPI contract test
+    (tests/ship/test_openapi.py).  headers: (name, value) pairs or dict."""
+    if not CONTRACT_LOG:
+        return
+    items = headers.items() if isinstance(headers, dict) else headers
+    ctype = ""
+    for k, v in items:
+        if k.lower() == "content-type":
+            ctype = v
+    path, _, query = (target or "").partition("?")
+    if isinstance(body, bytes):
+        body = body.decode("utf-8", errors="replace")
+    line = json.dumps({"method": method, "path": path, "query": query,
+                       "status": status, "content_type": ctype,
+                       "body": body}) + "\n"
+    # One write per line in append mode: concurrent writers never
+    # interleave within a line.
+    fd = os.open(CONTRACT_LOG, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        os.write(fd, line.encode())
+    finally:
+        os.close(fd)
+
+
 class Response:
     def __init__(self, status, headers, body):
         self.status = status
@@ -408,7 +437,9 @@ http {
                 body = body.encode()
             conn.request(method, path, body, headers or {})
             r = conn.getresponse()
-            return Response(r.status, dict(r.getheaders()), r.read())
+            raw = r.read()
+            contract_record(method, path, r.status, r.getheaders(), raw)
+            return Response(r.status, dict(r.getheaders()), raw)
         finally:
             conn.close()
 
