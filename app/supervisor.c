@@ -40,10 +40,11 @@ struct child {
 	pid_t pid; /* 0 when not running */
 	enum child_kind kind;
 	unsigned generation; /* config generation it was started with */
-	time_t started;      /* times: master_now() */
-	int crashes;         /* consecutive quick abnormal exits */
-	time_t respawn_at;   /* when pid == 0: when to start it */
-	time_t first_at;     /* ... when it is the last of its kind */
+	/* Times are master_now() seconds (monotonic). */
+	time_t started;
+	int crashes;       /* consecutive quick abnormal exits */
+	time_t respawn_at; /* when pid == 0: when to start it */
+	time_t first_at;   /* ... when it is the last of its kind */
 };
 
 struct master {
