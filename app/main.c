@@ -86,7 +86,7 @@ main(int argc, char *argv[])
 	if (geteuid() == 0 || getuid() == 0) {
 		fprintf(stderr, "gcrelay: refusing to run as root; run it as "
 		                "its own unprivileged user (see "
-		                "deploy/gcrelay.service)\n");
+		                "the gcrelay.service unit)\n");
 		cfg_fini(cfg);
 		free(cfg);
 		return 1;

@@ -58,9 +58,12 @@ worker_signals(void)
 	 * ends anyway: the handler closes the listener.
 	 */
 	sa.sa_flags = SA_RESTART;
-	sigaction(SIGTERM, &sa, NULL);
-	sigaction(SIGINT, &sa, NULL);
-	signal(SIGPIPE, SIG_IGN);
+	/* Without them a stop would kill a request mid-way: exit instead
+	 * (the master logs it and starts another). */
+	if (sigaction(SIGTERM, &sa, NULL) != 0 ||
+	    sigaction(SIGINT, &sa, NULL) != 0 ||
+	    signal(SIGPIPE, SIG_IGN) == SIG_ERR)
+		fatal("worker signals");
 }
 
 static const char *

@@ -869,11 +869,12 @@ class Observability(unittest.TestCase):
 
 
 class NginxProblems(unittest.TestCase):
-    """Issue 9: nginx's own 400 and 502 answers are problem+json too."""
+    """Issue 9: nginx's own 400, 403 and 502 answers are problem+json too."""
 
-    def raw(self, port, data):
+    def raw(self, port, data, source="127.0.0.1"):
         """Send data as is; (status, content type, body) of the answer."""
-        with socket.create_connection(("127.0.0.1", port), 10) as c:
+        with socket.create_connection(("127.0.0.1", port), 10,
+                                      source_address=(source, 0)) as c:
             c.sendall(data)
             c.settimeout(10)
             out = b""
@@ -916,6 +917,18 @@ class NginxProblems(unittest.TestCase):
                 with self.subTest(what=what):
                     self.assertProblem(*self.raw(s.port, data), 400)
             self.assertEqual(s.request("GET", "/healthz").status, 200)
+
+    def test_outside_the_allow_list_is_problem_json(self):
+        """127.0.0.2 is not in the allow-lists of /admin/ and /metrics."""
+        with Stack(sims=False) as s:
+            for path in ("/metrics", "/admin/v1/brands"):
+                with self.subTest(path=path):
+                    req = ("GET %s HTTP/1.1\r\nHost: x\r\n"
+                           "Connection: close\r\n\r\n" % path).encode()
+                    self.assertProblem(*self.raw(s.port, req, "127.0.0.2"),
+                                       403)
+            r = s.request("GET", "/metrics")
+            self.assertEqual(r.status, 200)
 
     def test_no_upstream_is_problem_json(self):
         with Stack(sims=False) as s:
@@ -1104,17 +1117,18 @@ class DeployFiles(unittest.TestCase):
         site = open(os.path.join(ROOT, "nginx", "gcrelay.conf")).read()
         for path in streams:
             self.assertIn("server unix:%s;" % path, site)
-        if shutil.which("systemd-analyze"):
-            d = tempfile.mkdtemp(prefix="gcrelay-unit-")
-            try:
-                unit = os.path.join(d, "gcrelay.service")
-                with open(unit, "w") as f:
-                    f.write(svc.replace("@SBINDIR@", "/usr/sbin")
-                            .replace("@DOCDIR@", "/usr/share/doc/gcrelay"))
-                r = run(["systemd-analyze", "verify", unit])
-            finally:
-                shutil.rmtree(d, ignore_errors=True)
-            self.assertNotIn("Unknown key", r.stderr)
+        self.assertIsNotNone(shutil.which("systemd-analyze"),
+                             "systemd-analyze (package systemd) is missing")
+        d = tempfile.mkdtemp(prefix="gcrelay-unit-")
+        try:
+            unit = os.path.join(d, "gcrelay.service")
+            with open(unit, "w") as f:
+                f.write(svc.replace("@SBINDIR@", "/usr/sbin")
+                        .replace("@DOCDIR@", "/usr/share/doc/gcrelay"))
+            r = run(["systemd-analyze", "verify", unit])
+        finally:
+            shutil.rmtree(d, ignore_errors=True)
+        self.assertNotIn("Unknown key", r.stderr)
 
 
 if __name__ == "__main__":
@@ -1335,6 +1349,14 @@ class BrandRedelivery(unittest.TestCase):
                 self.assertEqual(r.status, 202, r)
                 self.assertEqual(r.json["deliveries"][0]["status"], "failed")
             s.demo_brand(yotpo=False)  # the operator fixes the secret
+            # A window that ends before they arrived (unix seconds as a
+            # JSON number, not only as a string) requeues none of them.
+            r = s.admin("POST", "/admin/v1/brands/acme/redeliver",
+                        {"until": int(time.time()) - 600})
+            self.assertEqual((r.status, r.json["requeued"]), (202, 0), r)
+            r = s.admin("POST", "/admin/v1/brands/acme/redeliver",
+                        {"since": "%d" % (time.time() + 600)})
+            self.assertEqual((r.status, r.json["requeued"]), (202, 0), r)
             r = s.admin("POST", "/admin/v1/brands/acme/redeliver",
                         {"since": int(time.time()) - 600})
             self.assertEqual(r.status, 202, r)
@@ -1344,9 +1366,11 @@ class BrandRedelivery(unittest.TestCase):
                    what="redelivered by the retrier")
             acct = s.emarsys.state()["accounts"]["demo_client"]
             self.assertEqual(len(acct["triggers"]), 3)
-            r = s.admin("POST", "/admin/v1/brands/acme/redeliver",
-                        {"since": "yesterday"})
-            self.assertEqual(r.status, 400)
+            for bad in ("yesterday", True, -5, 1.5, {"t": 1}):
+                r = s.admin("POST", "/admin/v1/brands/acme/redeliver",
+                            {"since": bad})
+                self.assertEqual(r.status, 400, bad)
+                self.assertEqual(r.json["code"], "invalid_window")
             r = s.admin("POST", "/admin/v1/brands/acme/redeliver", {})
             self.assertEqual(r.json["requeued"], 0)
 
