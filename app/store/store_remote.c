@@ -368,6 +368,13 @@ store_ledger_miss(struct store *st, const char *brand, const char *token,
 	return rc == SQLITE_ROW ? GC_OK : GC_EEXISTS;
 }
 
+/*
+ * No caller reserves a slot further ahead than its horizon (at most the
+ * largest delivery budget, 120 s): one further off than this was taken
+ * before the wall clock stepped back, and is not waited for.
+ */
+#define THROTTLE_STEPPED_MS (300 * 1000)
+
 /* See store.h. */
 enum gc_err
 store_throttle_slot(struct store *st, const char *brand, int max_rps,
@@ -387,6 +394,7 @@ store_throttle_slot(struct store *st, const char *brand, int max_rps,
 	store_bind_int(s, 2, now_ms);
 	store_bind_int(s, 3, interval);
 	store_bind_int(s, 4, horizon_ms);
+	store_bind_int(s, 5, THROTTLE_STEPPED_MS);
 	if ((rc = store_row(st, s)) == SQLITE_ROW) {
 		*slot_ms = sqlite3_column_int64(s, 0);
 		*reserved = 1;

@@ -194,7 +194,8 @@ static const char *const stmts[] = {
     [STMT_THROTTLE] =
         "INSERT INTO throttle(brand, next_ms) VALUES (?1, ?2 + ?3) "
         "ON CONFLICT(brand) DO UPDATE SET next_ms = "
-        "max(next_ms, ?2) + ?3 WHERE next_ms <= ?2 + ?4 "
+        "(CASE WHEN next_ms > ?2 + ?5 THEN ?2 ELSE max(next_ms, ?2) END) "
+        "+ ?3 WHERE next_ms <= ?2 + ?4 OR next_ms > ?2 + ?5 "
         "RETURNING next_ms - ?3",
     [STMT_THROTTLE_PEEK] = "SELECT next_ms FROM throttle WHERE brand = ?",
 };
