@@ -176,7 +176,9 @@ install: $(BINS) $(BUILD)/gcrelay.service
 	install -m 0644 $(BUILD)/gcrelay.service deploy/gcrelay.socket \
 	   $(DESTDIR)$(SYSTEMDUNITDIR)/
 	install -m 0644 deploy/gcrelay.conf.example nginx/gcrelay.conf \
-	   nginx/gcrelay-locations.conf $(DESTDIR)$(DATADIR)/
+	   nginx/gcrelay-locations.conf deploy/openapi.yaml \
+	   deploy/prometheus/gcrelay-rules.yml \
+	   deploy/grafana/gcrelay-dashboard.json $(DESTDIR)$(DATADIR)/
 	install -m 0644 README.md $(DESTDIR)$(DOCDIR)/
 	@for m in $(wildcard deploy/man/*.[0-9]); do \
 	    s=$${m##*.}; \

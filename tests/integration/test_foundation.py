@@ -1099,6 +1099,9 @@ class DeployFiles(unittest.TestCase):
                       "share/gcrelay/gcrelay.conf.example",
                       "share/gcrelay/gcrelay.conf",
                       "share/gcrelay/gcrelay-locations.conf",
+                      "share/gcrelay/openapi.yaml",
+                      "share/gcrelay/gcrelay-rules.yml",
+                      "share/gcrelay/gcrelay-dashboard.json",
                       "lib/systemd/system/gcrelay.service",
                       "lib/systemd/system/gcrelay.socket",
                       "share/doc/gcrelay/README.md"]:

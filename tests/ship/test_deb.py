@@ -239,6 +239,13 @@ class DebPackage(unittest.TestCase):
                 open(os.path.join(ROOT, "nginx", f)).read())
         self.assertTrue(os.path.isfile("/usr/share/doc/gcrelay/README.md"))
         self.assertTrue(os.path.isfile("/usr/share/doc/gcrelay/copyright"))
+        # The contract, the alert rules and the dashboard, as examples
+        # (dh_compress may gzip the larger ones).
+        for f in ["openapi.yaml", "gcrelay-rules.yml",
+                  "gcrelay-dashboard.json", "gcrelay.conf.example"]:
+            path = "/usr/share/doc/gcrelay/examples/" + f
+            self.assertTrue(os.path.isfile(path) or
+                            os.path.isfile(path + ".gz"), path)
         for src in glob.glob(os.path.join(ROOT, "deploy", "man", "*.[0-9]")):
             name = os.path.basename(src)
             page = "/usr/share/man/man%s/%s.gz" % (name[-1], name)
