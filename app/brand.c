@@ -135,8 +135,7 @@ check_keys(const json_t *obj, const char *prefix, const char *const *allowed,
 	json_t *v;
 	char field[128];
 
-	json_object_foreach((json_t *)obj, k, v)
-	{
+	json_object_foreach ((json_t *)obj, k, v) {
 		size_t i;
 		for (i = 0; allowed[i] != NULL; i++)
 			if (strcmp(k, allowed[i]) == 0)
@@ -236,8 +235,7 @@ merge_actions(const json_t *in, json_t *out, json_t *errors)
 		return;
 	}
 	copy = json_object();
-	json_object_foreach(a, k, v)
-	{
+	json_object_foreach (a, k, v) {
 		snprintf(field, sizeof(field), "yotpo.actions.%.60s", k);
 		if (!brand_slug_valid(k) && !token_ok(k, 64))
 			add_error(errors, field,

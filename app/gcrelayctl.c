@@ -141,9 +141,9 @@ ctl_error(long status, const struct http_resp *r, const char *what)
 	else
 		fprintf(stderr, "gcrelayctl: %s failed (HTTP %ld): %s\n", what,
 		        status, detail ? detail : buf_str(&r->body));
-	json_array_foreach(errs, i, e)
-	    fprintf(stderr, "  %s: %s\n", jsonutil_str(e, "field"),
-	            jsonutil_str(e, "detail"));
+	json_array_foreach (errs, i, e)
+		fprintf(stderr, "  %s: %s\n", jsonutil_str(e, "field"),
+		        jsonutil_str(e, "detail"));
 	json_decref(p);
 	return status == 404 ? 3 : status == 401 || status == 403 ? 4 : 1;
 }
@@ -257,10 +257,10 @@ print_brands(const json_t *reply)
 	size_t i;
 
 	printf("%-24s %-28s %-11s %-11s\n", "SLUG", "NAME", "EMARSYS", "YOTPO");
-	json_array_foreach(json_object_get(reply, "brands"), i, b)
-	    printf("%-24s %-28.28s %-11s %-11s\n", jsonutil_str(b, "slug"),
-	           jsonutil_str(b, "name"), dest_state(b, "emarsys"),
-	           dest_state(b, "yotpo"));
+	json_array_foreach (json_object_get(reply, "brands"), i, b)
+		printf("%-24s %-28.28s %-11s %-11s\n", jsonutil_str(b, "slug"),
+		       jsonutil_str(b, "name"), dest_state(b, "emarsys"),
+		       dest_state(b, "yotpo"));
 }
 
 static void
@@ -272,16 +272,15 @@ print_events(const json_t *reply)
 
 	printf("%-36s %-16s %-15s %-10s %-24s %s\n", "ID", "BRAND", "KIND",
 	       "STATUS", "RECEIVED", "DELIVERIES");
-	json_array_foreach(json_object_get(reply, "events"), i, e)
-	{
+	json_array_foreach (json_object_get(reply, "events"), i, e) {
 		printf("%-36.36s %-16.16s %-15s %-10s %-24s ",
 		       jsonutil_str(e, "id"), jsonutil_str(e, "brand"),
 		       jsonutil_str(e, "kind"), jsonutil_str(e, "status"),
 		       jsonutil_str(e, "received_at"));
-		json_array_foreach(json_object_get(e, "deliveries"), k, d)
-		    printf("%s%s=%s", k ? " " : "",
-		           jsonutil_str(d, "destination"),
-		           jsonutil_str(d, "status"));
+		json_array_foreach (json_object_get(e, "deliveries"), k, d)
+			printf("%s%s=%s", k ? " " : "",
+			       jsonutil_str(d, "destination"),
+			       jsonutil_str(d, "status"));
 		printf("\n");
 	}
 	if (cur != NULL)
@@ -297,8 +296,7 @@ print_outcome(const json_t *o)
 	if (jsonutil_str(o, "id"))
 		printf("event %s: %s\n", jsonutil_str(o, "id"),
 		       jsonutil_str(o, "status"));
-	json_array_foreach(json_object_get(o, "deliveries"), i, d)
-	{
+	json_array_foreach (json_object_get(o, "deliveries"), i, d) {
 		printf("  %-8s %-10s %s%s%s\n", jsonutil_str(d, "destination"),
 		       jsonutil_str(d, "status"),
 		       jsonutil_str(d, "reason") ? jsonutil_str(d, "reason")
@@ -307,8 +305,7 @@ print_outcome(const json_t *o)
 		       jsonutil_str(d, "warning") ? jsonutil_str(d, "warning")
 		                                  : "");
 	}
-	json_array_foreach(json_object_get(o, "attempts"), i, d)
-	{
+	json_array_foreach (json_object_get(o, "attempts"), i, d) {
 		if (i == 0)
 			printf("  attempts:\n");
 		printf("    %s %-8s %-15s %-10s %4lld %s\n",

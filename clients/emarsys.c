@@ -131,8 +131,7 @@ emarsys_contact_error(const struct em_reply *rep, const char *key_value,
 	if (key_value != NULL)
 		mine = json_object_get(errs, key_value);
 	else
-		json_object_foreach(errs, k, v)
-		{
+		json_object_foreach (errs, k, v) {
 			mine = v;
 			break;
 		}
@@ -141,8 +140,7 @@ emarsys_contact_error(const struct em_reply *rep, const char *key_value,
 	*code = 0;
 	snprintf(msg, n, "contact rejected");
 	if (json_is_object(mine))
-		json_object_foreach(mine, k, v)
-		{
+		json_object_foreach (mine, k, v) {
 			*code = strtol(k, NULL, 10);
 			snprintf(msg, n, "%s",
 			         json_is_string(v) ? json_string_value(v) : "");
@@ -734,8 +732,7 @@ em_on_list_fields(struct job *j, const struct em_reply *rep)
 		em_finish(j, DEST_RETRY, rep, "could not list fields");
 		return;
 	}
-	json_array_foreach(rep->data, i, f)
-	{
+	json_array_foreach (rep->data, i, f) {
 		const char *name = jsonutil_str(f, "name");
 		char id[32];
 		if (name == NULL ||
@@ -807,8 +804,7 @@ em_on_list_events(struct job *j, const struct em_reply *rep)
 		em_finish(j, DEST_RETRY, rep, "could not list external events");
 		return;
 	}
-	json_array_foreach(rep->data, i, e)
-	{
+	json_array_foreach (rep->data, i, e) {
 		const char *name = jsonutil_str(e, "name");
 		char id[32];
 		if (name != NULL && strcasecmp(name, s->ev_name) == 0 &&
@@ -1088,8 +1084,7 @@ pf_find(const struct em_reply *rep, const char *name, char id[32])
 	json_t *v;
 	size_t i;
 
-	json_array_foreach(rep->data, i, v)
-	{
+	json_array_foreach (rep->data, i, v) {
 		const char *n = jsonutil_str(v, "name");
 		if (n != NULL && strcasecmp(n, name) == 0 &&
 		    emarsys_id_text(json_object_get(v, "id"), id))

@@ -121,7 +121,8 @@ split_one(struct http_resp *dst, const struct http_resp *r,
 	else if (err != NULL) {
 		/* A single trigger reports a contact's error as the reply. */
 		if (json_is_object(err))
-			json_object_foreach(err, code, val) break;
+			json_object_foreach (err, code, val)
+				break;
 		c = code != NULL ? strtol(code, NULL, 10) : 0;
 		v = json_pack("{s:I, s:s, s:s}", "replyCode",
 		              (json_int_t)(c > 0 ? c : 1), "replyText",

@@ -88,12 +88,14 @@ json_mentions(const json_t *v, const char *needle)
 	if (json_is_string(v))
 		return strstr(json_string_value(v), needle) != NULL;
 	if (json_is_object(v)) {
-		json_object_foreach((json_t *)v, k,
-		                    m) if (json_mentions(m, needle)) return 1;
+		json_object_foreach ((json_t *)v, k, m)
+			if (json_mentions(m, needle))
+				return 1;
 	}
 	if (json_is_array(v)) {
-		json_array_foreach(v, i,
-		                   m) if (json_mentions(m, needle)) return 1;
+		json_array_foreach (v, i, m)
+			if (json_mentions(m, needle))
+				return 1;
 	}
 	return 0;
 }
@@ -656,12 +658,13 @@ yotpo_preflight(const struct app_config *cfg, const struct brand *b,
 	                                        "detail", detail));
 	list = ok ? json_loadb(buf_str(&r.body), r.body.len, 0, NULL) : NULL;
 	if (json_is_object(list)) /* tolerate {"campaigns": [...]} */
-		json_array_foreach(json_object_get(list, "campaigns"), i, c)
-		    custom += jsonutil_str(c, "type") &&
-		              strstr(jsonutil_str(c, "type"), "Custom");
-	json_array_foreach(
-	    list, i, c) if (jsonutil_str(c, "type") &&
-	                    strstr(jsonutil_str(c, "type"), "Custom")) custom++;
+		json_array_foreach (json_object_get(list, "campaigns"), i, c)
+			custom += jsonutil_str(c, "type") &&
+			          strstr(jsonutil_str(c, "type"), "Custom");
+	json_array_foreach (list, i, c)
+		if (jsonutil_str(c, "type") &&
+		    strstr(jsonutil_str(c, "type"), "Custom"))
+			custom++;
 	if (ok)
 		json_array_append_new(
 		    checks,

@@ -134,8 +134,7 @@ admin_brands_list(struct request *req)
 		return;
 	}
 	out = json_array();
-	json_array_foreach(docs, i, v)
-	{
+	json_array_foreach (docs, i, v) {
 		json_t *doc = json_loads(json_string_value(v), 0, NULL);
 		if (doc != NULL)
 			json_array_append_new(
@@ -512,8 +511,9 @@ admin_brand_check(struct request *req)
 	if (b.has_yotpo)
 		yotpo_preflight(req->cfg, &b, engine_httpc(req->eng), checks);
 	brand_fini(&b);
-	json_array_foreach(
-	    checks, i, c) if (!json_is_true(json_object_get(c, "ok"))) ok = 0;
+	json_array_foreach (checks, i, c)
+		if (!json_is_true(json_object_get(c, "ok")))
+			ok = 0;
 	request_json(req, 200,
 	             json_pack("{s:s, s:b, s:o}", "brand", slug, "ok", ok,
 	                       "checks", checks));

@@ -539,8 +539,7 @@ engine_wanted(const json_t *names, int want[M_DEST__MAX])
 	json_t *v;
 	size_t i;
 
-	json_array_foreach(names, i, v)
-	{
+	json_array_foreach (names, i, v) {
 		for (int d = 0; d < M_DEST__MAX; d++)
 			if (strcmp(json_string_value(v), m_dest_names[d]) == 0)
 				want[d] = 1;
@@ -588,8 +587,8 @@ engine_claim(struct engine *eng, int max_jobs)
 	if (store_claim_batch(eng->st, store_now_ms(), &l, events, &claimed) !=
 	    GC_OK)
 		return -1;
-	json_array_foreach(claimed, i, c)
-	    engine_start_claimed(eng, c, l.until_ms);
+	json_array_foreach (claimed, i, c)
+		engine_start_claimed(eng, c, l.until_ms);
 	i = json_array_size(claimed);
 	json_decref(claimed);
 	return (int)i;
@@ -613,8 +612,7 @@ engine_redeliver(struct engine *eng, const char *event_id, int *count)
 		return err;
 	/* Hand them to the dispatcher, due now, as its first run. */
 	memset(res, 0, sizeof(res));
-	json_array_foreach(taken, i, v)
-	{
+	json_array_foreach (taken, i, v) {
 		if (n == M_DEST__MAX)
 			break;
 		res[n].event_id = event_id;

@@ -20,8 +20,7 @@ claim_event(json_t *arr, const char *id, const struct lease *l)
 	json_t *c;
 	size_t i;
 
-	json_array_foreach(arr, i, c)
-	{
+	json_array_foreach (arr, i, c) {
 		if (strcmp(jsonutil_str(c, "id"), id) == 0)
 			return c;
 	}
@@ -90,8 +89,7 @@ claim_rows(struct store *st, json_t *rows, int64_t now_ms,
 	size_t i;
 	int got;
 
-	json_array_foreach(rows, i, row)
-	{
+	json_array_foreach (rows, i, row) {
 		const char *id = json_string_value(json_array_get(row, 0));
 		const char *dest = json_string_value(json_array_get(row, 1));
 		if (id == NULL || dest == NULL)

@@ -86,8 +86,7 @@ check_payload(const struct gc_event *ev)
 	int n;
 
 	CHECK(p != NULL);
-	json_object_foreach(p, key, v)
-	{
+	json_object_foreach (p, key, v) {
 		CHECK(!json_is_null(v));
 		CHECK(!json_is_string(v) || json_string_length(v) > 0);
 	}

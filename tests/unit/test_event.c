@@ -446,8 +446,7 @@ row_body(const struct row *r)
 	assert_non_null(obj);
 	if (patch == NULL)
 		fail_msg("%s:%d: patch is not JSON", __FILE__, r->line);
-	json_object_foreach(patch, key, v)
-	{
+	json_object_foreach (patch, key, v) {
 		if (key[0] == '-')
 			json_object_del(obj, key + 1);
 		else
@@ -470,8 +469,7 @@ json_has(const struct row *r, const json_t *have, const char *want_text)
 
 	if (want == NULL)
 		fail_msg("%s:%d: expectation is not JSON", __FILE__, r->line);
-	json_object_foreach(want, key, v)
-	{
+	json_object_foreach (want, key, v) {
 		json_t *h = json_object_get(have, key);
 		if (json_is_null(v) ? h == NULL : json_equal(h, v))
 			continue;
