@@ -581,8 +581,10 @@ class YotpoUnknownOutcomeTest(YotpoCase):
                                ("GET", CUSTOMERS, 404),
                                ("GET", CUSTOMERS, 404),
                                ("POST", ACTIONS, 200)])
-        self.assertGreaterEqual(recs[1]["mono"] - recs[0]["mono"], 1.0)
-        self.assertGreaterEqual(recs[3]["mono"] - recs[0]["mono"], 3.0)
+        # Measured from when gcrelay sent the award, a few ms before the
+        # simulator saw it arrive.
+        self.assertGreaterEqual(recs[1]["mono"] - recs[0]["mono"], 0.95)
+        self.assertGreaterEqual(recs[3]["mono"] - recs[0]["mono"], 2.95)
         self.assertEqual(recs[4]["json"], recs[0]["json"])
         self.assertEqual(self.ledger(ev["token"]), [("done", wid)])
         self.assertEqual(len(self.awards()), 1)
