@@ -4,7 +4,7 @@
 PREFIX  ?= /usr/local
 DESTDIR ?=
 BUILD   ?= build/release
-PKGS     = libcurl jansson openssl libconfig sqlite3
+PKGS     = libcurl jansson openssl libconfig sqlite3 libpq
 SAN     ?=
 
 PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)

@@ -3,6 +3,7 @@
  *
  *   gcrelay -c FILE      run the master (it never serves; see supervisor.c)
  *   gcrelay -t -c FILE   check the config and exit
+ *   gcrelay migrate -c FILE   apply pending store migrations and exit
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -26,6 +27,7 @@ static void
 usage(void)
 {
 	fprintf(stderr, "usage: gcrelay [-t] -c FILE\n"
+	                "       gcrelay migrate -c FILE\n"
 	                "       gcrelay -V\n");
 	exit(2);
 }
@@ -39,7 +41,10 @@ prepare_store(const struct app_config *cfg)
 
 	if (store_open(cfg, &st, why, sizeof(why)) != GC_OK)
 		fatalx("store: %s", why);
-	log_info("store %s ready (schema %d)", cfg->store_path,
+	/* Not the URL: it may carry a password. */
+	log_info("store %s ready (schema %d)",
+	         cfg->store_backend == STORE_POSTGRESQL ? "(postgresql)"
+	                                                : cfg->store_path,
 	         store_schema_version(st));
 	store_close(st);
 }
@@ -51,8 +56,13 @@ main(int argc, char *argv[])
 	const char *path = NULL;
 	char err[512];
 	char *sock[2];
-	int ch, test = 0, fds[2], created[2];
+	int ch, test = 0, migrate = 0, fds[2], created[2];
 
+	if (argc > 1 && strcmp(argv[1], "migrate") == 0) {
+		migrate = 1;
+		argv++;
+		argc--;
+	}
 	while ((ch = getopt(argc, argv, "c:tV")) != -1) {
 		switch (ch) {
 		case 'c':
@@ -92,6 +102,13 @@ main(int argc, char *argv[])
 		return 1;
 	}
 	log_init("master", cfg->log_level);
+	if (migrate) {
+		/* store_open applies them, one host at a time. */
+		prepare_store(cfg);
+		cfg_fini(cfg);
+		free(cfg);
+		return 0;
+	}
 	if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK)
 		fatalx("curl_global_init failed");
 	prepare_store(cfg);

@@ -41,6 +41,46 @@ from client import start_sim, stop_sim  # noqa: E402
 BUILD = os.environ.get("GCRELAY_BUILD", os.path.join(ROOT, "build", "release"))
 SANITIZERS = os.environ.get("GCRELAY_SANITIZERS") == "1"
 VALGRIND = os.environ.get("GCRELAY_VALGRIND") == "1"
+# "postgresql": every Stack gets a fresh database on the shared throwaway
+# cluster (tests/lib/pgcluster.py) instead of a SQLite file.
+STORE = os.environ.get("GCRELAY_STORE", "sqlite")
+
+
+class _PgCursor:
+    def __init__(self, rows):
+        self.rows = rows
+
+    def fetchall(self):
+        return self.rows
+
+    def fetchone(self):
+        return self.rows[0] if self.rows else None
+
+
+class PgDb:
+    """The little of sqlite3.Connection the tests use, through psql: ?
+    placeholders, execute().fetchall()/fetchone(), a with block.  Each
+    statement commits on its own."""
+
+    def __init__(self, cluster, name):
+        self.cluster, self.name = cluster, name
+
+    def execute(self, sql, args=()):
+        import pgcluster
+        return _PgCursor(self.cluster.rows(self.name,
+                                           pgcluster.bind(sql, args)))
+
+    def commit(self):
+        pass
+
+    def close(self):
+        pass
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
 
 ADMIN_WRITE = ("ops", "ops-secret-0123456789abcdef0123456789")
 ADMIN_READ = ("viewer", "viewer-secret-0123456789abcdef012345")
@@ -165,6 +205,14 @@ class Stack:
         os.mkdir(self.reports, 0o755)
         self._chown(self.reports)
         self.db_path = os.path.join(self.state_dir, "gcrelay.db")
+        self.pg = self.pg_db = None
+        if STORE == "postgresql":
+            import pgcluster
+            self.pg = pgcluster.shared()
+            self.pg_db = "gc_" + "".join(
+                ch for ch in os.path.basename(self.dir).lower()
+                if ch.isalnum() or ch == "_")
+            self.pg.create_db(self.pg_db)
         self.socket_path = os.path.join(self.state_dir, "gcrelay.sock")
         # The default: listen.socket with ".sock" -> "-control.sock".
         self.control_path = os.path.join(self.state_dir,
@@ -223,7 +271,7 @@ listen = { socket = "%(sock)s"; mode = "0666"; };
 workers = %(workers)d;
 log_level = "info";
 shutdown_grace_s = 20;
-store = { path = "%(db)s"; busy_timeout_ms = 5000; };
+store = { path = "%(db)s"; busy_timeout_ms = 5000; %(pgstore)s};
 secrets_key_file = "%(key)s";
 limits = { max_body_bytes = 65536; };
 webhook = { secrets = [ %(whsec)s ]; tolerance_s = 300; };
@@ -245,6 +293,8 @@ yotpo = { api_base = "%(yo)s/api/v2"; reconcile_after_s = %(recon)d; };
 """ % {
             "sock": self.socket_path, "workers": self.workers,
             "db": self.db_path, "key": key_path, "whsec": secrets_list,
+            "pgstore": ('backend = "postgresql"; url = "%s"; '
+                        % self.pg.url(self.pg_db)) if self.pg else "",
             "wid": ADMIN_WRITE[0], "wsec": ADMIN_WRITE[1],
             "rid": ADMIN_READ[0], "rsec": ADMIN_READ[1],
             "ca": self.certs["ca"], "em": em, "yo": yo,
@@ -484,6 +534,8 @@ http {
             return ""
 
     def db(self):
+        if self.pg is not None:
+            return PgDb(self.pg, self.pg_db)
         return sqlite3.connect(self.db_path, timeout=10)
 
     def query(self, sql, *args):
@@ -545,6 +597,8 @@ http {
                                  "\n".join(reports)[:20000])
         if os.environ.get("GCRELAY_KEEP") != "1":
             shutil.rmtree(self.dir, ignore_errors=True)
+            if self.pg is not None:
+                self.pg.drop_db(self.pg_db)
 
     def __enter__(self):
         return self
