@@ -1,7 +1,10 @@
 /*
- * The store: one SQLite file (WAL) shared by every gcrelay process.  This
- * module owns all SQL; handlers and the engine call these functions.  Each
- * process opens its own connection after fork (store_open).
+ * The store: one SQLite file (WAL) shared by every gcrelay process of a
+ * host, or one PostgreSQL database shared by several hosts
+ * (store.backend; app/store/sqlite.c, pgsql.c behind app/store/db.h).
+ * This module owns all SQL; handlers and the engine call these
+ * functions, which are the same on both backends.  Each process opens
+ * its own connection after fork (store_open).
  *
  * Strings returned through out-parameters are owned by the caller (free());
  * they are NULL on failure.
@@ -21,9 +24,11 @@
 struct store;
 
 /*
- * Open (creating if needed) the database at cfg->store_path, set WAL, the
- * durability and the busy timeout, and apply pending migrations.  *out is
- * owned (store_close).  GC_ESTORE with a reason in why on failure.
+ * Open the store cfg names: SQLite, creating the file at cfg->store_path
+ * if needed (WAL, durability, busy timeout); or connect to PostgreSQL at
+ * cfg->store_url.  Then apply pending migrations (one host at a time).
+ * *out is owned (store_close).  GC_ESTORE with a reason in why on
+ * failure, also when the schema is newer than this binary.
  */
 enum gc_err store_open(const struct app_config *cfg, struct store **out,
                        char *why, size_t whysz);
@@ -33,8 +38,10 @@ void store_close(struct store *st);
 int store_schema_version(struct store *st);
 
 /*
- * Health: the file is still there, readable and writable, is the one the
- * connection has open, and answers a query.  GC_ESTORE with why filled.
+ * Health: SQLite's file is still there, readable and writable, is the
+ * one the connection has open; PostgreSQL's connection is up (it is
+ * re-established here when it broke); and the store answers a query.
+ * GC_ESTORE with why filled.
  */
 enum gc_err store_ping(struct store *st, char *why, size_t whysz);
 
@@ -220,7 +227,8 @@ enum gc_err store_event_detail(struct store *st, const char *id, json_t **out);
  */
 enum gc_err store_purge_bodies(struct store *st, int64_t before_ms, int *count);
 
-/* Fold the WAL back into the database and truncate it (housekeeping). */
+/* Fold the WAL back into the database and truncate it (housekeeping;
+ * nothing to do on PostgreSQL). */
 enum gc_err store_checkpoint(struct store *st);
 
 /* ---- Emarsys id and token caches (store_remote.c) ---- */
@@ -344,7 +352,7 @@ enum gc_err store_throttle_slot(struct store *st, const char *brand,
 struct store_stats {
 	uint64_t prepares;    /* statements compiled: one per kind, once */
 	uint64_t runs;        /* statements run, BEGIN and COMMIT aside */
-	uint64_t steps;       /* their sqlite3_step calls: rows + 1 */
+	uint64_t steps;       /* their steps: rows + 1 */
 	uint64_t begun;       /* transactions begun */
 	uint64_t committed;   /* transactions committed */
 	uint64_t rolled_back; /* transactions rolled back */

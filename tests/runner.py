@@ -8,8 +8,8 @@
   lint         clang-format and banned calls (tests/lint.sh)
 
 The integration suites run twice: on SQLite, then (labels "pg/...") on
-PostgreSQL, a throwaway cluster started here (tests/lib/pgcluster.py);
---no-pg skips the second run.
+PostgreSQL, a throwaway cluster started here (tests/lib/pgcluster.py),
+followed by the two-host suite (tests/twohost); --no-pg skips that pass.
 
 --sanitizers: the build has ASan/UBSan; gcrelay's reports fail the test.
 --valgrind: unit tests and integration tests run under valgrind.
@@ -131,6 +131,15 @@ def run_integration_pg(build, sanitizers, only):
     prefix = "pg/"
     try:
         run_integration(build, sanitizers, False, only)
+        # Two hosts on one database (tests/twohost): PostgreSQL only.
+        env = dict(os.environ, GCRELAY_BUILD=os.path.abspath(build))
+        if sanitizers:
+            env["GCRELAY_SANITIZERS"] = "1"
+        pattern = os.path.join(ROOT, "tests", "twohost", "test_*.py")
+        for path in sorted(glob.glob(pattern)):
+            label = "twohost/" + os.path.basename(path)[5:-3]
+            if not only or any(o in label for o in only):
+                run_module(path, env, 900, label)
     finally:
         prefix = ""
         del os.environ["GCRELAY_STORE"], os.environ["GCRELAY_PG_DIR"]

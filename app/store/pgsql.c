@@ -20,6 +20,7 @@
 
 struct db {
 	PGconn *conn;
+	int lock_timeout_ms; /* store.busy_timeout_ms, as with SQLite */
 	unsigned gen; /* bumped on every reconnect: statements re-prepare */
 	char err[512];
 };
@@ -50,6 +51,8 @@ pg_note(struct db *db, const char *what)
 	         what ? ": " : "", (int)strcspn(m, "\n"), m);
 }
 
+static enum gc_err pg_session(struct db *db);
+
 /*
  * After a failure: when the connection itself is gone, reconnect once,
  * so the next statement finds a live one (this one has failed anyway).
@@ -64,6 +67,25 @@ pg_recover(struct db *db)
 	db->gen++;
 	if (PQstatus(db->conn) != CONNECTION_OK)
 		pg_note(db, "reconnect");
+	else
+		(void)pg_session(db);
+}
+
+static enum gc_err pg_exec(struct db *db, const char *sql);
+
+/*
+ * Session settings, again after each reconnect: a writer that holds the
+ * write lock too long makes others give up after the busy timeout (503)
+ * rather than wait forever, as SQLite's busy_timeout does.
+ */
+static enum gc_err
+pg_session(struct db *db)
+{
+	char sql[64];
+
+	snprintf(sql, sizeof(sql), "SET lock_timeout = %d",
+	         db->lock_timeout_ms);
+	return pg_exec(db, sql);
 }
 
 static void
@@ -124,6 +146,13 @@ pg_open(const struct app_config *cfg, struct db **out, char *why, size_t whysz)
 		return GC_ESTORE;
 	}
 	PQsetNoticeProcessor(db->conn, pg_quiet, NULL);
+	db->lock_timeout_ms = cfg->busy_timeout_ms;
+	if (pg_session(db) != GC_OK) {
+		snprintf(why, whysz, "cannot configure the session: %s",
+		         db->err);
+		pg_close(db);
+		return GC_ESTORE;
+	}
 	*out = db;
 	return GC_OK;
 }
@@ -333,7 +362,9 @@ pg_migrate_lock(struct db *db)
 {
 	char sql[64];
 
-	snprintf(sql, sizeof(sql), "SELECT pg_advisory_lock(%d)",
+	/* However long another host's migration takes. */
+	snprintf(sql, sizeof(sql),
+	         "SET lock_timeout = 0; SELECT pg_advisory_lock(%d)",
 	         PG_MIGRATE_LOCK);
 	if (pg_exec(db, sql) != GC_OK)
 		return GC_ESTORE;
@@ -351,6 +382,7 @@ pg_migrate_unlock(struct db *db)
 	snprintf(sql, sizeof(sql), "SELECT pg_advisory_unlock(%d)",
 	         PG_MIGRATE_LOCK);
 	(void)pg_exec(db, sql);
+	(void)pg_session(db);
 }
 
 /* The server answers, reconnecting first when the connection broke. */

@@ -170,7 +170,9 @@ class Stack:
                  retry_schedule="[1, 1, 1]", reconcile_after_s=1,
                  http_timeout_ms=3000, base_dir=None, port=None,
                  sync_budget_ms=None, sync_workers=None, circuit_open_s=1,
-                 concurrency=64):
+                 concurrency=64, peer=None):
+        # peer: another Stack whose database (PostgreSQL) and simulators
+        # this one shares: a second host of the same installation.
         if base_dir is None:
             self.dir = tempfile.mkdtemp(prefix="gcrelay-it-")
         else:
@@ -178,7 +180,8 @@ class Stack:
             os.makedirs(self.dir)
         os.chmod(self.dir, 0o755)
         self.workers = workers
-        self.webhook_secrets = webhook_secrets or [new_whsec()]
+        self.webhook_secrets = webhook_secrets or (
+            peer.webhook_secrets if peer is not None else [new_whsec()])
         self.config_extra = config_extra
         self.budget_ms = budget_ms
         # The suites written before the dispatcher expect intake to
@@ -206,7 +209,14 @@ class Stack:
         self._chown(self.reports)
         self.db_path = os.path.join(self.state_dir, "gcrelay.db")
         self.pg = self.pg_db = None
-        if STORE == "postgresql":
+        self.peer = peer
+        if peer is not None:
+            # One admin client for both hosts: the replay cache is shared.
+            self.admin_used = peer.admin_used
+            if peer.pg is None:
+                raise RuntimeError("two hosts need GCRELAY_STORE=postgresql")
+            self.pg, self.pg_db = peer.pg, peer.pg_db
+        elif STORE == "postgresql":
             import pgcluster
             self.pg = pgcluster.shared()
             self.pg_db = "gc_" + "".join(
@@ -220,8 +230,13 @@ class Stack:
         self.log_path = os.path.join(self.dir, "gcrelay.log")
         self.fixed_port = port is not None
         self.port = port or free_port()
-        self.certs = make_certs(os.path.join(self.dir, "certs"))
-        if sims:
+        if peer is not None:
+            self.certs = peer.certs
+            self.emarsys_port, self.emarsys = peer.emarsys_port, peer.emarsys
+            self.yotpo_port, self.yotpo = peer.yotpo_port, peer.yotpo
+        else:
+            self.certs = make_certs(os.path.join(self.dir, "certs"))
+        if sims and peer is None:
             self._start_sims()
         self.config_path = os.path.join(self.dir, "gcrelay.conf")
         self.write_config()
@@ -258,7 +273,10 @@ class Stack:
         key_path = os.path.join(self.dir, "secrets.key")
         if not os.path.exists(key_path):
             with open(key_path, "w") as f:
-                f.write(secrets.token_hex(32) + "\n")
+                # Every host of one installation: the same key.
+                f.write(open(os.path.join(self.peer.dir, "secrets.key")).read()
+                        if self.peer is not None else
+                        secrets.token_hex(32) + "\n")
             os.chmod(key_path, 0o400)
             self._chown(key_path)
         secrets_list = ", ".join('"%s"' % s for s in self.webhook_secrets)
@@ -542,6 +560,56 @@ http {
         with self.db() as c:
             return c.execute(sql, args).fetchall()
 
+    def lock_store(self):
+        """A context manager holding the store's write lock from another
+        connection (SQLite: BEGIN IMMEDIATE; PostgreSQL: the transaction
+        advisory lock every gcrelay write transaction takes)."""
+        import contextlib
+
+        @contextlib.contextmanager
+        def held():
+            if self.pg is None:
+                lock = sqlite3.connect(self.db_path, timeout=10,
+                                       isolation_level=None)
+                lock.execute("BEGIN IMMEDIATE")
+                try:
+                    yield
+                finally:
+                    lock.execute("ROLLBACK")
+                    lock.close()
+                return
+            p = subprocess.Popen(
+                ["psql", "-X", "-q", "-h", self.pg.dir, "-U", "postgres",
+                 "-d", self.pg_db, "-At"], stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE, text=True)
+            p.stdin.write("BEGIN; SELECT pg_advisory_xact_lock(4741520);\n"
+                          "SELECT 'locked';\n")
+            p.stdin.flush()
+            try:
+                self.wait(lambda: p.stdout.readline().strip() == "locked",
+                          what="write lock taken")
+                yield
+            finally:
+                p.stdin.write("ROLLBACK;\n")
+                p.stdin.close()
+                p.wait(10)
+        return held()
+
+    def store_contents(self):
+        """What the store keeps at rest, {name: bytes}: the SQLite files,
+        or a dump of the PostgreSQL database ("pg_dump")."""
+        if self.pg is not None:
+            p = subprocess.run(["pg_dump", "-h", self.pg.dir, "-U",
+                                "postgres", self.pg_db], capture_output=True,
+                               check=True)
+            return {"pg_dump": p.stdout}
+        out = {}
+        for f in os.listdir(self.state_dir):
+            if f.startswith("gcrelay.db"):
+                with open(os.path.join(self.state_dir, f), "rb") as fh:
+                    out[f] = fh.read()
+        return out
+
     def worker_pids(self):
         out = subprocess.run(["pgrep", "-P", str(self.gcrelay.pid)],
                              capture_output=True, text=True).stdout
@@ -597,7 +665,7 @@ http {
                                  "\n".join(reports)[:20000])
         if os.environ.get("GCRELAY_KEEP") != "1":
             shutil.rmtree(self.dir, ignore_errors=True)
-            if self.pg is not None:
+            if self.pg is not None and self.peer is None:
                 self.pg.drop_db(self.pg_db)
 
     def __enter__(self):
