@@ -76,6 +76,10 @@ valgrind: deps
 	@python3 tests/runner.py --build $(BUILD) --valgrind \
 	   $(if $(SUITES),--suites $(SUITES))
 
+unit integration: deps
+	@$(MAKE) --no-print-directory all
+	@python3 tests/runner.py --build $(BUILD) --suites $@
+
 lint:
 	@sh tests/lint.sh
 

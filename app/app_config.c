@@ -360,7 +360,10 @@ cfg_listen(struct cfg_ctx *c, struct app_config *cfg)
 	cfg_control(c, cfg);
 }
 
-static const char *const backend_names[] = {"sqlite", "postgresql"};
+static const char *const backend_names[] = {
+    [STORE_SQLITE] = "sqlite",
+    [STORE_POSTGRESQL] = "postgresql",
+};
 _Static_assert(sizeof(backend_names) / sizeof(backend_names[0]) == STORE__MAX,
                "backend_names[] out of step");
 

@@ -1,4 +1,5 @@
 #include <stdint.h>
+#include <stdio.h>
 #include <string.h>
 #include <sys/mman.h>
 
@@ -6,7 +7,7 @@
 #include "webhook.h"
 
 #define M_ROUTES   24
-#define M_STATUSES 12
+#define M_STATUSES 15
 #define M_EVKINDS  3 /* consent_intent, offer_claimed, unknown */
 #define M_BUCKETS  10
 #define M_REASONS  16
@@ -40,8 +41,8 @@ static const char *const ev_kind_labels[M_EVKINDS] = {
     "consent_intent", "offer_claimed", "unknown"};
 
 /* Status codes with their own label; anything else counts as "other". */
-static const int statuses[M_STATUSES - 1] = {200, 202, 400, 401, 403, 404,
-                                             405, 413, 415, 500, 503};
+static const int statuses[M_STATUSES - 1] = {200, 201, 202, 204, 400, 401, 403,
+                                             404, 405, 409, 413, 415, 500, 503};
 
 /* Short labels for enum webhook_fail. */
 static const char *const sig_reasons[] = {
@@ -58,6 +59,14 @@ static const char *const sig_reasons[] = {
 _Static_assert(sizeof(sig_reasons) / sizeof(sig_reasons[0]) == WEBHOOK__MAX,
                "sig_reasons[] out of step with enum webhook_fail");
 
+static const char *const child_labels[] = {
+    [M_CHILD_WORKER] = "worker",
+    [M_CHILD_CONTROL] = "control",
+    [M_CHILD_DISPATCHER] = "dispatcher",
+};
+_Static_assert(sizeof(child_labels) / sizeof(child_labels[0]) == M_CHILD__MAX,
+               "child_labels[] out of step");
+
 static const double bucket_le[M_BUCKETS - 1] = {0.025, 0.05, 0.1, 0.25, 0.5,
                                                 1,     2.5,  5,   10};
 
@@ -70,6 +79,7 @@ struct m_shared {
 	uint64_t latency_sum_us[M_DEST__MAX];
 	uint64_t auth_fail[M_AUTH__MAX][M_REASONS];
 	uint64_t child_restarts;
+	int64_t children[M_CHILD__MAX][2]; /* live, configured */
 	uint64_t reconcile[2];
 };
 
@@ -164,38 +174,70 @@ metrics_child_restart(void)
 
 /* See metrics.h. */
 void
+metrics_children(enum m_child kind, int live, int configured)
+{
+	__atomic_store_n(&m()->children[kind][0], live, __ATOMIC_RELAXED);
+	__atomic_store_n(&m()->children[kind][1], configured, __ATOMIC_RELAXED);
+}
+
+/* See metrics.h. */
+void
 metrics_yotpo_reconcile(int found)
 {
 	ADD(m()->reconcile[found ? 1 : 0]);
 }
 
+/*
+ * Count of requests with the route label of route r and status index i,
+ * summed over every route sharing that label (GET, PUT and DELETE of a
+ * brand are one "admin_brand"): one series per label, never two.
+ */
+static uint64_t
+route_count(const char *const *routes, int nroutes, int r, int i)
+{
+	uint64_t v = 0;
+
+	for (int k = r; k < nroutes && k < M_ROUTES; k++)
+		if (strcmp(routes[k], routes[r]) == 0)
+			v += GET(m()->requests[k][i]);
+	return v;
+}
+
+static int
+route_seen(const char *const *routes, int r)
+{
+	for (int k = 0; k < r; k++)
+		if (strcmp(routes[k], routes[r]) == 0)
+			return 1;
+	return 0;
+}
+
 static void
 render_requests(struct buf *out, const char *const *routes, int nroutes)
 {
-	struct m_shared *s = m();
-
 	buf_puts(out, "# HELP gcrelay_http_requests_total Requests answered, "
 	              "by route and status.\n"
 	              "# TYPE gcrelay_http_requests_total counter\n");
-	for (int r = 0; r < nroutes && r < M_ROUTES; r++)
+	for (int r = 0; r < nroutes && r < M_ROUTES; r++) {
+		if (route_seen(routes, r))
+			continue;
 		for (int i = 0; i < M_STATUSES; i++) {
-			uint64_t v = GET(s->requests[r][i]);
+			uint64_t v = route_count(routes, nroutes, r, i);
+			char status[16];
+
 			if (v == 0)
 				continue;
 			if (i < M_STATUSES - 1)
-				buf_printf(
-				    out,
-				    "gcrelay_http_requests_total{route=\"%s\","
-				    "status=\"%d\"} %llu\n",
-				    routes[r], statuses[i],
-				    (unsigned long long)v);
+				snprintf(status, sizeof(status), "%d",
+				         statuses[i]);
 			else
-				buf_printf(
-				    out,
-				    "gcrelay_http_requests_total{route=\"%s\","
-				    "status=\"other\"} %llu\n",
-				    routes[r], (unsigned long long)v);
+				snprintf(status, sizeof(status), "other");
+			buf_printf(out,
+			           "gcrelay_http_requests_total{route=\"%s\","
+			           "status=\"%s\"} %llu\n",
+			           routes[r], status, (unsigned long long)v);
 		}
+	}
 }
 
 static void
@@ -318,6 +360,28 @@ render_misc(struct buf *out, long outbox_depth)
 	           (unsigned long long)GET(s->reconcile[1]));
 }
 
+/* Set by the master, so a dead pool shows even while /metrics answers. */
+static void
+render_children(struct buf *out)
+{
+	static const char *const what[] = {"", "_configured"};
+	static const char *const help[] = {
+	    "Child processes running now, by kind.",
+	    "Child processes the configuration asks for, by kind."};
+
+	for (int w = 0; w < 2; w++) {
+		buf_printf(out,
+		           "# HELP gcrelay_children%s %s\n"
+		           "# TYPE gcrelay_children%s gauge\n",
+		           what[w], help[w], what[w]);
+		for (int k = 0; k < M_CHILD__MAX; k++)
+			buf_printf(out,
+			           "gcrelay_children%s{kind=\"%s\"} %lld\n",
+			           what[w], child_labels[k],
+			           (long long)GET(m()->children[k][w]));
+	}
+}
+
 /* See metrics.h. */
 enum gc_err
 metrics_render(struct buf *out, const char *const *route_names, int nroutes,
@@ -327,5 +391,6 @@ metrics_render(struct buf *out, const char *const *route_names, int nroutes,
 	render_events(out);
 	render_upstream(out);
 	render_misc(out, outbox_depth);
+	render_children(out);
 	return out->ptr != NULL ? GC_OK : GC_ENOMEM;
 }

@@ -34,6 +34,9 @@ static const char *const child_names[] = {
 };
 _Static_assert(sizeof(child_names) / sizeof(child_names[0]) == CHILD__MAX,
                "child_names[] out of step");
+_Static_assert((int)CHILD__MAX == (int)M_CHILD__MAX &&
+                   (int)CHILD_DISPATCHER == (int)M_CHILD_DISPATCHER,
+               "enum child_kind out of step with enum m_child");
 
 struct child {
 	pid_t pid; /* 0 when not running */
@@ -404,6 +407,21 @@ master_respawn(struct master *m)
 	return next;
 }
 
+/* Publish how many children of each kind run, for /metrics. */
+static void
+master_publish(const struct master *m)
+{
+	int live[CHILD__MAX] = {0}, want[CHILD__MAX] = {0};
+
+	for (int i = 0; i < m->nslots; i++) {
+		want[m->slots[i].kind]++;
+		if (m->slots[i].pid != 0)
+			live[m->slots[i].kind]++;
+	}
+	for (int k = 0; k < CHILD__MAX; k++)
+		metrics_children((enum m_child)k, live[k], want[k]);
+}
+
 static int
 same_str(const char *a, const char *b)
 {
@@ -566,6 +584,7 @@ supervisor_run(struct app_config *cfg, const int fds[2])
 		}
 		got_alrm = 0;
 		next = master_respawn(&m);
+		master_publish(&m);
 		if (master_nudge_old(&m))
 			arm_timer(1000);
 		else

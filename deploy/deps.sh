@@ -9,7 +9,12 @@ pkgs="build-essential pkg-config libfcgi-dev libcurl4-openssl-dev
 libjansson-dev libssl-dev libconfig-dev libsqlite3-dev sqlite3
 libpq-dev postgresql
 libcmocka-dev nginx-light openssl ca-certificates python3 valgrind
-clang libclang-rt-14-dev clang-format wrk libnginx-mod-http-echo"
+clang libclang-rt-14-dev clang-format wrk libnginx-mod-http-echo
+mandoc"
+# promtool (check metrics, check/test rules) comes with the server package;
+# the server itself must not run here (see below).  systemd-analyze
+# verifies the unit file.
+pkgs="$pkgs prometheus systemd"
 
 missing=""
 for p in $pkgs; do
@@ -28,14 +33,54 @@ if [ -n "$missing" ]; then
 	SUDO=""
 	[ "$(id -u)" -eq 0 ] || SUDO="sudo"
 	$SUDO apt-get update -qq
+	# Installing prometheus would start a server on :9090 and enable it
+	# at boot: deny service starts while apt runs (policy-rc.d), unless
+	# the machine already has its own policy.
+	if [ ! -e /usr/sbin/policy-rc.d ]; then
+		trap '$SUDO rm -f /usr/sbin/policy-rc.d' EXIT
+		printf '#!/bin/sh\nexit 101\n' |
+		    $SUDO tee /usr/sbin/policy-rc.d >/dev/null
+		$SUDO chmod 755 /usr/sbin/policy-rc.d
+	fi
 	DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq \
 	    --no-install-recommends $missing
+	case " $missing " in
+	*" prometheus "*)
+		# Only the one we just installed: not an operator's server.
+		if [ -d /run/systemd/system ]; then
+			$SUDO systemctl disable --now prometheus.service
+		fi
+		;;
+	esac
 fi
 
 # The Standard Webhooks reference signer, for the interoperability test.
 if [ ! -d tests/node_modules/standardwebhooks ]; then
 	echo "deps: installing the standardwebhooks npm package into tests/"
-	(cd tests && npm install --silent --no-audit --no-fund \
-	    --no-package-lock standardwebhooks >/dev/null) ||
-	    echo "deps: warning: npm install standardwebhooks failed"
+	if ! (cd tests && npm install --silent --no-audit --no-fund \
+	    --no-package-lock standardwebhooks >/dev/null); then
+		echo "deps: npm install standardwebhooks failed: the" \
+		    "interoperability test needs it" >&2
+		exit 1
+	fi
 fi
+
+# The OpenAPI linter and the contract test's JSON Schema validator and
+# YAML parser (tests/ship/test_openapi.py), pinned.  Like the above, a
+# failed install fails: the contract test must never be skipped.
+openapi_pkgs="@redocly/cli@2.77.0 ajv@8.20.0 ajv-formats@3.0.1 yaml@2.9.1"
+for spec in $openapi_pkgs; do
+	name=${spec%@*}
+	want=${spec##*@}
+	have=$(node -p "require('./tests/node_modules/$name/package.json').version" \
+	    2>/dev/null || true)
+	if [ "$have" != "$want" ]; then
+		echo "deps: installing the OpenAPI test tools into tests/"
+		(cd tests && npm install --silent --no-audit --no-fund \
+		    --no-package-lock --no-save $openapi_pkgs >/dev/null) || {
+			echo "deps: npm install $openapi_pkgs failed" >&2
+			exit 1
+		}
+		break
+	fi
+done

@@ -423,6 +423,27 @@ admin_event_redeliver(struct request *req)
 }
 
 /*
+ * One end of a redelivery window: absent (ms untouched), unix seconds as
+ * a JSON integer or a string, or "YYYY-MM-DDTHH:MM:SSZ"; -1 for anything
+ * else, never ignored.
+ */
+static int
+admin_window_end(const json_t *in, const char *key, int64_t *ms)
+{
+	const json_t *v = json_object_get(in, key);
+
+	if (v == NULL)
+		return 0;
+	if (json_is_integer(v) && json_integer_value(v) >= 0 &&
+	    json_integer_value(v) <= INT64_MAX / 1000) {
+		*ms = (int64_t)json_integer_value(v) * 1000;
+		return 0;
+	}
+	return json_is_string(v) ? request_parse_time(json_string_value(v), ms)
+	                         : -1;
+}
+
+/*
  * POST /admin/v1/brands/{slug}/redeliver {"since","until"}: make the
  * brand's failed and dead deliveries in the window due now; the dispatcher
  * runs them.
@@ -433,7 +454,6 @@ admin_brand_redeliver(struct request *req)
 	const char *slug = admin_slug(req);
 	int64_t since = 0, until = INT64_MAX;
 	json_t *in = NULL;
-	const char *s, *u;
 	int count = 0;
 	enum gc_err err;
 
@@ -441,10 +461,8 @@ admin_brand_redeliver(struct request *req)
 		return;
 	if (req->body.len > 0 && (in = admin_body_json(req)) == NULL)
 		return;
-	s = jsonutil_str(in, "since");
-	u = jsonutil_str(in, "until");
-	if ((s != NULL && request_parse_time(s, &since) != 0) ||
-	    (u != NULL && request_parse_time(u, &until) != 0)) {
+	if (admin_window_end(in, "since", &since) != 0 ||
+	    admin_window_end(in, "until", &until) != 0) {
 		json_decref(in);
 		request_problem(req, 400, "invalid_window",
 		                "since and until must be unix seconds or "

@@ -112,6 +112,25 @@ events_brand(struct request *req, const struct gc_event *ev, struct brand *b)
 	return -1;
 }
 
+/*
+ * Answer 503 when the store would not keep the event (store_health), so
+ * the sender retries; 0 when it is healthy.
+ */
+static int
+events_store_down(struct request *req)
+{
+	char why[256], detail[400];
+
+	if (store_health(req->st, why, sizeof(why)) == GC_OK)
+		return 0;
+	snprintf(detail, sizeof(detail),
+	         "the store is unavailable (%s); the event was not recorded; "
+	         "retry later",
+	         why);
+	request_problem(req, 503, "store_unavailable", detail, NULL);
+	return 1;
+}
+
 /* See handlers.h. */
 void
 events_post(struct request *req)
@@ -140,7 +159,7 @@ events_post(struct request *req)
 		              prob.detail, prob.field[0] ? prob.field : NULL);
 		return;
 	}
-	if (events_brand(req, &ev, &b) != 0) {
+	if (events_store_down(req) || events_brand(req, &ev, &b) != 0) {
 		event_fini(&ev);
 		return;
 	}
@@ -152,6 +171,11 @@ events_post(struct request *req)
 		                "the event could not be recorded; nothing was "
 		                "delivered; retry later",
 		                NULL);
+		return;
+	}
+	/* No 2xx unless the record is in the file at the store's path. */
+	if (events_store_down(req)) {
+		json_decref(outcome);
 		return;
 	}
 	request_json(req, status, outcome);

@@ -52,8 +52,7 @@ health_get(struct request *req)
 	char why[256];
 	json_t *out;
 
-	if (store_ping(req->st, why, sizeof(why)) != GC_OK) {
-		log_warnx("healthz: store unavailable: %s", why);
+	if (store_health(req->st, why, sizeof(why)) != GC_OK) {
 		request_json(req, 503,
 		             json_pack("{s:s, s:s}", "status", "unavailable",
 		                       "detail", why));

@@ -43,6 +43,21 @@ metrics_delivery_state(struct request *req)
 	limits_circuit_foreach(now, metrics_circuit, &req->out);
 }
 
+/* Whether the store answers, as /healthz judges it (503 there). */
+static void
+metrics_store(struct request *req)
+{
+	char why[256];
+	int up = store_health(req->st, why, sizeof(why)) == GC_OK;
+
+	buf_printf(&req->out,
+	           "# HELP gcrelay_store_up Whether the store answers (1) or "
+	           "not (0), as /healthz judges it.\n"
+	           "# TYPE gcrelay_store_up gauge\n"
+	           "gcrelay_store_up %d\n",
+	           up);
+}
+
 /* See handlers.h. */
 void
 metrics_get(struct request *req)
@@ -60,6 +75,7 @@ metrics_get(struct request *req)
 		return;
 	}
 	metrics_delivery_state(req);
+	metrics_store(req);
 	req->status = 200;
 	req->content_type = "text/plain; version=0.0.4";
 }

@@ -27,6 +27,14 @@ enum m_event_result { M_EV_ACCEPTED, M_EV_DUPLICATE, M_EV_REJECTED, M_EV__MAX };
 
 enum m_auth { M_AUTH_WEBHOOK, M_AUTH_ADMIN, M_AUTH__MAX };
 
+/* The supervisor's children, in the order of its own enum child_kind. */
+enum m_child {
+	M_CHILD_WORKER,
+	M_CHILD_CONTROL,
+	M_CHILD_DISPATCHER,
+	M_CHILD__MAX
+};
+
 /* Create the shared mapping; call once in the master before forking. */
 enum gc_err metrics_init(void);
 
@@ -40,6 +48,8 @@ void metrics_upstream(enum m_dest d, long status, double seconds);
 /* A rejected signature (reason index within its family). */
 void metrics_auth_failure(enum m_auth family, int reason);
 void metrics_child_restart(void);
+/* The master's count of children of a kind: running now, and wanted. */
+void metrics_children(enum m_child kind, int live, int configured);
 void metrics_yotpo_reconcile(int found);
 
 /*

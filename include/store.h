@@ -38,12 +38,27 @@ void store_close(struct store *st);
 int store_schema_version(struct store *st);
 
 /*
- * Health: SQLite's file is still there, readable and writable, is the
- * one the connection has open; PostgreSQL's connection is up (it is
- * re-established here when it broke); and the store answers a query.
- * GC_ESTORE with why filled.
+ * Call once in the master before forking: the outcome of the last write
+ * is then shared by every process (store_health).  Without it each
+ * process sees only its own.
  */
-enum gc_err store_ping(struct store *st, char *why, size_t whysz);
+enum gc_err store_shared_init(void);
+
+/*
+ * The one store health check (intake before and after recording, the
+ * dispatcher before claiming, /healthz).  SQLite: the database file is
+ * present, is the one this connection has open (device and inode), is
+ * writable and open read-write; PostgreSQL: the connection is up (it is
+ * re-established when it broke).  Both: the last write of any process
+ * of this host succeeded, and the store answers a query.  When it fails
+ * it tries to recover, at most once a second: reopen the file when the
+ * connection is read-only or the file was replaced, probe with a small
+ * write when the last write failed.  GC_ESTORE with why filled while the
+ * store is unusable.  Never creates a database: one deleted under a
+ * running gcrelay stays unavailable until the file is put back (or
+ * gcrelay restarts).
+ */
+enum gc_err store_health(struct store *st, char *why, size_t whysz);
 
 /* Current time in milliseconds (wall clock) used for store timestamps. */
 int64_t store_now_ms(void);
@@ -345,6 +360,30 @@ enum gc_err store_ledger_release(struct store *st, const char *brand,
 enum gc_err store_throttle_slot(struct store *st, const char *brand,
                                 int max_rps, int64_t now_ms, int64_t horizon_ms,
                                 int64_t *slot_ms, int *reserved);
+
+/* ---- account holds shared by hosts (store_remote.c) ---- */
+
+/*
+ * Whether other hosts may share this store (PostgreSQL).  A host's own
+ * processes share holds in memory (delivery_limits.h); hosts share them
+ * here.
+ */
+int store_shared_hosts(struct store *st);
+/* Until when a 429 holds account back (0: no hold recorded). */
+enum gc_err store_hold_get(struct store *st, const char *account,
+                           int64_t *until_ms);
+/* Hold account until until_ms (a later hold wins). */
+enum gc_err store_hold_put(struct store *st, const char *account,
+                           int64_t until_ms);
+
+/*
+ * gcrelay store copy (store_copy.c): open the SQLite store from and the
+ * PostgreSQL store to (both migrated), refuse unless to holds no brand
+ * or event, and copy brands, events, deliveries, attempts, the Yotpo
+ * ledger and the Emarsys caches in one transaction.  GC_ESTORE with why.
+ */
+enum gc_err store_copy(const struct app_config *from,
+                       const struct app_config *to, char *why, size_t whysz);
 
 /* ---- statement and transaction counts (store_sql.c) ---- */
 

@@ -1,5 +1,8 @@
 #!/usr/bin/env python3
-"""Runs every test suite of gcrelay and prints "N passed, N failed".
+"""Runs every test suite of gcrelay and prints "N passed, N failed, N
+skipped" as its last line.  A skipped test (unittest skip or expected
+failure, cmocka "# SKIP") fails the run like a failed one: the skips are
+listed with their reasons, and the exit status is 1.
 
   unit         cmocka unit tests (tests/unit), TAP output
   sims         the simulators' own self-test (tests/sim)
@@ -9,7 +12,8 @@
 
 The integration suites run twice: on SQLite, then (labels "pg/...") on
 PostgreSQL, a throwaway cluster started here (tests/lib/pgcluster.py),
-followed by the two-host suite (tests/twohost); --no-pg skips that pass.
+followed by the PostgreSQL-only suites (tests/postgresql: two hosts,
+database faults); --no-pg skips that pass.
 
 --sanitizers: the build has ASan/UBSan; gcrelay's reports fail the test.
 --valgrind: unit tests and integration tests run under valgrind.
@@ -25,8 +29,9 @@ import sys
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-passed = failed = 0
+passed = failed = skipped = 0
 failures = []
+skips = []  # (name, reason)
 
 
 prefix = ""
@@ -47,6 +52,22 @@ def record(ok, name, detail=""):
     print("%s %s" % ("ok  " if ok else "FAIL", name), flush=True)
 
 
+def record_skip(name, reason):
+    """A test that did not run: counted, listed, and fails the run."""
+    global skipped
+    name = prefix + name
+    skipped += 1
+    skips.append((name, reason))
+    print("SKIP %s: %s" % (name, reason), flush=True)
+
+
+# TAP: "ok 1 - name", "not ok 2 - name", and skips either as cmocka
+# writes them ("not ok 3 # SKIP name") or as TAP says ("ok 3 - name # SKIP
+# reason").
+TAP_SKIP = re.compile(r"^(?:not )?ok \d+(?: - (.*?))?\s*# SKIP\b\s*(.*)$",
+                      re.M | re.I)
+
+
 def run_unit(build, valgrind):
     env = dict(os.environ, CMOCKA_MESSAGE_OUTPUT="TAP",
                GC_TEST_DATA=os.path.join(ROOT, "tests", "data"))
@@ -59,8 +80,13 @@ def run_unit(build, valgrind):
         p = subprocess.run(cmd, capture_output=True, text=True, env=env,
                            cwd=ROOT, timeout=900)
         out = p.stdout + p.stderr
-        oks = re.findall(r"^ok \d+ - (.*)$", out, re.M)
-        bad = re.findall(r"^not ok \d+ - (.*)$", out, re.M)
+        tap_skips = TAP_SKIP.findall(out)
+        out_run = TAP_SKIP.sub("", out)
+        oks = re.findall(r"^ok \d+ - (.*)$", out_run, re.M)
+        bad = re.findall(r"^not ok \d+ - (.*)$", out_run, re.M)
+        for t, why in tap_skips:
+            record_skip("unit/%s/%s" % (name, t or why),
+                        why if t else "skipped")
         for t in oks:
             record(True, "unit/%s/%s" % (name, t))
         for t in bad:
@@ -97,7 +123,15 @@ def run_module(path, env, timeout, label):
         sys.stdout.write(err[-12000:] + "\n")
     for name in res["failures"]:
         record(False, "%s/%s" % (label, name.split(".")[-1]))
+    for name, reason in res.get("skipped", []):
+        # "setUpClass (module.Class)" names a class, not a test.
+        short = name if " (" in name else name.split(".")[-1]
+        record_skip("%s/%s" % (label, short), reason)
     print("     %s: %.1fs" % (label, time.monotonic() - t0), flush=True)
+
+
+def contract_log(build):
+    return os.path.join(os.path.abspath(build), "contract-responses.jsonl")
 
 
 def run_integration(build, sanitizers, valgrind, only):
@@ -106,6 +140,13 @@ def run_integration(build, sanitizers, valgrind, only):
         env["GCRELAY_SANITIZERS"] = "1"
     if valgrind:
         env["GCRELAY_VALGRIND"] = "1"
+    if not (sanitizers or valgrind):
+        # Every response the suites receive through nginx, for the OpenAPI
+        # contract test (tests/ship/test_openapi.py).  A full run starts
+        # it afresh; --only adds to it.
+        env["GCRELAY_CONTRACT_LOG"] = contract_log(build)
+        if not only:
+            open(env["GCRELAY_CONTRACT_LOG"], "w").close()
     pattern = os.path.join(ROOT, "tests", "integration", "test_*.py")
     for path in sorted(glob.glob(pattern)):
         label = "integration/" + os.path.basename(path)[5:-3]
@@ -131,13 +172,14 @@ def run_integration_pg(build, sanitizers, only):
     prefix = "pg/"
     try:
         run_integration(build, sanitizers, False, only)
-        # Two hosts on one database (tests/twohost): PostgreSQL only.
+        # PostgreSQL only (tests/postgresql): two hosts on one database,
+        # the database stopped and restarted.
         env = dict(os.environ, GCRELAY_BUILD=os.path.abspath(build))
         if sanitizers:
             env["GCRELAY_SANITIZERS"] = "1"
-        pattern = os.path.join(ROOT, "tests", "twohost", "test_*.py")
+        pattern = os.path.join(ROOT, "tests", "postgresql", "test_*.py")
         for path in sorted(glob.glob(pattern)):
-            label = "twohost/" + os.path.basename(path)[5:-3]
+            label = "postgresql/" + os.path.basename(path)[5:-3]
             if not only or any(o in label for o in only):
                 run_module(path, env, 900, label)
     finally:
@@ -199,15 +241,17 @@ def main():
         prefix = "valgrind/"
         run_unit(a.build, True)
         run_integration(a.build, False, True, only)
-    print("\n%d passed, %d failed (%.0fs)" % (passed, failed,
-                                             time.monotonic() - t0))
+    print("\n%d passed, %d failed, %d skipped (%.0fs)" % (
+        passed, failed, skipped, time.monotonic() - t0))
     if sqlite_only:
         print("SQLite-only, not run on PostgreSQL (%d): %s" %
               (len(sqlite_only), "; ".join(sqlite_only)))
     if failures:
         print("failed: " + ", ".join(failures[:30]))
-    print("%d passed, %d failed" % (passed, failed))
-    return 1 if failed else 0
+    for name, reason in skips:
+        print("skipped: %s: %s" % (name, reason))
+    print("%d passed, %d failed, %d skipped" % (passed, failed, skipped))
+    return 1 if failed or skipped else 0
 
 
 if __name__ == "__main__":

@@ -87,9 +87,14 @@ dispatcher_main(const struct app_config *cfg)
 			dispatcher_purge(st, cfg);
 			last_purge = mono_ms();
 		}
-		/* Stopping: finish what is in flight, take nothing new. */
+		/*
+		 * Stopping: finish what is in flight, take nothing new.  An
+		 * unusable store: claim nothing, look again in a second.
+		 */
 		if (!worker_stop && (woken || mono_ms() >= next_look))
-			next_look = dispatcher_fill(eng, cfg);
+			next_look = store_health(st, why, sizeof(why)) == GC_OK
+			                ? dispatcher_fill(eng, cfg)
+			                : mono_ms() + 1000;
 		long wait = (long)(next_look - mono_ms());
 		woken = engine_step(eng, wait < 0      ? 0
 		                         : wait > 1000 ? 1000

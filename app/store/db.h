@@ -24,6 +24,13 @@ struct db_stmt {
 /* What stepping a statement came to. */
 enum db_rc { DB_ROW, DB_DONE, DB_ERROR };
 
+/* What a backend's check found, and so how the store may recover. */
+enum db_health {
+	DB_HEALTH_OK,
+	DB_HEALTH_WAIT,   /* missing, not writable, unreachable: wait */
+	DB_HEALTH_REOPEN, /* replaced, or this connection is read-only */
+};
+
 /* Dialects, indexing the SQL tables (store_sql.c, store.c). */
 enum db_dialect { DB_SQLITE, DB_PG, DB__MAX };
 
@@ -65,8 +72,21 @@ struct db_ops {
 	 */
 	enum gc_err (*migrate_lock)(struct db *db);
 	void (*migrate_unlock)(struct db *db);
-	/* Backend health (file or server), before the common query. */
-	enum gc_err (*ping)(struct db *db, char *why, size_t whysz);
+	/* Backend health (file or server), before the common checks. */
+	enum db_health (*check)(struct db *db, char *why, size_t whysz);
+	/*
+	 * A new connection replacing db's only once it works, is writable
+	 * and has schema version want (the old one is closed).  The caller
+	 * has freed every statement.
+	 */
+	enum gc_err (*reopen)(struct db *db, int want);
+	/*
+	 * The backend's code for the last error when it says the store
+	 * cannot hold a write (not merely that one failed), else 0; and
+	 * that code as text.
+	 */
+	int (*fault)(struct db *db);
+	const char *(*fault_text)(int code);
 	/* Housekeeping after a purge (WAL checkpoint); may do nothing. */
 	enum gc_err (*checkpoint)(struct db *db);
 };

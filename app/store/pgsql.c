@@ -385,16 +385,42 @@ pg_migrate_unlock(struct db *db)
 	(void)pg_session(db);
 }
 
-/* The server answers, reconnecting first when the connection broke. */
-static enum gc_err
-pg_ping(struct db *db, char *why, size_t whysz)
+/* The connection is up, re-established first when it broke. */
+static enum db_health
+pg_check(struct db *db, char *why, size_t whysz)
 {
 	pg_recover(db);
 	if (PQstatus(db->conn) != CONNECTION_OK) {
 		snprintf(why, whysz, "database unreachable: %s", db->err);
-		return GC_ESTORE;
+		return DB_HEALTH_WAIT;
 	}
-	return GC_OK;
+	return DB_HEALTH_OK;
+}
+
+/* check reconnects already; nothing to replace. */
+static enum gc_err
+pg_reopen(struct db *db, int want)
+{
+	(void)want;
+	return PQstatus(db->conn) == CONNECTION_OK ? GC_OK : GC_ESTORE;
+}
+
+/*
+ * PostgreSQL says which statement failed and why; a lost connection is
+ * found by check.  No error here stands for the store as a whole.
+ */
+static int
+pg_fault(struct db *db)
+{
+	(void)db;
+	return 0;
+}
+
+static const char *
+pg_fault_text(int code)
+{
+	(void)code;
+	return "write failed";
 }
 
 static enum gc_err
@@ -426,6 +452,9 @@ const struct db_ops db_pg_ops = {
     .set_version = pg_set_version,
     .migrate_lock = pg_migrate_lock,
     .migrate_unlock = pg_migrate_unlock,
-    .ping = pg_ping,
+    .check = pg_check,
+    .reopen = pg_reopen,
+    .fault = pg_fault,
+    .fault_text = pg_fault_text,
     .checkpoint = pg_checkpoint,
 };

@@ -1,7 +1,8 @@
 /*
  * The SQLite backend: one database file (WAL) shared by every gcrelay
  * process of one host.  Everything about the file lives here: its path
- * and mode, the pragmas, its identity for store_ping, the checkpoint.
+ * and mode, the pragmas, its identity, read-only state and fault codes for
+ * store_health, the checkpoint.
  */
 #include <sys/stat.h>
 
@@ -20,8 +21,10 @@
 struct db {
 	sqlite3 *h;
 	char *path;
-	dev_t dev; /* identity of the file opened, for ping */
+	dev_t dev; /* identity of the file opened, for check */
 	ino_t ino;
+	int busy_timeout_ms; /* for a reopen */
+	int durability;
 };
 
 struct sqlite_stmt {
@@ -46,11 +49,11 @@ sq_exec(struct db *db, const char *sql)
 }
 
 static enum gc_err
-sq_pragmas(struct db *db, const struct app_config *cfg)
+sq_pragmas(struct db *db)
 {
 	char sql[200];
 
-	sqlite3_busy_timeout(db->h, cfg->busy_timeout_ms);
+	sqlite3_busy_timeout(db->h, db->busy_timeout_ms);
 	/*
 	 * secure_delete: SQLite leaves deleted and overwritten records in
 	 * the file (free space inside pages, freed overflow pages) until it
@@ -64,7 +67,7 @@ sq_pragmas(struct db *db, const struct app_config *cfg)
 	snprintf(sql, sizeof(sql),
 	         "PRAGMA journal_mode=WAL; PRAGMA synchronous=%s; "
 	         "PRAGMA foreign_keys=ON; PRAGMA secure_delete=ON;",
-	         cfg->durability == DURABILITY_FULL ? "FULL" : "NORMAL");
+	         db->durability == DURABILITY_FULL ? "FULL" : "NORMAL");
 	return sq_exec(db, sql);
 }
 
@@ -100,11 +103,41 @@ sq_close(struct db *db)
 	free(db);
 }
 
+/*
+ * Open db->path into db->h with the pragmas (create: creating the file
+ * 0600 when missing), and note the file's identity.
+ */
+static enum gc_err
+sq_connect(struct db *db, int create, char *why, size_t whysz)
+{
+	struct stat sb;
+
+	if (create && sq_create_private(db->path, why, whysz) != GC_OK)
+		return GC_ESTORE;
+	if (sqlite3_open_v2(db->path, &db->h,
+	                    SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX |
+	                        (create ? SQLITE_OPEN_CREATE : 0),
+	                    NULL) != SQLITE_OK) {
+		snprintf(why, whysz, "cannot open %s: %s", db->path,
+		         db->h ? sqlite3_errmsg(db->h) : "out of memory");
+		return GC_ESTORE;
+	}
+	if (sq_pragmas(db) != GC_OK) {
+		snprintf(why, whysz, "cannot configure %s: %s", db->path,
+		         sqlite3_errmsg(db->h));
+		return GC_ESTORE;
+	}
+	if (stat(db->path, &sb) == 0) {
+		db->dev = sb.st_dev;
+		db->ino = sb.st_ino;
+	}
+	return GC_OK;
+}
+
 static enum gc_err
 sq_open(const struct app_config *cfg, struct db **out, char *why, size_t whysz)
 {
 	struct db *db;
-	struct stat sb;
 
 	*out = NULL;
 	if ((db = calloc(1, sizeof(*db))) == NULL)
@@ -113,30 +146,14 @@ sq_open(const struct app_config *cfg, struct db **out, char *why, size_t whysz)
 		free(db);
 		return GC_ENOMEM;
 	}
-	if (sq_create_private(db->path, why, whysz) != GC_OK)
-		goto fail;
-	if (sqlite3_open_v2(db->path, &db->h,
-	                    SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE |
-	                        SQLITE_OPEN_NOMUTEX,
-	                    NULL) != SQLITE_OK) {
-		snprintf(why, whysz, "cannot open %s: %s", db->path,
-		         db->h ? sqlite3_errmsg(db->h) : "out of memory");
-		goto fail;
-	}
-	if (sq_pragmas(db, cfg) != GC_OK) {
-		snprintf(why, whysz, "cannot configure %s: %s", db->path,
-		         sqlite3_errmsg(db->h));
-		goto fail;
-	}
-	if (stat(db->path, &sb) == 0) {
-		db->dev = sb.st_dev;
-		db->ino = sb.st_ino;
+	db->busy_timeout_ms = cfg->busy_timeout_ms;
+	db->durability = (int)cfg->durability;
+	if (sq_connect(db, 1, why, whysz) != GC_OK) {
+		sq_close(db);
+		return GC_ESTORE;
 	}
 	*out = db;
 	return GC_OK;
-fail:
-	sq_close(db);
-	return GC_ESTORE;
 }
 
 static struct db_stmt *
@@ -270,25 +287,97 @@ sq_migrate_unlock(struct db *db)
 	(void)db;
 }
 
-/* The file is still there, readable and writable, and the one open. */
-static enum gc_err
-sq_ping(struct db *db, char *why, size_t whysz)
+/*
+ * The file is present, the one this connection has open (device and
+ * inode), writable, and the connection is not read-only.
+ */
+static enum db_health
+sq_check(struct db *db, char *why, size_t whysz)
 {
 	struct stat sb;
 
 	if (stat(db->path, &sb) != 0) {
 		snprintf(why, whysz, "database file: %s", strerror(errno));
-		return GC_ESTORE;
+		return DB_HEALTH_WAIT;
 	}
 	if (sb.st_dev != db->dev || sb.st_ino != db->ino) {
 		snprintf(why, whysz, "database file was replaced");
-		return GC_ESTORE;
+		return DB_HEALTH_REOPEN;
 	}
 	if (access(db->path, R_OK | W_OK) != 0) {
 		snprintf(why, whysz, "database file: %s", strerror(errno));
+		return DB_HEALTH_WAIT;
+	}
+	if (sqlite3_db_readonly(db->h, "main") != 0) {
+		snprintf(why, whysz, "database is open read-only");
+		return DB_HEALTH_REOPEN;
+	}
+	return DB_HEALTH_OK;
+}
+
+/* PRAGMA user_version of h, -1 on failure. */
+static int
+sq_user_version(sqlite3 *h)
+{
+	sqlite3_stmt *s;
+	int v = -1;
+
+	if (sqlite3_prepare_v2(h, "PRAGMA user_version", -1, &s, NULL) !=
+	    SQLITE_OK)
+		return -1;
+	if (sqlite3_step(s) == SQLITE_ROW)
+		v = sqlite3_column_int(s, 0);
+	sqlite3_finalize(s);
+	return v;
+}
+
+/*
+ * A new connection to the file now at the path, never creating one.
+ * The old connection must not checkpoint on close: its WAL file is the
+ * one the path's new database uses.
+ */
+static enum gc_err
+sq_reopen(struct db *db, int want)
+{
+	struct db old = *db;
+	char why[256];
+
+	db->h = NULL;
+	if (sq_connect(db, 0, why, sizeof(why)) != GC_OK ||
+	    sqlite3_db_readonly(db->h, "main") != 0 ||
+	    sq_user_version(db->h) != want) {
+		sqlite3_close_v2(db->h);
+		*db = old;
 		return GC_ESTORE;
 	}
+	sqlite3_db_config(old.h, SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, 1, NULL);
+	sqlite3_close_v2(old.h);
 	return GC_OK;
+}
+
+/* Errors that say the file cannot hold a write, not that one failed. */
+static int
+sq_fault(struct db *db)
+{
+	int code = sqlite3_extended_errcode(db->h);
+
+	switch (code & 0xff) {
+	case SQLITE_FULL:
+	case SQLITE_IOERR:
+	case SQLITE_CORRUPT:
+	case SQLITE_NOTADB:
+	case SQLITE_READONLY:
+	case SQLITE_CANTOPEN:
+	case SQLITE_PERM:
+		return code;
+	}
+	return 0;
+}
+
+static const char *
+sq_fault_text(int code)
+{
+	return sqlite3_errstr(code);
 }
 
 static enum gc_err
@@ -319,6 +408,9 @@ const struct db_ops db_sqlite_ops = {
     .set_version = sq_set_version,
     .migrate_lock = sq_migrate_lock,
     .migrate_unlock = sq_migrate_unlock,
-    .ping = sq_ping,
+    .check = sq_check,
+    .reopen = sq_reopen,
+    .fault = sq_fault,
+    .fault_text = sq_fault_text,
     .checkpoint = sq_checkpoint,
 };

@@ -196,8 +196,21 @@ static const char *const migrations[][DB__MAX] = {
      "  owner TEXT NOT NULL,"
      "  lease_until BIGINT NOT NULL,"
      "  PRIMARY KEY (brand, client_id));"},
+    /* 6: one row store_health rewrites to learn whether a write that
+     * failed (a full disk) would succeed again */
+    {"CREATE TABLE store_probe (id INTEGER PRIMARY KEY, n INTEGER NOT NULL);"
+     "INSERT INTO store_probe VALUES (1, 0);",
+     "CREATE TABLE store_probe (id INTEGER PRIMARY KEY, n BIGINT NOT NULL);"
+     "INSERT INTO store_probe VALUES (1, 0);"},
+    /* 7: a 429's hold on an account, for every host sharing the store
+     * (one host's processes share theirs in memory: delivery/limits.c) */
+    {"CREATE TABLE account_holds (account TEXT PRIMARY KEY, "
+     "until_ms INTEGER NOT NULL);",
+     "CREATE TABLE account_holds (account TEXT PRIMARY KEY, "
+     "until_ms BIGINT NOT NULL);"},
 };
 #define NMIGRATIONS ((int)(sizeof(migrations) / sizeof(migrations[0])))
+const int store_nmigrations = NMIGRATIONS;
 
 /* See store.h. */
 int64_t
@@ -214,6 +227,7 @@ enum gc_err
 store_fail(struct store *st, const char *what)
 {
 	log_warnx("store: %s: %s", what, st->ops->errmsg(st->db));
+	store_note_fault(st);
 	return GC_ESTORE;
 }
 
@@ -221,7 +235,11 @@ store_fail(struct store *st, const char *what)
 enum gc_err
 store_exec(struct store *st, const char *sql)
 {
-	return st->ops->exec(st->db, sql);
+	if (st->ops->exec(st->db, sql) != GC_OK) {
+		store_note_fault(st);
+		return GC_ESTORE;
+	}
+	return GC_OK;
 }
 
 static int
@@ -326,20 +344,6 @@ int
 store_schema_version(struct store *st)
 {
 	return store_user_version(st);
-}
-
-/* See store.h. */
-enum gc_err
-store_ping(struct store *st, char *why, size_t whysz)
-{
-	if (st->ops->ping(st->db, why, whysz) != GC_OK)
-		return GC_ESTORE;
-	if (store_user_version(st) != NMIGRATIONS) {
-		snprintf(why, whysz, "database does not answer: %s",
-		         st->ops->errmsg(st->db));
-		return GC_ESTORE;
-	}
-	return GC_OK;
 }
 
 /* See store.h. */

@@ -74,6 +74,8 @@ enum stmt {
 	STMT_LEDGER_RELEASE,
 	STMT_THROTTLE,
 	STMT_THROTTLE_PEEK,
+	STMT_HOLD_GET,
+	STMT_HOLD_PUT,
 	STMT__MAX
 };
 
@@ -81,7 +83,9 @@ struct store {
 	const struct db_ops *ops; /* the backend */
 	struct db *db;
 	struct db_stmt *stmt[STMT__MAX]; /* prepared on first use */
-	long changes; /* rows the last finished write changed */
+	long changes;       /* rows the last finished write changed */
+	int64_t recover_ms; /* monotonic time of the last recovery try */
+	int unhealthy;      /* last store_health failed (logged once) */
 	struct store_stats stats;
 };
 
@@ -91,6 +95,16 @@ struct store {
  * commands log themselves, so a rollback after them needs no store_fail.
  */
 enum gc_err store_fail(struct store *st, const char *what);
+/*
+ * Note the outcome of a write for store_health: a fault (the backend's
+ * error of st's last call, when it says the store cannot hold a write:
+ * SQLite's file full, unreadable, corrupt, read-only or gone) or a
+ * committed write.
+ */
+void store_note_fault(struct store *st);
+void store_note_ok(void);
+/* How many migrations this gcrelay knows: its schema version. */
+extern const int store_nmigrations;
 /* Run SQL text once (startup, migrations, housekeeping); logged. */
 enum gc_err store_exec(struct store *st, const char *sql);
 

@@ -403,3 +403,39 @@ store_throttle_slot(struct store *st, const char *brand, int max_rps,
 		return GC_ESTORE;
 	return GC_OK;
 }
+
+/* See store.h. */
+int
+store_shared_hosts(struct store *st)
+{
+	return st->ops->dialect == DB_PG;
+}
+
+/* See store.h. */
+enum gc_err
+store_hold_get(struct store *st, const char *account, int64_t *until_ms)
+{
+	struct db_stmt *s;
+	enum db_rc rc;
+
+	*until_ms = 0;
+	if ((s = store_stmt(st, STMT_HOLD_GET)) == NULL)
+		return GC_ESTORE;
+	store_bind_text(s, 1, account);
+	if ((rc = store_row(st, s)) == DB_ROW)
+		*until_ms = store_col_int(s, 0);
+	return store_end(st, s, rc, "hold get") ? GC_OK : GC_ESTORE;
+}
+
+/* See store.h. */
+enum gc_err
+store_hold_put(struct store *st, const char *account, int64_t until_ms)
+{
+	struct db_stmt *s;
+
+	if ((s = store_stmt(st, STMT_HOLD_PUT)) == NULL)
+		return GC_ESTORE;
+	store_bind_text(s, 1, account);
+	store_bind_int(s, 2, until_ms);
+	return store_step(st, s, "hold put") ? GC_OK : GC_ESTORE;
+}

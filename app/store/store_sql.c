@@ -203,6 +203,10 @@ static const char *const stmts[] = {
         "max(next_ms, ?2) + ?3 WHERE next_ms <= ?2 + ?4 "
         "RETURNING next_ms - ?3",
     [STMT_THROTTLE_PEEK] = "SELECT next_ms FROM throttle WHERE brand = ?",
+    [STMT_HOLD_GET] = "SELECT until_ms FROM account_holds WHERE account = ?",
+    [STMT_HOLD_PUT] = "INSERT INTO account_holds(account, until_ms) VALUES "
+                      "(?1, ?2) ON CONFLICT(account) DO UPDATE SET "
+                      "until_ms = ?2 WHERE account_holds.until_ms < ?2",
 };
 _Static_assert(sizeof(stmts) / sizeof(stmts[0]) == STMT__MAX,
                "stmts[] must name every enum stmt");
@@ -477,8 +481,10 @@ store_commit(struct store *st)
 {
 	enum gc_err err = store_txn(st, STMT_COMMIT, "commit");
 
-	if (err == GC_OK)
+	if (err == GC_OK) {
 		st->stats.committed++;
+		store_note_ok();
+	}
 	return err;
 }
 

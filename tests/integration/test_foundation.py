@@ -856,7 +856,8 @@ class Observability(unittest.TestCase):
                     conn.request(method, path, b"{}" if method == "POST"
                                  else None)
                     r = conn.getresponse()
-                    r.read()
+                    stack.contract_record(method, path, r.status,
+                                          r.getheaders(), r.read())
                     ids = [v for k, v in r.getheaders()
                            if k.lower() == "x-request-id"]
                 finally:
@@ -886,11 +887,12 @@ class Observability(unittest.TestCase):
 
 
 class NginxProblems(unittest.TestCase):
-    """Issue 9: nginx's own 400 and 502 answers are problem+json too."""
+    """Issue 9: nginx's own 400, 403 and 502 answers are problem+json too."""
 
-    def raw(self, port, data):
+    def raw(self, port, data, source="127.0.0.1"):
         """Send data as is; (status, content type, body) of the answer."""
-        with socket.create_connection(("127.0.0.1", port), 10) as c:
+        with socket.create_connection(("127.0.0.1", port), 10,
+                                      source_address=(source, 0)) as c:
             c.sendall(data)
             c.settimeout(10)
             out = b""
@@ -905,6 +907,10 @@ class NginxProblems(unittest.TestCase):
         for l in lines[1:]:
             k, _, v = l.partition(":")
             hdrs[k.strip().lower()] = v.strip()
+        request_line = data.split(b"\r\n", 1)[0].decode("latin-1").split()
+        stack.contract_record(request_line[0] if request_line else "",
+                              request_line[1] if len(request_line) > 1
+                              else "", int(lines[0].split()[1]), hdrs, body)
         return int(lines[0].split()[1]), hdrs.get("content-type", ""), body
 
     def assertProblem(self, status, ctype, body, want):
@@ -929,6 +935,18 @@ class NginxProblems(unittest.TestCase):
                 with self.subTest(what=what):
                     self.assertProblem(*self.raw(s.port, data), 400)
             self.assertEqual(s.request("GET", "/healthz").status, 200)
+
+    def test_outside_the_allow_list_is_problem_json(self):
+        """127.0.0.2 is not in the allow-lists of /admin/ and /metrics."""
+        with Stack(sims=False) as s:
+            for path in ("/metrics", "/admin/v1/brands"):
+                with self.subTest(path=path):
+                    req = ("GET %s HTTP/1.1\r\nHost: x\r\n"
+                           "Connection: close\r\n\r\n" % path).encode()
+                    self.assertProblem(*self.raw(s.port, req, "127.0.0.2"),
+                                       403)
+            r = s.request("GET", "/metrics")
+            self.assertEqual(r.status, 200)
 
     def test_no_upstream_is_problem_json(self):
         with Stack(sims=False) as s:
@@ -1108,10 +1126,11 @@ class DeployFiles(unittest.TestCase):
         site = open(os.path.join(ROOT, "nginx", "gcrelay.conf")).read()
         for path in streams:
             self.assertIn("server unix:%s;" % path, site)
-        if shutil.which("systemd-analyze"):
-            r = run(["systemd-analyze", "verify",
-                     os.path.join(ROOT, "deploy", "gcrelay.service")])
-            self.assertNotIn("Unknown key", r.stderr)
+        self.assertIsNotNone(shutil.which("systemd-analyze"),
+                             "systemd-analyze (package systemd) is missing")
+        r = run(["systemd-analyze", "verify",
+                 os.path.join(ROOT, "deploy", "gcrelay.service")])
+        self.assertNotIn("Unknown key", r.stderr)
 
 
 if __name__ == "__main__":
@@ -1332,6 +1351,14 @@ class BrandRedelivery(unittest.TestCase):
                 self.assertEqual(r.status, 202, r)
                 self.assertEqual(r.json["deliveries"][0]["status"], "failed")
             s.demo_brand(yotpo=False)  # the operator fixes the secret
+            # A window that ends before they arrived (unix seconds as a
+            # JSON number, not only as a string) requeues none of them.
+            r = s.admin("POST", "/admin/v1/brands/acme/redeliver",
+                        {"until": int(time.time()) - 600})
+            self.assertEqual((r.status, r.json["requeued"]), (202, 0), r)
+            r = s.admin("POST", "/admin/v1/brands/acme/redeliver",
+                        {"since": "%d" % (time.time() + 600)})
+            self.assertEqual((r.status, r.json["requeued"]), (202, 0), r)
             r = s.admin("POST", "/admin/v1/brands/acme/redeliver",
                         {"since": int(time.time()) - 600})
             self.assertEqual(r.status, 202, r)
@@ -1341,9 +1368,11 @@ class BrandRedelivery(unittest.TestCase):
                    what="redelivered by the retrier")
             acct = s.emarsys.state()["accounts"]["demo_client"]
             self.assertEqual(len(acct["triggers"]), 3)
-            r = s.admin("POST", "/admin/v1/brands/acme/redeliver",
-                        {"since": "yesterday"})
-            self.assertEqual(r.status, 400)
+            for bad in ("yesterday", True, -5, 1.5, {"t": 1}):
+                r = s.admin("POST", "/admin/v1/brands/acme/redeliver",
+                            {"since": bad})
+                self.assertEqual(r.status, 400, bad)
+                self.assertEqual(r.json["code"], "invalid_window")
             r = s.admin("POST", "/admin/v1/brands/acme/redeliver", {})
             self.assertEqual(r.json["requeued"], 0)
 

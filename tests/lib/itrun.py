@@ -1,5 +1,8 @@
 """Run one integration test module with unittest and print a summary line
-the suite runner reads:  RESULT {"passed": n, "failed": n, "names": [...]}"""
+the suite runner reads:
+  RESULT {"passed": n, "failed": n, "failures": [...], "skipped": [...]}
+where skipped lists [test id, reason] for every skip and expected failure:
+the runner counts those against the run, so a test cannot vanish."""
 
 import importlib.util
 import json
@@ -32,6 +35,14 @@ class Result(unittest.TextTestResult):
     def addError(self, test, err):
         super().addError(test, err)
         print("TEST fail %s" % test.id(), flush=True)
+
+    def addSkip(self, test, reason):
+        super().addSkip(test, reason)
+        print("TEST skip %s: %s" % (test.id(), reason), flush=True)
+
+    def addExpectedFailure(self, test, err):
+        super().addExpectedFailure(test, err)
+        print("TEST skip %s: expected failure" % test.id(), flush=True)
 
     def addSubTest(self, test, subtest, err):
         super().addSubTest(test, subtest, err)
@@ -79,10 +90,14 @@ def main(path):
     res = runner.run(suite)
     failed = [t.id() for t, _ in res.failures + res.errors +
               res.unexpectedSuccesses]
+    skipped = [[t.id(), reason] for t, reason in res.skipped]
+    skipped += [[t.id(), "expected failure"]
+                for t, _ in res.expectedFailures]
     print("RESULT " + json.dumps({"passed": len(res.passed),
                                   "failed": len(failed),
-                                  "failures": failed}), flush=True)
-    return 0 if not failed else 1
+                                  "failures": failed,
+                                  "skipped": skipped}), flush=True)
+    return 0 if not failed and not skipped else 1
 
 
 if __name__ == "__main__":

@@ -148,6 +148,35 @@ def sample_event(kind="offer_claimed", **over):
     return ev
 
 
+CONTRACT_LOG = os.environ.get("GCRELAY_CONTRACT_LOG")
+
+
+def contract_record(method, target, status, headers, body):
+    """With GCRELAY_CONTRACT_LOG set, append one JSON line per response
+    that came through nginx, for the OpenAPI contract test
+    (tests/ship/test_openapi.py).  headers: (name, value) pairs or dict."""
+    if not CONTRACT_LOG:
+        return
+    items = headers.items() if isinstance(headers, dict) else headers
+    ctype = ""
+    for k, v in items:
+        if k.lower() == "content-type":
+            ctype = v
+    path, _, query = (target or "").partition("?")
+    if isinstance(body, bytes):
+        body = body.decode("utf-8", errors="replace")
+    line = json.dumps({"method": method, "path": path, "query": query,
+                       "status": status, "content_type": ctype,
+                       "body": body}) + "\n"
+    # One write per line in append mode: concurrent writers never
+    # interleave within a line.
+    fd = os.open(CONTRACT_LOG, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        os.write(fd, line.encode())
+    finally:
+        os.close(fd)
+
+
 class Response:
     def __init__(self, status, headers, body):
         self.status = status
@@ -170,9 +199,11 @@ class Stack:
                  retry_schedule="[1, 1, 1]", reconcile_after_s=1,
                  http_timeout_ms=3000, base_dir=None, port=None,
                  sync_budget_ms=None, sync_workers=None, circuit_open_s=1,
-                 concurrency=64, peer=None):
+                 concurrency=64, peer=None, store=None, pg_db=None):
         # peer: another Stack whose database (PostgreSQL) and simulators
         # this one shares: a second host of the same installation.
+        # store: "sqlite" or "postgresql" (default: GCRELAY_STORE);
+        # pg_db: an existing database to use (not dropped at the end).
         if base_dir is None:
             self.dir = tempfile.mkdtemp(prefix="gcrelay-it-")
         else:
@@ -210,13 +241,19 @@ class Stack:
         self.db_path = os.path.join(self.state_dir, "gcrelay.db")
         self.pg = self.pg_db = None
         self.peer = peer
+        self.pg_owned = False
         if peer is not None:
             # One admin client for both hosts: the replay cache is shared.
             self.admin_used = peer.admin_used
+        if pg_db is not None:
+            import pgcluster
+            self.pg, self.pg_db = pgcluster.shared(), pg_db
+        elif peer is not None:
             if peer.pg is None:
                 raise RuntimeError("two hosts need GCRELAY_STORE=postgresql")
             self.pg, self.pg_db = peer.pg, peer.pg_db
-        elif STORE == "postgresql":
+        elif (store or STORE) == "postgresql":
+            self.pg_owned = True
             import pgcluster
             self.pg = pgcluster.shared()
             self.pg_db = "gc_" + "".join(
@@ -476,7 +513,9 @@ http {
                 body = body.encode()
             conn.request(method, path, body, headers or {})
             r = conn.getresponse()
-            return Response(r.status, dict(r.getheaders()), r.read())
+            raw = r.read()
+            contract_record(method, path, r.status, r.getheaders(), raw)
+            return Response(r.status, dict(r.getheaders()), raw)
         finally:
             conn.close()
 
@@ -665,7 +704,7 @@ http {
                                  "\n".join(reports)[:20000])
         if os.environ.get("GCRELAY_KEEP") != "1":
             shutil.rmtree(self.dir, ignore_errors=True)
-            if self.pg is not None and self.peer is None:
+            if self.pg_owned:
                 self.pg.drop_db(self.pg_db)
 
     def __enter__(self):
