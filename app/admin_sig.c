@@ -23,38 +23,50 @@ const char *const admin_sig_fail_names[] = {
         "X-Gcrelay-Signature must be \"v1,\" followed by base64",
     [ADMIN_SIG_MISMATCH] = "signature does not match the request",
     [ADMIN_SIG_REPLAYED] = "signature was already used (replay)",
+    [ADMIN_SIG_CRYPTO] = "signature could not be computed (OpenSSL failed)",
 };
 _Static_assert(sizeof(admin_sig_fail_names) / sizeof(admin_sig_fail_names[0]) ==
                    ADMIN_SIG__MAX,
                "admin_sig_fail_names[] out of step");
 
-static void
+/* The request's MAC: GC_OK, GC_ECRYPTO or GC_ENOMEM (mac zeroed). */
+static enum gc_err
 admin_sig_mac(const char *secret, const char *method, const char *uri,
               const char *timestamp, const char *body, size_t bodylen,
               uint8_t mac[CRYPTO_SHA256_LEN])
 {
 	char hex[65];
 	struct buf canon;
+	enum gc_err err;
 
-	crypto_sha256_hex(body, bodylen, hex);
+	memset(mac, 0, CRYPTO_SHA256_LEN);
+	if ((err = crypto_sha256_hex(body, bodylen, hex)) != GC_OK)
+		return err;
 	buf_init(&canon, 0);
-	buf_printf(&canon, "%s\n%s\n%s\n%s", method, uri, timestamp, hex);
-	crypto_hmac_sha256(secret, strlen(secret), buf_str(&canon), canon.len,
-	                   mac);
+	err = buf_printf(&canon, "%s\n%s\n%s\n%s", method, uri, timestamp, hex);
+	if (err == GC_OK)
+		err = crypto_hmac_sha256(secret, strlen(secret),
+		                         buf_str(&canon), canon.len, mac);
 	buf_free(&canon);
+	return err;
 }
 
 /* See admin_sig.h. */
-void
+enum gc_err
 admin_sig_sign(const char *secret, const char *method, const char *uri,
                const char *timestamp, const char *body, size_t bodylen,
                char out[ADMIN_SIG_LEN])
 {
 	uint8_t mac[CRYPTO_SHA256_LEN];
+	enum gc_err err;
 
-	admin_sig_mac(secret, method, uri, timestamp, body, bodylen, mac);
+	out[0] = '\0';
+	err = admin_sig_mac(secret, method, uri, timestamp, body, bodylen, mac);
+	if (err != GC_OK)
+		return err;
 	memcpy(out, "v1,", 3);
 	crypto_b64_encode(mac, sizeof(mac), out + 3, ADMIN_SIG_LEN - 3);
+	return GC_OK;
 }
 
 static enum admin_sig_fail
@@ -104,7 +116,9 @@ admin_sig_check(const struct app_config *cfg, const char *key_id,
 	    crypto_b64_decode(signature + 3, strlen(signature + 3), got,
 	                      sizeof(got), &glen) != GC_OK)
 		return ADMIN_SIG_BAD_FORMAT;
-	admin_sig_mac(k->secret, method, uri, timestamp, body, bodylen, mac);
+	if (admin_sig_mac(k->secret, method, uri, timestamp, body, bodylen,
+	                  mac) != GC_OK)
+		return ADMIN_SIG_CRYPTO; /* fail closed */
 	if (!crypto_ct_equal(mac, sizeof(mac), got, glen))
 		return ADMIN_SIG_MISMATCH;
 	*key = k;

@@ -1,4 +1,5 @@
 #include <errno.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -15,28 +16,37 @@
 #define GCM_TAG_LEN   16
 
 /* See crypto.h. */
-void
+enum gc_err
 crypto_hmac_sha256(const void *key, size_t keylen, const void *msg,
                    size_t msglen, uint8_t out[CRYPTO_SHA256_LEN])
 {
 	unsigned int outlen = CRYPTO_SHA256_LEN;
 
-	HMAC(EVP_sha256(), key, (int)keylen, msg, msglen, out, &outlen);
+	if (keylen <= INT_MAX &&
+	    HMAC(EVP_sha256(), key, (int)keylen, msg, msglen, out, &outlen) !=
+	        NULL &&
+	    outlen == CRYPTO_SHA256_LEN)
+		return GC_OK;
+	memset(out, 0, CRYPTO_SHA256_LEN);
+	return GC_ECRYPTO;
 }
 
 /* See crypto.h. */
-void
+enum gc_err
 crypto_sha256_hex(const void *data, size_t len, char hex[65])
 {
 	static const char digits[] = "0123456789abcdef";
 	uint8_t md[CRYPTO_SHA256_LEN];
 
-	SHA256(data, len, md);
+	hex[0] = '\0';
+	if (SHA256(data, len, md) == NULL)
+		return GC_ECRYPTO;
 	for (size_t i = 0; i < sizeof(md); i++) {
 		hex[2 * i] = digits[md[i] >> 4];
 		hex[2 * i + 1] = digits[md[i] & 0xf];
 	}
 	hex[64] = '\0';
+	return GC_OK;
 }
 
 /* See crypto.h. */

@@ -17,6 +17,7 @@
 
 #include "log.h"
 #include "metrics.h"
+#include "mono.h"
 #include "supervisor.h"
 #include "worker.h"
 
@@ -42,6 +43,7 @@ struct child {
 	pid_t pid; /* 0 when not running */
 	enum child_kind kind;
 	unsigned generation; /* config generation it was started with */
+	/* Times are master_now() seconds (monotonic). */
 	time_t started;
 	int crashes;       /* consecutive quick abnormal exits */
 	time_t respawn_at; /* when pid == 0: when to start it */
@@ -62,6 +64,17 @@ struct master {
 };
 
 static volatile sig_atomic_t got_chld, got_hup, got_term, got_alrm;
+
+/*
+ * Seconds on the monotonic clock, for the crash window, the backoff and
+ * the grace periods: a step of the wall clock must neither make a child
+ * wait hours for its respawn nor cut the grace of a stop short.
+ */
+static time_t
+master_now(void)
+{
+	return (time_t)(mono_ms() / 1000);
+}
 
 static void
 master_on_signal(int sig)
@@ -93,12 +106,15 @@ master_signals(sigset_t *waitmask)
 	sa.sa_handler = master_on_signal;
 	sigemptyset(&sa.sa_mask);
 	sigemptyset(&block);
+	/* Without its handlers the master would miss exits and stops. */
 	for (size_t i = 0; i < sizeof(sigs) / sizeof(sigs[0]); i++) {
-		sigaction(sigs[i], &sa, NULL);
+		if (sigaction(sigs[i], &sa, NULL) != 0)
+			fatal("sigaction %d", sigs[i]);
 		sigaddset(&block, sigs[i]);
 	}
-	signal(SIGPIPE, SIG_IGN);
-	sigprocmask(SIG_BLOCK, &block, waitmask);
+	if (signal(SIGPIPE, SIG_IGN) == SIG_ERR ||
+	    sigprocmask(SIG_BLOCK, &block, waitmask) != 0)
+		fatal("signal mask");
 	sigdelset(waitmask, SIGCHLD);
 	sigdelset(waitmask, SIGHUP);
 	sigdelset(waitmask, SIGTERM);
@@ -249,7 +265,7 @@ child_start(struct master *m, struct child *c)
 
 	if ((pid = fork()) < 0) {
 		log_warn("fork");
-		c->respawn_at = c->first_at = time(NULL) + 1;
+		c->respawn_at = c->first_at = master_now() + 1;
 		return;
 	}
 	if (pid == 0) {
@@ -277,7 +293,7 @@ child_start(struct master *m, struct child *c)
 	}
 	c->pid = pid;
 	c->generation = m->generation;
-	c->started = time(NULL);
+	c->started = master_now();
 	c->respawn_at = 0;
 }
 
@@ -324,7 +340,7 @@ log_exit(pid_t pid, int status, const char *what)
 static void
 master_child_died(struct child *c, int status, int stopping)
 {
-	time_t now = time(NULL);
+	time_t now = master_now();
 	int abnormal = WIFSIGNALED(status) || WEXITSTATUS(status) != 0;
 
 	log_exit(c->pid, status, child_names[c->kind]);
@@ -385,7 +401,7 @@ master_reap(struct master *m, int stopping)
 static time_t
 master_respawn(struct master *m)
 {
-	time_t now = time(NULL), next = 0, due;
+	time_t now = master_now(), next = 0, due;
 	int alive[CHILD__MAX] = {0};
 
 	for (int i = 0; i < m->nslots; i++)
@@ -468,7 +484,7 @@ master_reload(struct master *m)
 		else
 			kill(m->slots[i].pid, SIGKILL);
 	}
-	m->old_kill_at = time(NULL) + m->cfg->shutdown_grace_s;
+	m->old_kill_at = master_now() + m->cfg->shutdown_grace_s;
 	cfg_fini(m->cfg);
 	free(m->cfg);
 	m->cfg = ncfg;
@@ -517,16 +533,16 @@ arm_timer(long ms)
 static void
 master_stop(struct master *m, const sigset_t *waitmask)
 {
-	time_t deadline = time(NULL) + m->cfg->shutdown_grace_s;
+	time_t deadline = master_now() + m->cfg->shutdown_grace_s;
 
 	log_info("stopping: waiting for in-flight requests");
 	master_signal_all(m, SIGTERM);
 	while (master_alive(m) > 0) {
-		if (time(NULL) >= deadline) {
+		if (master_now() >= deadline) {
 			log_warnx("grace period over; killing %d children",
 			          master_alive(m));
 			master_signal_all(m, SIGKILL);
-			deadline = time(NULL) + 3600;
+			deadline = master_now() + 3600;
 		}
 		arm_timer(1000);
 		got_alrm = 0;
@@ -548,7 +564,7 @@ master_nudge_old(struct master *m)
 {
 	if (m->nold == 0)
 		return 0;
-	if (time(NULL) < m->old_kill_at)
+	if (master_now() < m->old_kill_at)
 		return 1;
 	for (int i = 0; i < m->nold; i++)
 		kill(m->old[i], SIGKILL);
@@ -588,7 +604,7 @@ supervisor_run(struct app_config *cfg, const int fds[2])
 		if (master_nudge_old(&m))
 			arm_timer(1000);
 		else
-			arm_timer(next ? (long)(next - time(NULL)) * 1000 + 10
+			arm_timer(next ? (long)(next - master_now()) * 1000 + 10
 			               : 0);
 		if (!got_chld && !got_hup && !got_term && !got_alrm)
 			sigsuspend(&waitmask);

@@ -142,7 +142,7 @@ timestamp_check(long long ts, long long now, long tolerance_s)
 
 /*
  * mac = HMAC-SHA256(key, id "." timestamp "." body).  GC_ENOMEM when the
- * signed content cannot be assembled.
+ * signed content cannot be assembled, GC_ECRYPTO when OpenSSL fails.
  */
 static enum gc_err
 webhook_mac(const struct webhook_key *key, const char *id,
@@ -150,6 +150,7 @@ webhook_mac(const struct webhook_key *key, const char *id,
             uint8_t mac[CRYPTO_SHA256_LEN])
 {
 	size_t idlen = strlen(id), tslen = strlen(timestamp), n;
+	enum gc_err err;
 	char *msg;
 
 	if (bodylen > SIZE_MAX - idlen - tslen - 2)
@@ -163,9 +164,9 @@ webhook_mac(const struct webhook_key *key, const char *id,
 	msg[idlen + 1 + tslen] = '.';
 	if (bodylen > 0)
 		memcpy(msg + idlen + tslen + 2, body, bodylen);
-	crypto_hmac_sha256(key->bytes, key->len, msg, n, mac);
+	err = crypto_hmac_sha256(key->bytes, key->len, msg, n, mac);
 	free(msg);
-	return GC_OK;
+	return err;
 }
 
 /* State of one comparison pass: the expected MAC and whether any matched. */
@@ -206,7 +207,8 @@ webhook_precheck(const char *id, const char *timestamp, const char *signature,
  * See webhook.h.  Returns WEBHOOK_OK or the first failed check.  Every
  * entry is compared with every key, whatever matched before, so the time
  * taken does not tell which entry or key matched.  When memory runs out
- * the delivery is refused as WEBHOOK_NO_MATCH (fail closed).
+ * or the MAC cannot be computed, the delivery is refused as
+ * WEBHOOK_NO_MATCH (fail closed).
  */
 enum webhook_fail
 webhook_verify(const struct webhook_key *keys, size_t nkeys, const char *id,

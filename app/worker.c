@@ -52,15 +52,25 @@ worker_signals(void)
 	sigemptyset(&sa.sa_mask);
 	sigaddset(&sa.sa_mask, SIGTERM);
 	sigaddset(&sa.sa_mask, SIGINT);
+	sigaddset(&sa.sa_mask, SIGUSR1);
 	/*
 	 * SA_RESTART: libfcgi does not retry on EINTR, so an interrupted
 	 * read of a request's params would drop it.  A blocked accept()
 	 * ends anyway: the handler closes the listener.
 	 */
 	sa.sa_flags = SA_RESTART;
-	sigaction(SIGTERM, &sa, NULL);
-	sigaction(SIGINT, &sa, NULL);
-	signal(SIGPIPE, SIG_IGN);
+	/* Without them a stop would kill a request mid-way: exit instead
+	 * (the master logs it and starts another). */
+	/*
+	 * SIGUSR1 is FastCGI's "finish and exit".  Ours, set before
+	 * FCGX_Init: libfcgi's own only makes every later accept() fail, and
+	 * the worker would spin on that.
+	 */
+	if (sigaction(SIGTERM, &sa, NULL) != 0 ||
+	    sigaction(SIGINT, &sa, NULL) != 0 ||
+	    sigaction(SIGUSR1, &sa, NULL) != 0 ||
+	    signal(SIGPIPE, SIG_IGN) == SIG_ERR)
+		fatal("worker signals");
 }
 
 static const char *
@@ -206,14 +216,15 @@ worker_main(const struct app_config *cfg, int listen_fd, int control)
 	    FCGX_InitRequest(&r, listen_fd, FCGI_FAIL_ACCEPT_ON_INTR) != 0)
 		fatalx("FCGX_Init failed");
 	/*
-	 * SIGTERM and SIGINT are blocked while a request is served, so no
-	 * read or write of it is cut short; a stop that comes meanwhile is
+	 * SIGTERM, SIGINT and SIGUSR1 are blocked while a request is served, so
+	 * no read or write of it is cut short; a stop that comes meanwhile is
 	 * delivered when the request is finished.  Between requests they
 	 * are unblocked and the handler closes the listener.
 	 */
 	sigemptyset(&stop);
 	sigaddset(&stop, SIGTERM);
 	sigaddset(&stop, SIGINT);
+	sigaddset(&stop, SIGUSR1);
 	sigprocmask(SIG_BLOCK, &stop, NULL);
 	worker_listen_fd = listen_fd;
 	for (;;) {

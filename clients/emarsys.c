@@ -172,24 +172,30 @@ emarsys_id_text(const json_t *v, char out[32])
  * See emarsys.h.  Brand slugs and event names hold no newline, so with
  * the token last the three parts cannot run into each other.
  */
-void
+enum gc_err
 emarsys_trigger_id(const char *brand, const char *token, const char *event_name,
                    char out[48])
 {
 	char hex[65];
 	struct buf b;
+	enum gc_err err;
 
+	out[0] = '\0';
 	buf_init(&b, 0);
-	buf_printf(&b, "%s\n%s\n%s", brand, event_name,
-	           token != NULL ? token : "");
-	crypto_sha256_hex(buf_str(&b), b.len, hex);
+	err = buf_printf(&b, "%s\n%s\n%s", brand, event_name,
+	                 token != NULL ? token : "");
+	if (err == GC_OK)
+		err = crypto_sha256_hex(buf_str(&b), b.len, hex);
 	buf_free(&b);
-	snprintf(out, 48, "gcrelay-%.32s", hex);
+	if (err == GC_OK)
+		snprintf(out, 48, "gcrelay-%.32s", hex);
+	return err;
 }
 
 /* ---- building requests ---- */
 
-/* Now, on the engine's clock. */
+/* Now on the engine's wall clock: for stored and remote times; waits and
+ * holds are monotonic (job_mono_at). */
 static int64_t
 em_now(const struct job *j)
 {
@@ -202,8 +208,9 @@ em_url(struct job *j, const char *path)
 	const char *base = j->cfg->emarsys_api_base;
 	size_t n = strlen(base);
 
-	snprintf(j->req.url, sizeof(j->req.url), "%s%s%s", base,
-	         n > 0 && base[n - 1] == '/' ? "" : "/", path);
+	/* Too long: the request is refused, never sent cut (httpc.h). */
+	http_req_url(&j->req, "%s%s%s", base,
+	             n > 0 && base[n - 1] == '/' ? "" : "/", path);
 }
 
 static void
@@ -248,8 +255,7 @@ em_token_request(struct job *j)
 
 	memset(&j->req, 0, sizeof(j->req));
 	j->req.method = "POST";
-	snprintf(j->req.url, sizeof(j->req.url), "%s",
-	         j->cfg->emarsys_token_url);
+	http_req_url(&j->req, "%s", j->cfg->emarsys_token_url);
 	http_req_header(&j->req,
 	                "Content-Type: application/x-www-form-urlencoded");
 	http_req_header(&j->req, "Accept: application/json");
@@ -264,11 +270,23 @@ em_token_request(struct job *j)
 	j->step = step_names[EM_TOKEN];
 }
 
-static void
+/*
+ * Use token from now on: GC_OK, or GC_ETOOBIG when it does not fit
+ * s->token (none is set then: a cut token is never sent).
+ */
+static enum gc_err
 em_set_token(struct em_state *s, const char *token)
 {
+	_Static_assert(sizeof(s->auth) > sizeof(s->token) + 22,
+	               "auth[] holds the header with any token that fits");
+
+	if (strlen(token) >= sizeof(s->token)) {
+		s->token[0] = s->auth[0] = '\0';
+		return GC_ETOOBIG;
+	}
 	snprintf(s->token, sizeof(s->token), "%s", token);
 	snprintf(s->auth, sizeof(s->auth), "Authorization: Bearer %s", token);
+	return GC_OK;
 }
 
 /* Use the shared cached token when it is still good for a minute. */
@@ -284,7 +302,7 @@ em_cached_token(struct job *j)
 	                      &exp) != GC_OK)
 		return;
 	if (exp - TOKEN_MARGIN_MS > em_now(j))
-		em_set_token(s, clear);
+		(void)em_set_token(s, clear); /* fits: clear is as large */
 	OPENSSL_cleanse(clear, sizeof(clear));
 }
 
@@ -312,7 +330,7 @@ static int
 em_token_turn(struct job *j)
 {
 	struct em_state *s = j->state;
-	int64_t now, held, at;
+	int64_t now, held, at, wake;
 	enum gc_err err;
 
 	if (j->env->token_lease == NULL || j->lease == NULL)
@@ -332,8 +350,9 @@ em_token_turn(struct job *j)
 	at = now + TOKEN_POLL_MS;
 	if (held + 1 < at)
 		at = held + 1;
-	if (job_can_wait(j, at)) {
-		j->wait_until_ms = at;
+	wake = job_mono_at(j, at); /* the lease is stored: wall clock */
+	if (job_can_wait(j, wake)) {
+		j->wait_until_ms = wake;
 		return 0;
 	}
 	s->finished = 1;
@@ -466,7 +485,13 @@ em_start(struct job *j)
 	}
 	snprintf(s->ev_name, sizeof(s->ev_name), "gocertify_%s",
 	         ev_kind_names[ev->kind]);
-	emarsys_trigger_id(b->slug, ev->token, s->ev_name, s->trigger_id);
+	/* Without its fixed id a trigger could be applied twice: not sent. */
+	if (emarsys_trigger_id(b->slug, ev->token, s->ev_name, s->trigger_id) !=
+	    GC_OK) {
+		s->finished = 1;
+		return job_done(j, DEST_RETRY,
+		                "could not compute the trigger id (SHA-256)");
+	}
 	em_cached_token(j);
 	em_cached_ids(j);
 	/* An earlier run upserted the contact (idempotent, but a call). */
@@ -580,17 +605,18 @@ em_rate_limited(struct job *j, const struct http_resp *r)
 {
 	struct em_state *s = j->state;
 	char v[32];
-	int64_t reset_ms = em_now(j) + 60000;
-
+	int64_t reset_ms = em_now(j) + 60000, hold;
 	long long reset;
 
 	if (http_resp_header(r, "X-RateLimit-Reset", v, sizeof(v)) &&
 	    (reset = strtoll(v, NULL, 10)) > 0 &&
 	    reset < em_now(j) / 1000 + 3600) /* a remote value */
 		reset_ms = reset * 1000 + 100;
-	j->hold_until_ms = reset_ms; /* for every call on this account */
-	if (job_can_wait(j, reset_ms)) {
-		j->wait_until_ms = reset_ms;
+	/* Waits and holds are monotonic: converted once, here. */
+	hold = job_mono_at(j, reset_ms);
+	j->hold_until_ms = hold; /* for every call on this account */
+	if (job_can_wait(j, hold)) {
+		j->wait_until_ms = hold;
 		return;
 	}
 	j->retry_at_ms = reset_ms;
@@ -678,8 +704,14 @@ em_on_token(struct job *j, const struct http_resp *r)
 		    "(HTTP %ld)",
 		    r->status);
 		s->finished = 1;
+	} else if (em_set_token(s, tok) != GC_OK) {
+		/* Cut, it would only be refused: fail loudly, cache none. */
+		job_done(j, DEST_FAILED,
+		         "Emarsys token endpoint returned a token of %zu "
+		         "bytes; gcrelay takes at most %zu",
+		         strlen(tok), sizeof(s->token) - 1);
+		s->finished = 1;
 	} else {
-		em_set_token(s, tok);
 		j->env->token_put(j->env->ctx, j->brand->slug,
 		                  j->brand->em_client_id, tok,
 		                  em_now(j) + life * 1000);
@@ -900,7 +932,7 @@ em_rate_headers(struct job *j, const struct http_resp *r)
 	if (http_resp_header(r, "X-RateLimit-Reset", v, sizeof(v)) &&
 	    (x = strtoll(v, NULL, 10)) > 0 &&
 	    x < em_now(j) / 1000 + 3600) /* a remote value */
-		j->rate_reset_ms = x * 1000 + 100;
+		j->rate_reset_ms = job_mono_at(j, x * 1000 + 100);
 }
 
 static void
@@ -1028,11 +1060,16 @@ pf_token(struct job *j, struct httpc *h, json_t *checks)
 	httpc_perform(h, &j->req, &r);
 	root = json_loadb(buf_str(&r.body), r.body.len, 0, NULL);
 	tok = jsonutil_str(root, "access_token");
-	if (r.result == HTTP_OK && r.status == 200 && tok != NULL) {
-		em_set_token(s, tok);
+	if (r.result == HTTP_OK && r.status == 200 && tok != NULL &&
+	    em_set_token(s, tok) != GC_OK)
+		check_add(checks, "emarsys.token", 0,
+		          "the token endpoint returned a token of %zu bytes; "
+		          "gcrelay takes at most %zu",
+		          strlen(tok), sizeof(s->token) - 1);
+	else if (r.result == HTTP_OK && r.status == 200 && tok != NULL)
 		check_add(checks, "emarsys.token", 1,
 		          "client credentials accepted");
-	} else
+	else
 		check_add(
 		    checks, "emarsys.token", 0, "%s",
 		    r.status == 401 || r.status == 400

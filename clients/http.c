@@ -1,3 +1,4 @@
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -6,6 +7,7 @@
 #include <curl/curl.h>
 
 #include "httpc.h"
+#include "log.h"
 
 #define POOL_DEFAULT 8 /* transfers at once unless opts say more */
 
@@ -57,8 +59,29 @@ http_resp_fini(struct http_resp *r)
 void
 http_req_header(struct http_req *req, const char *line)
 {
-	if (req->nheaders < HTTPC_MAX_HEADERS)
-		req->headers[req->nheaders++] = line;
+	if (req->nheaders >= HTTPC_MAX_HEADERS) {
+		req->err = GC_ETOOBIG; /* httpc_start refuses it */
+		return;
+	}
+	req->headers[req->nheaders++] = line;
+}
+
+/* See httpc.h. */
+enum gc_err
+http_req_url(struct http_req *req, const char *fmt, ...)
+{
+	va_list ap;
+	int n;
+
+	va_start(ap, fmt);
+	n = vsnprintf(req->url, sizeof(req->url), fmt, ap);
+	va_end(ap);
+	if (n >= 0 && (size_t)n < sizeof(req->url))
+		return GC_OK;
+	/* Never a cut URL: nothing is sent to a truncated address. */
+	req->url[0] = '\0';
+	req->err = GC_ETOOBIG;
+	return GC_ETOOBIG;
 }
 
 /* See httpc.h. */
@@ -80,10 +103,14 @@ httpc_alloc(const struct httpc_opts *opts)
 	if ((h->multi = curl_multi_init()) == NULL)
 		goto fail;
 	/* Keep a connection alive for each transfer that may run at once. */
-	curl_multi_setopt(h->multi, CURLMOPT_MAXCONNECTS,
-	                  (long)(h->npool > 16 ? h->npool : 16));
+	if (curl_multi_setopt(h->multi, CURLMOPT_MAXCONNECTS,
+	                      (long)(h->npool > 16 ? h->npool : 16)) !=
+	    CURLM_OK)
+		goto fail;
 	return h;
 fail:
+	if (h->multi != NULL)
+		curl_multi_cleanup(h->multi);
 	free(h->pool);
 	free(h->ca_file);
 	free(h);
@@ -197,11 +224,23 @@ xfer_get(struct httpc *h)
 	return NULL;
 }
 
+/*
+ * Set curl option opt of e to val unless an earlier one failed; rc keeps
+ * the first failure and bad its name.  Every option matters (above all
+ * the https-only protocol restriction): one that does not take refuses
+ * the request rather than send it without.
+ */
+#define XFER_SET(opt, val)                                                     \
+	do {                                                                   \
+		if (rc == CURLE_OK &&                                          \
+		    (rc = curl_easy_setopt(e, opt, val)) != CURLE_OK)          \
+			bad = #opt;                                            \
+	} while (0)
+
+/* The request's headers, and none of curl's "Expect: 100-continue". */
 static enum gc_err
-xfer_setup(struct httpc *h, struct xfer *x, const struct http_req *req)
+xfer_headers(struct xfer *x, const struct http_req *req)
 {
-	CURL *e = x->easy;
-	long timeout = req->timeout_ms ? req->timeout_ms : h->opts.timeout_ms;
 	struct curl_slist *more;
 
 	/* On failure x->hdrs stays whole; xfer_get frees it on reuse. */
@@ -211,51 +250,93 @@ xfer_setup(struct httpc *h, struct xfer *x, const struct http_req *req)
 			return GC_ENOMEM;
 		x->hdrs = more;
 	}
-	/* No "Expect: 100-continue" round trip on uploads. */
 	if ((more = curl_slist_append(x->hdrs, "Expect:")) == NULL)
 		return GC_ENOMEM;
 	x->hdrs = more;
-	curl_easy_setopt(e, CURLOPT_URL, req->url);
-	curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR,
-	                 h->opts.allow_plain_http ? "http,https" : "https");
-	curl_easy_setopt(e, CURLOPT_SSL_VERIFYPEER, 1L);
-	curl_easy_setopt(e, CURLOPT_SSL_VERIFYHOST, 2L);
-	if (h->ca_file != NULL)
-		curl_easy_setopt(e, CURLOPT_CAINFO, h->ca_file);
-	curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS,
-	                 h->opts.connect_timeout_ms);
-	curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, timeout);
-	curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
-	curl_easy_setopt(e, CURLOPT_FOLLOWLOCATION, 0L);
-	curl_easy_setopt(e, CURLOPT_HTTPHEADER, x->hdrs);
-	curl_easy_setopt(e, CURLOPT_CUSTOMREQUEST, req->method);
-	curl_easy_setopt(e, CURLOPT_USERAGENT, "gcrelay/0.1");
-	curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, on_body);
-	curl_easy_setopt(e, CURLOPT_WRITEDATA, x);
-	curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, on_header);
-	curl_easy_setopt(e, CURLOPT_HEADERDATA, x);
-	curl_easy_setopt(e, CURLOPT_ERRORBUFFER, x->errbuf);
-	curl_easy_setopt(e, CURLOPT_PRIVATE, x);
-	if (req->userpwd != NULL) {
-		curl_easy_setopt(e, CURLOPT_HTTPAUTH, (long)CURLAUTH_BASIC);
-		curl_easy_setopt(e, CURLOPT_USERPWD, req->userpwd);
-	}
-	if (req->body != NULL) {
-		x->upload = req->body;
-		x->upload_len = req->bodylen;
-		x->upload_pos = 0;
-		x->upload_read = 0;
-		curl_easy_setopt(e, CURLOPT_POST, 1L);
-		curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE,
-		                 (curl_off_t)req->bodylen);
-		curl_easy_setopt(e, CURLOPT_READFUNCTION, on_read);
-		curl_easy_setopt(e, CURLOPT_READDATA, x);
-		curl_easy_setopt(e, CURLOPT_SEEKFUNCTION, on_seek);
-		curl_easy_setopt(e, CURLOPT_SEEKDATA, x);
-	} else if (strcmp(req->method, "GET") == 0)
-		curl_easy_setopt(e, CURLOPT_HTTPGET, 1L);
 	return GC_OK;
 }
+
+/* The body, read through on_read (and never rewound once read). */
+static CURLcode
+xfer_body(struct xfer *x, const struct http_req *req)
+{
+	CURL *e = x->easy;
+	CURLcode rc = CURLE_OK;
+	const char *bad = NULL;
+
+	x->upload = req->body;
+	x->upload_len = req->bodylen;
+	x->upload_pos = 0;
+	x->upload_read = 0;
+	XFER_SET(CURLOPT_POST, 1L);
+	XFER_SET(CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)req->bodylen);
+	XFER_SET(CURLOPT_READFUNCTION, on_read);
+	XFER_SET(CURLOPT_READDATA, x);
+	XFER_SET(CURLOPT_SEEKFUNCTION, on_seek);
+	XFER_SET(CURLOPT_SEEKDATA, x);
+	if (rc != CURLE_OK)
+		log_errorx("http: libcurl refused %s: %s; request not sent",
+		           bad, curl_easy_strerror(rc));
+	return rc;
+}
+
+/*
+ * Set x up for req: GC_ETOOBIG when the request did not fit (a URL or a
+ * header over the limits: see http_req_url), GC_ECONFIG when libcurl
+ * refuses an option (logged), GC_ENOMEM.
+ */
+static enum gc_err
+xfer_setup(struct httpc *h, struct xfer *x, const struct http_req *req)
+{
+	CURL *e = x->easy;
+	long timeout = req->timeout_ms ? req->timeout_ms : h->opts.timeout_ms;
+	const char *protos = h->opts.allow_plain_http ? "http,https" : "https";
+	CURLcode rc = CURLE_OK;
+	const char *bad = NULL;
+	enum gc_err err;
+
+	if (req->err != GC_OK || req->nheaders > HTTPC_MAX_HEADERS)
+		return GC_ETOOBIG;
+	if (req->url[0] == '\0' || req->method == NULL)
+		return GC_EINVAL;
+	if ((err = xfer_headers(x, req)) != GC_OK)
+		return err;
+	XFER_SET(CURLOPT_URL, req->url);
+	XFER_SET(CURLOPT_PROTOCOLS_STR, protos);
+	XFER_SET(CURLOPT_REDIR_PROTOCOLS_STR, protos);
+	XFER_SET(CURLOPT_FOLLOWLOCATION, 0L);
+	XFER_SET(CURLOPT_SSL_VERIFYPEER, 1L);
+	XFER_SET(CURLOPT_SSL_VERIFYHOST, 2L);
+	if (h->ca_file != NULL)
+		XFER_SET(CURLOPT_CAINFO, h->ca_file);
+	XFER_SET(CURLOPT_CONNECTTIMEOUT_MS, h->opts.connect_timeout_ms);
+	XFER_SET(CURLOPT_TIMEOUT_MS, timeout);
+	XFER_SET(CURLOPT_NOSIGNAL, 1L);
+	XFER_SET(CURLOPT_HTTPHEADER, x->hdrs);
+	XFER_SET(CURLOPT_CUSTOMREQUEST, req->method);
+	XFER_SET(CURLOPT_USERAGENT, "gcrelay/0.1");
+	XFER_SET(CURLOPT_WRITEFUNCTION, on_body);
+	XFER_SET(CURLOPT_WRITEDATA, x);
+	XFER_SET(CURLOPT_HEADERFUNCTION, on_header);
+	XFER_SET(CURLOPT_HEADERDATA, x);
+	XFER_SET(CURLOPT_ERRORBUFFER, x->errbuf);
+	XFER_SET(CURLOPT_PRIVATE, x);
+	if (req->userpwd != NULL) {
+		XFER_SET(CURLOPT_HTTPAUTH, (long)CURLAUTH_BASIC);
+		XFER_SET(CURLOPT_USERPWD, req->userpwd);
+	}
+	if (rc == CURLE_OK && req->body != NULL)
+		return xfer_body(x, req) == CURLE_OK ? GC_OK : GC_ECONFIG;
+	if (req->body == NULL && strcmp(req->method, "GET") == 0)
+		XFER_SET(CURLOPT_HTTPGET, 1L);
+	if (rc == CURLE_OK)
+		return GC_OK;
+	log_errorx("http: libcurl refused %s: %s; request not sent", bad,
+	           curl_easy_strerror(rc));
+	return GC_ECONFIG;
+}
+
+#undef XFER_SET
 
 /* See httpc.h. */
 enum gc_err
@@ -263,6 +344,7 @@ httpc_start(struct httpc *h, const struct http_req *req, void *owner)
 {
 	struct xfer *x = xfer_get(h);
 	enum gc_err err;
+	CURLMcode mc;
 
 	if (x == NULL)
 		return GC_ENOMEM;
@@ -271,8 +353,11 @@ httpc_start(struct httpc *h, const struct http_req *req, void *owner)
 	buf_init(&x->resp.body, 0);
 	if ((err = xfer_setup(h, x, req)) != GC_OK)
 		return err;
-	if (curl_multi_add_handle(h->multi, x->easy) != CURLM_OK)
-		return GC_ENOMEM;
+	if ((mc = curl_multi_add_handle(h->multi, x->easy)) != CURLM_OK) {
+		log_errorx("http: curl_multi_add_handle: %s",
+		           curl_multi_strerror(mc));
+		return GC_ESYS;
+	}
 	x->in_use = 1;
 	h->running++;
 	return GC_OK;
@@ -312,30 +397,75 @@ xfer_finish(struct xfer *x, CURLcode rc)
 	r->status = r->status > 0 ? r->status : 0;
 }
 
+/* The transfer of easy handle e, or NULL. */
+static struct xfer *
+xfer_of(struct httpc *h, CURL *e)
+{
+	for (int i = 0; i < h->npool; i++)
+		if (h->pool[i].in_use && h->pool[i].easy == e)
+			return &h->pool[i];
+	return NULL;
+}
+
+/* Take x off the multi handle: its response moves to *resp. */
+static void
+xfer_done(struct httpc *h, struct xfer *x, void **owner, struct http_resp *resp)
+{
+	CURLMcode mc = curl_multi_remove_handle(h->multi, x->easy);
+
+	if (mc != CURLM_OK)
+		log_warnx("http: curl_multi_remove_handle: %s",
+		          curl_multi_strerror(mc));
+	x->in_use = 0;
+	h->running--;
+	*owner = x->owner;
+	*resp = x->resp;
+	http_resp_init(&x->resp);
+}
+
+/*
+ * The multi handle failed (mc): no transfer on it can be trusted to end,
+ * so each is ended here, one per call, as "maybe sent" (the request may
+ * have left).  Returns 1 with one of them, or -1 when none is left.
+ */
+static int
+xfer_abort(struct httpc *h, CURLMcode mc, void **owner, struct http_resp *resp)
+{
+	for (int i = 0; i < h->npool; i++) {
+		struct xfer *x = &h->pool[i];
+		if (!x->in_use)
+			continue;
+		log_errorx("http: %s; ending the transfer",
+		           curl_multi_strerror(mc));
+		x->resp.result = HTTP_MAYBE_SENT;
+		snprintf(x->resp.error, sizeof(x->resp.error),
+		         "curl multi handle failed: %.80s",
+		         curl_multi_strerror(mc));
+		xfer_done(h, x, owner, resp);
+		return 1;
+	}
+	return -1;
+}
+
 /* See httpc.h. */
 int
 httpc_next(struct httpc *h, long max_wait_ms, void **owner,
            struct http_resp *resp)
 {
 	CURLMsg *msg;
+	CURLMcode mc;
 	int still, left;
 
 	*owner = NULL;
 	for (;;) {
-		curl_multi_perform(h->multi, &still);
+		if ((mc = curl_multi_perform(h->multi, &still)) != CURLM_OK)
+			return xfer_abort(h, mc, owner, resp);
 		while ((msg = curl_multi_info_read(h->multi, &left)) != NULL) {
-			struct xfer *x;
-			if (msg->msg != CURLMSG_DONE)
+			struct xfer *x = xfer_of(h, msg->easy_handle);
+			if (msg->msg != CURLMSG_DONE || x == NULL)
 				continue;
-			curl_easy_getinfo(msg->easy_handle, CURLINFO_PRIVATE,
-			                  (char **)&x);
 			xfer_finish(x, msg->data.result);
-			curl_multi_remove_handle(h->multi, x->easy);
-			x->in_use = 0;
-			h->running--;
-			*owner = x->owner;
-			*resp = x->resp;
-			http_resp_init(&x->resp);
+			xfer_done(h, x, owner, resp);
 			return 1;
 		}
 		if (h->running == 0)
@@ -344,8 +474,10 @@ httpc_next(struct httpc *h, long max_wait_ms, void **owner,
 			return 0;
 		long step = max_wait_ms < 100 ? max_wait_ms : 100;
 		struct curl_waitfd w = {h->wake_fd, CURL_WAIT_POLLIN, 0};
-		curl_multi_poll(h->multi, h->wake_fd >= 0 ? &w : NULL,
-		                h->wake_fd >= 0 ? 1 : 0, (int)step, NULL);
+		mc = curl_multi_poll(h->multi, h->wake_fd >= 0 ? &w : NULL,
+		                     h->wake_fd >= 0 ? 1 : 0, (int)step, NULL);
+		if (mc != CURLM_OK)
+			return xfer_abort(h, mc, owner, resp);
 		if (w.revents != 0)
 			h->woken = 1;
 		max_wait_ms -= step;
@@ -390,7 +522,9 @@ httpc_perform(struct httpc *h, const struct http_req *req,
 	if ((err = httpc_start(h, req, &marker)) != GC_OK) {
 		resp->result = HTTP_NOT_SENT;
 		snprintf(resp->error, sizeof(resp->error),
-		         "could not start the request");
+		         "request refused before sending: %s",
+		         err == GC_ETOOBIG ? "URL or headers over the limits"
+		                           : gc_strerror(err));
 		return err;
 	}
 	while ((rc = httpc_next(h, 1000, &owner, resp)) == 0)

@@ -48,13 +48,14 @@ struct yo_state {
 	int64_t sent_at;
 	char email[256];   /* the customer to reconcile against */
 	char claimer[260]; /* the event whose call is being reconciled */
-	int64_t slot_ms;   /* throttle slot held, 0 when none */
+	int64_t slot_ms;   /* throttle slot held (monotonic), 0 when none */
 	int misses;        /* history reads that did not find it yet */
 	int finished;
 	struct buf body;
 };
 
-/* Now, on the engine's clock. */
+/* Now on the engine's wall clock: for stored and remote times; waits and
+ * holds are monotonic (job_mono_at). */
 static int64_t
 yo_now(const struct job *j)
 {
@@ -249,8 +250,8 @@ yo_claim(struct job *j)
 		break;
 	}
 	/* Another process is on it: look again shortly. */
-	if (job_can_wait(j, now + BUSY_POLL_MS)) {
-		j->wait_until_ms = now + BUSY_POLL_MS;
+	if (job_can_wait(j, job_mono_at(j, now + BUSY_POLL_MS))) {
+		j->wait_until_ms = job_mono_at(j, now + BUSY_POLL_MS);
 		return JOB_WAIT;
 	}
 	s->finished = 1;
@@ -266,15 +267,21 @@ yo_throttle(struct job *j)
 	struct yo_state *s = j->state;
 	int rps = j->brand->yo_max_rps > 0 ? j->brand->yo_max_rps
 	                                   : j->cfg->yotpo_default_max_rps;
-	int64_t now = yo_now(j), horizon = job_wait_horizon(j);
+	int64_t now = yo_now(j), mono = j->env->mono_ms(j->env->ctx),
+	        slot = now;
+	int64_t horizon = job_wait_horizon(j) - mono;
 	int reserved = 1;
 
-	if (s->slot_ms == 0 &&
-	    j->env->throttle_slot(j->env->ctx, j->brand->slug, rps, now,
-	                          horizon > now ? horizon - now : 0,
-	                          &s->slot_ms, &reserved) != GC_OK)
-		s->slot_ms = now;
-	if (reserved && s->slot_ms <= now) {
+	if (s->slot_ms == 0) {
+		if (j->env->throttle_slot(j->env->ctx, j->brand->slug, rps, now,
+		                          horizon > 0 ? horizon : 0, &slot,
+		                          &reserved) != GC_OK)
+			slot = now;
+		/* The slot is stored (wall clock); it is waited for on the
+		 * monotonic clock, converted once. */
+		s->slot_ms = mono + (slot - now);
+	}
+	if (reserved && s->slot_ms <= mono) {
 		s->slot_ms = 0;
 		return JOB_REQUEST;
 	}
@@ -285,9 +292,10 @@ yo_throttle(struct job *j)
 		else
 			yo_ledger(j, "unknown", s->sent_at);
 		s->finished = 1;
-		return job_defer(j, s->slot_ms,
+		slot = now + (s->slot_ms - mono);
+		return job_defer(j, slot,
 		                 "throttled: the next Yotpo slot is at %lld",
-		                 (long long)s->slot_ms);
+		                 (long long)slot);
 	}
 	j->wait_until_ms = s->slot_ms;
 	return JOB_WAIT;
@@ -316,7 +324,8 @@ yo_get_customer(struct job *j)
 	           "%s/customers?customer_email=", j->cfg->yotpo_api_base);
 	httpc_escape(&s->body, s->email);
 	buf_puts(&s->body, "&with_history=true");
-	snprintf(j->req.url, sizeof(j->req.url), "%s", buf_str(&s->body));
+	/* Too long: the request is refused, never sent cut (httpc.h). */
+	http_req_url(&j->req, "%s", buf_str(&s->body));
 	buf_reset(&s->body);
 	s->inflight = YO_GET_CUSTOMER;
 	j->step = "reconcile";
@@ -358,8 +367,7 @@ yo_post_action(struct job *j)
 	free(text);
 	yo_headers(j, "POST");
 	http_req_header(&j->req, "Content-Type: application/json");
-	snprintf(j->req.url, sizeof(j->req.url), "%s/actions",
-	         j->cfg->yotpo_api_base);
+	http_req_url(&j->req, "%s/actions", j->cfg->yotpo_api_base);
 	j->req.body = buf_str(&s->body);
 	j->req.bodylen = s->body.len;
 	s->inflight = YO_POST_ACTION;
@@ -382,8 +390,8 @@ yo_next(struct job *j)
 	case YO_RECONCILE:
 		due = yo_read_due(j, s->sent_at, s->misses);
 		if (due > yo_now(j)) {
-			if (job_can_wait(j, due)) {
-				j->wait_until_ms = due;
+			if (job_can_wait(j, job_mono_at(j, due))) {
+				j->wait_until_ms = job_mono_at(j, due);
 				return JOB_WAIT;
 			}
 			yo_unknown(
@@ -404,8 +412,8 @@ yo_next(struct job *j)
 	return JOB_DONE;
 }
 
-/* When to go on after a 429/423: ratelimit-reset / Retry-After seconds
- * from now, default 1. */
+/* When to go on after a 429/423 (wall clock): ratelimit-reset /
+ * Retry-After seconds from now, default 1. */
 static int64_t
 yo_reset_ms(const struct job *j, const struct http_resp *r)
 {
@@ -427,12 +435,12 @@ yo_reset_ms(const struct job *j, const struct http_resp *r)
 static void
 yo_later(struct job *j, const struct http_resp *r)
 {
-	int64_t at = yo_reset_ms(j, r);
+	int64_t at = yo_reset_ms(j, r), wake = job_mono_at(j, at);
 
 	if (r->status == 429)
-		j->hold_until_ms = at; /* for every call on this account */
-	if (job_can_wait(j, at)) {
-		j->wait_until_ms = at;
+		j->hold_until_ms = wake; /* for every call on this account */
+	if (job_can_wait(j, wake)) {
+		j->wait_until_ms = wake;
 		return;
 	}
 	yo_release(j);
@@ -479,14 +487,15 @@ static void
 yo_on_customer(struct job *j, const struct http_resp *r)
 {
 	struct yo_state *s = j->state;
+	int64_t wake = job_mono_at(j, yo_reset_ms(j, r));
 	json_t *cust;
 	int found;
 
 	if (r->result == HTTP_OK && r->status == 429)
-		j->hold_until_ms = yo_reset_ms(j, r);
+		j->hold_until_ms = wake;
 	if (r->result == HTTP_OK && (r->status == 429 || r->status == 423) &&
-	    job_can_wait(j, yo_reset_ms(j, r))) {
-		j->wait_until_ms = yo_reset_ms(j, r);
+	    job_can_wait(j, wake)) {
+		j->wait_until_ms = wake;
 		return;
 	}
 	if (r->result != HTTP_OK || (r->status != 200 && r->status != 404)) {
@@ -629,8 +638,7 @@ yotpo_preflight(const struct app_config *cfg, const struct brand *b,
 	snprintf(s.guid, sizeof(s.guid), "x-guid: %s", b->yo_guid);
 	snprintf(s.key, sizeof(s.key), "x-api-key: %s", b->yo_api_key);
 	yo_headers(&j, "GET");
-	snprintf(j.req.url, sizeof(j.req.url), "%s/campaigns",
-	         cfg->yotpo_api_base);
+	http_req_url(&j.req, "%s/campaigns", cfg->yotpo_api_base);
 	httpc_perform(h, &j.req, &r);
 	ok = r.result == HTTP_OK && r.status == 200;
 	if (r.result != HTTP_OK)

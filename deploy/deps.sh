@@ -10,7 +10,7 @@ libjansson-dev libssl-dev libconfig-dev libsqlite3-dev sqlite3
 libpq-dev postgresql
 libcmocka-dev nginx-light openssl ca-certificates python3 valgrind
 clang libclang-rt-14-dev clang-format wrk libnginx-mod-http-echo
-mandoc"
+mandoc faketime"
 # promtool (check metrics, check/test rules) comes with the server package;
 # the server itself must not run here (see below).  systemd-analyze
 # verifies the unit file.

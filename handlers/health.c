@@ -4,6 +4,7 @@
 #include "delivery_limits.h"
 #include "handlers.h"
 #include "log.h"
+#include "mono.h"
 #include "store.h"
 
 #define DISPATCHER_STALE_MS 30000 /* no heartbeat for this long: stuck */
@@ -25,14 +26,15 @@ health_circuit(void *arg, const char *brand, enum m_dest d,
 static int
 health_dispatcher(struct request *req, json_t *out)
 {
-	int64_t now = store_now_ms(), beat = limits_dispatcher_age_ms(now);
-	int64_t due = 0;
+	/* Stored times are wall-clock; the shared limits monotonic. */
+	int64_t now = store_now_ms(), mono = mono_ms();
+	int64_t beat = limits_dispatcher_age_ms(mono), due = 0;
 	json_t *open = json_array();
 	int alive = beat < DISPATCHER_STALE_MS;
 
 	if (store_oldest_due(req->st, now, &due) != GC_OK)
 		due = -1;
-	limits_circuit_foreach(now, health_circuit, open);
+	limits_circuit_foreach(mono, health_circuit, open);
 	json_object_set_new(out, "dispatcher",
 	                    json_pack("{s:b, s:I, s:I}", "alive", alive,
 	                              "heartbeat_age_ms", (json_int_t)beat,

@@ -4,6 +4,7 @@
 #include "delivery_limits.h"
 #include "handlers.h"
 #include "metrics.h"
+#include "mono.h"
 #include "store.h"
 
 static void
@@ -21,8 +22,9 @@ metrics_circuit(void *arg, const char *brand, enum m_dest d,
 static void
 metrics_delivery_state(struct request *req)
 {
-	int64_t now = store_now_ms(), due = 0;
-	int64_t beat = limits_dispatcher_age_ms(now);
+	/* Stored times are wall-clock; the shared limits monotonic. */
+	int64_t now = store_now_ms(), mono = mono_ms(), due = 0;
+	int64_t beat = limits_dispatcher_age_ms(mono);
 
 	if (store_oldest_due(req->st, now, &due) != GC_OK)
 		due = -1;
@@ -40,7 +42,7 @@ metrics_delivery_state(struct request *req)
 	           "# TYPE gcrelay_circuit_open gauge\n",
 	           (double)due / 1000.0,
 	           beat < 0 ? -1.0 : (double)beat / 1000.0);
-	limits_circuit_foreach(now, metrics_circuit, &req->out);
+	limits_circuit_foreach(mono, metrics_circuit, &req->out);
 }
 
 /* Whether the store answers, as /healthz judges it (503 there). */

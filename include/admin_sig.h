@@ -13,6 +13,7 @@
 #include <time.h>
 
 #include "app_config.h"
+#include "gc_err.h"
 
 #define ADMIN_SIG_LEN 48 /* "v1," + 44 base64 characters + NUL */
 
@@ -32,6 +33,7 @@ enum admin_sig_fail {
 	ADMIN_SIG_BAD_FORMAT,
 	ADMIN_SIG_MISMATCH,
 	ADMIN_SIG_REPLAYED, /* set by the caller's replay cache */
+	ADMIN_SIG_CRYPTO,   /* the MAC could not be computed: refused */
 	ADMIN_SIG__MAX
 };
 
@@ -42,10 +44,14 @@ enum admin_sig_fail {
  */
 extern const char *const admin_sig_fail_names[ADMIN_SIG__MAX];
 
-/* Write the signature header value for a request into out. */
-void admin_sig_sign(const char *secret, const char *method, const char *uri,
-                    const char *timestamp, const char *body, size_t bodylen,
-                    char out[ADMIN_SIG_LEN]);
+/*
+ * Write the signature header value for a request into out: GC_OK, or
+ * GC_ECRYPTO when it cannot be computed (out is then "").
+ */
+enum gc_err admin_sig_sign(const char *secret, const char *method,
+                           const char *uri, const char *timestamp,
+                           const char *body, size_t bodylen,
+                           char out[ADMIN_SIG_LEN]);
 
 /*
  * Check a request.  On success *key is the configured key (borrowed).

@@ -14,12 +14,18 @@
 #define CRYPTO_SHA256_LEN 32
 #define CRYPTO_KEY_LEN    32 /* AES-256 key */
 
-/* out = HMAC-SHA256(key, msg). */
-void crypto_hmac_sha256(const void *key, size_t keylen, const void *msg,
-                        size_t msglen, uint8_t out[CRYPTO_SHA256_LEN]);
+/*
+ * out = HMAC-SHA256(key, msg): GC_OK, or GC_ECRYPTO when OpenSSL fails
+ * (out is then zeroed: never a MAC to compare or send).
+ */
+enum gc_err crypto_hmac_sha256(const void *key, size_t keylen, const void *msg,
+                               size_t msglen, uint8_t out[CRYPTO_SHA256_LEN]);
 
-/* Lower-case hex SHA-256 of data into hex (65 bytes with the NUL). */
-void crypto_sha256_hex(const void *data, size_t len, char hex[65]);
+/*
+ * Lower-case hex SHA-256 of data into hex (65 bytes with the NUL): GC_OK,
+ * or GC_ECRYPTO when OpenSSL fails (hex is then "").
+ */
+enum gc_err crypto_sha256_hex(const void *data, size_t len, char hex[65]);
 
 /* Equal length and bytes, in time independent of the contents. */
 int crypto_ct_equal(const void *a, size_t alen, const void *b, size_t blen);

@@ -7,8 +7,10 @@
  * process-shared mutex guards the tables, so a process killed while
  * holding it cannot wedge the others.
  *
- * Times are wall-clock milliseconds (store_now_ms), the clock the engine
- * and the remote APIs' resets use.
+ * Times are milliseconds on the monotonic clock (mono.h), which is one
+ * clock for the whole host: a step of the wall clock neither stretches
+ * nor cuts a hold, a pacing slot or an open circuit.  A remote's reset
+ * (a wall-clock time) is converted once, where the reply is read.
  */
 #ifndef GC_DELIVERY_LIMITS_H
 #define GC_DELIVERY_LIMITS_H

@@ -46,8 +46,12 @@ enum job_next { JOB_REQUEST, JOB_WAIT, JOB_DONE };
 struct dest_env {
 	void *ctx;
 
-	/* Wall clock in milliseconds (store_now_ms). */
+	/* Wall clock in milliseconds (store_now_ms): for what is stored
+	 * (ledger and token times, retry_at_ms) or read from a remote. */
 	int64_t (*now_ms)(void *ctx);
+	/* Monotonic clock in milliseconds (mono.h): for every deadline and
+	 * wait (deadline_ms, wait_until_ms, hold_until_ms, rate_reset_ms). */
+	int64_t (*mono_ms)(void *ctx);
 
 	/* The Yotpo award ledger: store_ledger_claim, _set, _sending,
 	 * _miss and _release; GC_EEXISTS when owner lost the key. */
@@ -127,7 +131,7 @@ struct job {
 	const struct gc_event *ev;
 	const struct brand *brand;
 	const json_t *payload;
-	int64_t deadline_ms; /* wall clock: finish (or give up) by then */
+	int64_t deadline_ms; /* monotonic: finish (or give up) by then */
 	long max_wait_ms;    /* longest wait in place (0: up to the deadline) */
 	const struct lease *lease; /* this run's lease (owner for the store) */
 	/* How far earlier runs got (the client's word, "" when nowhere);
@@ -137,7 +141,7 @@ struct job {
 	/* The request to send (JOB_REQUEST); body owned by the client. */
 	struct http_req req;
 	const char *step;      /* step name recorded with the attempt */
-	int64_t wait_until_ms; /* JOB_WAIT: resume then */
+	int64_t wait_until_ms; /* JOB_WAIT: resume then (monotonic) */
 
 	/* Filled by the client from each response, for the attempt row. */
 	char reply_code[24];
@@ -147,11 +151,14 @@ struct job {
 	enum dest_outcome outcome;
 	char reason[300];
 	char warning[200];
-	int64_t retry_at_ms;   /* DEST_RETRY: not before (0 = schedule) */
+	int64_t retry_at_ms;   /* DEST_RETRY: not before (0 = schedule);
+	                        * wall clock: it is stored */
 	int deferred;          /* DEST_RETRY that is no failure: no run used */
-	int64_t hold_until_ms; /* a 429: hold the whole account until then */
+	int64_t hold_until_ms; /* a 429: hold the whole account until then
+	                        * (monotonic) */
 	/* What the last reply said of the account's rate limit (0/-1: not
-	 * said): calls per minute, calls left, when the window resets. */
+	 * said): calls per minute, calls left, when the window resets
+	 * (monotonic). */
 	int rate_limit;
 	int rate_remaining;
 	int64_t rate_reset_ms;
@@ -214,20 +221,27 @@ enum job_next job_done(struct job *j, enum dest_outcome o, const char *fmt, ...)
 
 /*
  * Give the delivery back without a failure (throttled, another run holds
- * the award, the account is held): it runs again at at_ms without using
- * up a run of the retry schedule.  Returns JOB_DONE.
+ * the award, the account is held): it runs again at at_ms (wall clock:
+ * it is stored) without using up a run of the retry schedule.  Returns
+ * JOB_DONE.
  */
 enum job_next job_defer(struct job *j, int64_t at_ms, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 
 /*
- * Whether j may wait in place until until_ms (1), or should hand the
- * delivery back instead (0): waits end before the deadline, and in the
- * dispatcher are short, so a throttled brand holds no slot.
+ * Whether j may wait in place until until_ms (monotonic) (1), or should
+ * hand the delivery back instead (0): waits end before the deadline, and
+ * in the dispatcher are short, so a throttled brand holds no slot.
  */
 int job_can_wait(const struct job *j, int64_t until_ms);
-/* The latest time job_can_wait allows now. */
+/* The latest (monotonic) time job_can_wait allows now. */
 int64_t job_wait_horizon(const struct job *j);
+/*
+ * The monotonic time of wall-clock time wall_ms (a stored time, a
+ * remote's reset), converted now: what a wait or hold until then is set
+ * to, so that a later step of the wall clock does not move it.
+ */
+int64_t job_mono_at(const struct job *j, int64_t wall_ms);
 
 /* Copy a short, escaped excerpt of a response body into j->excerpt. */
 void job_excerpt(struct job *j, const struct http_resp *r);

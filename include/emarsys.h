@@ -47,10 +47,11 @@ int emarsys_id_text(const json_t *v, char out[32]);
  * event_name "\n" token) (token NULL counts as "").  Not the webhook id:
  * a retry, and the same verification re-sent under a new webhook id, get
  * the same id, so Emarsys applies the trigger once; nothing else
- * collides.  out is always filled.
+ * collides.  GC_OK, or GC_ECRYPTO / GC_ENOMEM with out "" (then no
+ * trigger may be sent).
  */
-void emarsys_trigger_id(const char *brand, const char *token,
-                        const char *event_name, char out[48]);
+enum gc_err emarsys_trigger_id(const char *brand, const char *token,
+                               const char *event_name, char out[48]);
 
 /*
  * Preflight for operators: check the brand's credentials and read-only

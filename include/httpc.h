@@ -14,11 +14,18 @@
 
 #define HTTPC_MAX_HEADERS 8
 
+/*
+ * A request.  Nothing is cut to fit: a URL longer than url[] (set it with
+ * http_req_url) or a header beyond HTTPC_MAX_HEADERS (http_req_header)
+ * sets err, and httpc_start then refuses the request (GC_ETOOBIG) rather
+ * than send a truncated one.  Zero it (memset) before building.
+ */
 struct http_req {
 	const char *method; /* "GET", "POST", "PUT" */
 	char url[1024];
 	const char *headers[HTTPC_MAX_HEADERS]; /* "Name: value", borrowed */
 	int nheaders;
+	enum gc_err err;     /* GC_ETOOBIG once something did not fit */
 	const char *userpwd; /* HTTP Basic "user:password", or NULL */
 	const char *body;    /* borrowed; NULL for none */
 	size_t bodylen;
@@ -62,6 +69,10 @@ void httpc_free(struct httpc *h);
 /*
  * Start a transfer; owner is returned with it by httpc_next.  req's
  * borrowed strings must stay valid until the transfer completes.
+ * Nothing is sent on failure: GC_ETOOBIG when req did not fit (see
+ * struct http_req), GC_ECONFIG when libcurl refused an option (the
+ * https-only restriction, say; logged), GC_EINVAL without a URL,
+ * GC_ENOMEM, GC_ESYS.
  */
 enum gc_err httpc_start(struct httpc *h, const struct http_req *req,
                         void *owner);
@@ -70,7 +81,9 @@ enum gc_err httpc_start(struct httpc *h, const struct http_req *req,
  * Drive transfers until one completes or max_wait_ms passes (0 = only
  * what is ready now).  On completion returns 1, sets *owner and moves the
  * response into resp (caller frees with http_resp_fini).  Returns 0 when
- * nothing completed, -1 when no transfer is running.
+ * nothing completed, -1 when no transfer is running.  When libcurl's
+ * multi handle fails, each running transfer completes in turn as
+ * HTTP_MAYBE_SENT with the reason in resp->error (logged).
  */
 int httpc_next(struct httpc *h, long max_wait_ms, void **owner,
                struct http_resp *resp);
@@ -99,8 +112,15 @@ void http_resp_fini(struct http_resp *r);
 int http_resp_header(const struct http_resp *r, const char *name, char *out,
                      size_t n);
 
-/* Add a header to req (borrowed pointer). */
+/* Add a header to req (borrowed pointer); a ninth sets req->err. */
 void http_req_header(struct http_req *req, const char *line);
+
+/*
+ * Set req->url, printf-style: GC_OK, or GC_ETOOBIG when it does not fit
+ * (the URL is then empty and req->err set: the request is refused).
+ */
+enum gc_err http_req_url(struct http_req *req, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
 
 /*
  * Percent-encode s for a query component into b.

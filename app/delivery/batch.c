@@ -12,6 +12,7 @@
 #include "delivery_limits.h"
 #include "engine_priv.h"
 #include "log.h"
+#include "mono.h"
 
 #define BATCH_MAX      1000 /* members of one batch */
 #define BATCH_ENVELOPE 1024 /* bytes of a merged body around its items */
@@ -48,7 +49,7 @@ batch_alloc(struct engine *eng, const char *key, size_t limit)
 		return NULL;
 	}
 	snprintf(b->key, sizeof(b->key), "%s", key);
-	b->flush_at = store_now_ms() + BATCH_LINGER_MS;
+	b->flush_at = mono_ms() + BATCH_LINGER_MS;
 	b->next = eng->batches;
 	eng->batches = b;
 	eng->nbatches++;
@@ -209,7 +210,7 @@ batch_send(struct engine *eng, struct batch *b, int64_t now)
 long
 batch_flush(struct engine *eng, long max_ms)
 {
-	int64_t now = store_now_ms(), next = now + max_ms;
+	int64_t now = mono_ms(), next = now + max_ms;
 	struct batch *b, *nb;
 
 	for (b = eng->batches; b != NULL; b = nb) {

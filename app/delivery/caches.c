@@ -23,8 +23,24 @@
 
 #include "crypto.h"
 #include "env.h"
+#include "log.h"
 
 #define TOKENS_MAX 16 /* brands whose token a process keeps */
+
+/*
+ * A cache write (what, for whom) that failed with err: the store logged
+ * its own error; this says what it means for deliveries (then).  Returns
+ * err, for the caller.
+ */
+static enum gc_err
+cache_failed(enum gc_err err, const char *what, const char *who,
+             const char *then)
+{
+	if (err != GC_OK)
+		log_warnx("emarsys cache: could not %s of %s (%s); %s", what,
+		          who, gc_strerror(err), then);
+	return err;
+}
 
 struct tok_entry {
 	char *brand, *client_id; /* owned; brand NULL: a free slot */
@@ -161,11 +177,13 @@ env_token_put(void *ctx, const char *brand, const char *client_id,
 
 	tok_aad(aad, sizeof(aad), brand);
 	if ((sealed = crypto_seal(c->cfg->secrets_key, token, aad)) == NULL)
-		return GC_ENOMEM;
+		return cache_failed(GC_ECRYPTO, "seal the token", brand,
+		                    "other processes fetch their own");
 	err = store_em_token_put(c->st, brand, client_id, sealed, expires_ms);
 	tok_keep(c->caches, brand, client_id, token, sealed, expires_ms);
 	free(sealed);
-	return err;
+	return cache_failed(err, "store the token", brand,
+	                    "other processes fetch their own");
 }
 
 /*
@@ -186,11 +204,16 @@ env_token_forget(void *ctx, const char *brand, const char *client_id,
 	if (e != NULL && strcmp(e->token, token) == 0) {
 		err = store_em_token_forget(c->st, brand, e->sealed);
 		tok_drop(e);
-		return err;
+		return cache_failed(err, "drop the refused token", brand,
+		                    "another process may try it once more");
 	}
 	err = store_em_token_get(c->st, brand, client_id, &sealed, &exp);
 	if (err != GC_OK)
-		return err == GC_ENOTFOUND ? GC_OK : err;
+		return err == GC_ENOTFOUND
+		           ? GC_OK
+		           : cache_failed(err, "drop the refused token", brand,
+		                          "another process may try it once "
+		                          "more");
 	tok_aad(aad, sizeof(aad), brand);
 	if (crypto_open(c->cfg->secrets_key, sealed, aad, &clear) == GC_OK &&
 	    strcmp(clear, token) == 0)
@@ -200,7 +223,8 @@ env_token_forget(void *ctx, const char *brand, const char *client_id,
 		free(clear);
 	}
 	free(sealed);
-	return err;
+	return cache_failed(err, "drop the refused token", brand,
+	                    "another process may try it once more");
 }
 
 static enum gc_err
@@ -220,7 +244,10 @@ env_token_unlease(void *ctx, const char *brand, const char *client_id,
 {
 	struct env_ctx *c = ctx;
 
-	return store_em_token_unlease(c->st, brand, client_id, owner);
+	return cache_failed(
+	    store_em_token_unlease(c->st, brand, client_id, owner),
+	    "release the token fetch lease", brand,
+	    "other processes wait for it to expire");
 }
 
 static enum gc_err
@@ -237,16 +264,22 @@ env_id_put(void *ctx, const char *scope, const char *kind, const char *name,
            const char *id)
 {
 	struct env_ctx *c = ctx;
+	char what[160];
 
-	return store_em_id_put(c->st, scope, kind, name, id);
+	snprintf(what, sizeof(what), "store the %s id of %s", kind, name);
+	return cache_failed(store_em_id_put(c->st, scope, kind, name, id), what,
+	                    scope, "it is looked up again next time");
 }
 
 static enum gc_err
 env_id_forget(void *ctx, const char *scope, const char *kind)
 {
 	struct env_ctx *c = ctx;
+	char what[64];
 
-	return store_em_id_forget(c->st, scope, kind);
+	snprintf(what, sizeof(what), "forget the stale %s ids", kind);
+	return cache_failed(store_em_id_forget(c->st, scope, kind), what, scope,
+	                    "the next delivery may use them once more");
 }
 
 /* See env.h. */

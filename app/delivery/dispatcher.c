@@ -7,12 +7,12 @@
  * and checkpoints the WAL every hour.
  */
 #include <stdlib.h>
-#include <time.h>
 #include <unistd.h>
 
 #include "delivery_limits.h"
 #include "engine.h"
 #include "log.h"
+#include "mono.h"
 #include "store.h"
 #include "worker.h"
 
@@ -31,16 +31,6 @@ dispatcher_purge(struct store *st, const struct app_config *cfg)
 	/* Bursts leave a large WAL behind; give the space back. */
 	if (store_checkpoint(st) != GC_OK)
 		log_warnx("store: checkpoint failed");
-}
-
-/* Milliseconds on the monotonic clock, for the loop's own timers. */
-static int64_t
-mono_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
 /*
@@ -82,7 +72,7 @@ dispatcher_main(const struct app_config *cfg)
 	if ((eng = engine_alloc(cfg, st, 1)) == NULL)
 		fatalx("engine: out of memory");
 	while (!worker_stop || engine_jobs(eng) > 0) {
-		limits_dispatcher_beat(store_now_ms());
+		limits_dispatcher_beat(mono_ms());
 		if (mono_ms() - last_purge >= PURGE_EVERY_MS) {
 			dispatcher_purge(st, cfg);
 			last_purge = mono_ms();

@@ -30,6 +30,7 @@
 #include "env.h"
 #include "jsonutil.h"
 #include "log.h"
+#include "mono.h"
 #include "payload.h"
 #include "store.h"
 
@@ -313,11 +314,12 @@ void
 erun_plan(struct engine *eng, struct erun *er, const int want[M_DEST__MAX],
           long budget_ms)
 {
-	int64_t deadline = store_now_ms() + budget_ms;
+	/* The lease is stored (wall clock); the deadline is monotonic. */
+	int64_t left = er->lease.until_ms - LEASE_SLACK_MS - store_now_ms();
+	int64_t deadline = mono_ms();
 
 	/* Taking the lease may have waited for the store: end in time. */
-	if (deadline > er->lease.until_ms - LEASE_SLACK_MS)
-		deadline = er->lease.until_ms - LEASE_SLACK_MS;
+	deadline += left < budget_ms ? left : budget_ms;
 	er->payload = payload_build(er->ev);
 	for (int d = 0; d < M_DEST__MAX; d++) {
 		if (!want[d])
@@ -407,7 +409,7 @@ engine_advance(struct engine *eng)
 static long
 engine_wait_ms(const struct engine *eng, long max_ms)
 {
-	int64_t now = store_now_ms(), next = now + max_ms;
+	int64_t now = mono_ms(), next = now + max_ms;
 
 	for (const struct erun *er = eng->active; er != NULL; er = er->next)
 		for (int i = 0; i < er->n; i++) {

@@ -43,7 +43,8 @@ struct run {
 	int ready;     /* j->req is built: send it at j->wait_until_ms */
 	int paced;     /* it holds its pacing slot */
 	int solo;      /* never batch it again (a batch reply failed it) */
-	int64_t t0_ms;
+	/* Times in runs and batches are monotonic (mono.h). */
+	int64_t t0_ms;     /* when its request left */
 	char account[200]; /* whose limits apply: "emarsys:<client id>" */
 	/* This run's calls, stored with its result: each points at the
 	 * attempt of a struct attempt_rec (its first member). */

@@ -1,6 +1,6 @@
 /*
  * The store-backed destination env (struct dest_env in dest.h) the engine
- * hands its jobs: ledger.c (clock, Yotpo award ledger, throttle) and
+ * hands its jobs: ledger.c (clocks, Yotpo award ledger, throttle) and
  * caches.c (Emarsys token and id caches), over include/store.h.
  */
 #ifndef GC_DELIVERY_ENV_H
@@ -28,7 +28,7 @@ struct dest_env *dest_env_alloc(const struct app_config *cfg, struct store *st);
 /* Free env (NULL is fine) and its cached entries. */
 void dest_env_free(struct dest_env *env);
 
-/* ledger.c: fill env's clock, ledger and throttle entries. */
+/* ledger.c: fill env's clocks, ledger and throttle entries. */
 void ledger_env_init(struct dest_env *env);
 
 /* caches.c: this process's entries (caller frees with caches_free; NULL

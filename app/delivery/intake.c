@@ -11,6 +11,7 @@
 #include "engine_priv.h"
 #include "jsonutil.h"
 #include "log.h"
+#include "mono.h"
 #include "store.h"
 
 /* Drive er (the only erun of an intake worker) until it is finished. */
@@ -51,7 +52,7 @@ static int
 engine_sync_ok(struct engine *eng, const struct brand *b,
                const int want[M_DEST__MAX])
 {
-	int64_t now = store_now_ms();
+	int64_t now = mono_ms();
 
 	if (eng->cfg->delivery_sync_budget_ms <= 0)
 		return 0;

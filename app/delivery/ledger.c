@@ -1,16 +1,24 @@
 /*
- * The clock, the Yotpo award ledger and the per-brand call throttle of
+ * The clocks, the Yotpo award ledger and the per-brand call throttle of
  * the store-backed env (env.h): each entry is the store function of the
  * same name, on the env's store.  No state of its own: the ledger and the
  * throttle are shared by every process, so they live in the store only.
  */
 #include "env.h"
+#include "mono.h"
 
 static int64_t
 env_now_ms(void *ctx)
 {
 	(void)ctx;
 	return store_now_ms();
+}
+
+static int64_t
+env_mono_ms(void *ctx)
+{
+	(void)ctx;
+	return mono_ms();
 }
 
 static enum gc_err
@@ -82,6 +90,7 @@ void
 ledger_env_init(struct dest_env *env)
 {
 	env->now_ms = env_now_ms;
+	env->mono_ms = env_mono_ms;
 	env->ledger_claim = env_ledger_claim;
 	env->ledger_set = env_ledger_set;
 	env->ledger_sending = env_ledger_sending;

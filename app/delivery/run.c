@@ -13,6 +13,7 @@
 #include "dest.h"
 #include "engine_priv.h"
 #include "log.h"
+#include "mono.h"
 #include "store.h"
 
 /* See dest.h. */
@@ -47,7 +48,7 @@ job_defer(struct job *j, int64_t at_ms, const char *fmt, ...)
 int64_t
 job_wait_horizon(const struct job *j)
 {
-	int64_t now = j->env->now_ms(j->env->ctx); /* the job's clock */
+	int64_t now = j->env->mono_ms(j->env->ctx); /* the job's clock */
 	int64_t h = j->deadline_ms - 500;
 
 	if (j->max_wait_ms > 0 && now + j->max_wait_ms < h)
@@ -60,6 +61,14 @@ int
 job_can_wait(const struct job *j, int64_t until_ms)
 {
 	return until_ms <= job_wait_horizon(j);
+}
+
+/* See dest.h. */
+int64_t
+job_mono_at(const struct job *j, int64_t wall_ms)
+{
+	return j->env->mono_ms(j->env->ctx) +
+	       (wall_ms - j->env->now_ms(j->env->ctx));
 }
 
 /* See dest.h. */
@@ -101,14 +110,13 @@ record_attempt(struct engine *eng, struct run *r, const struct http_resp *resp)
 	               "results[] out of step");
 	const struct job *j = &r->job;
 	struct attempt_rec *rec;
-	int64_t now = store_now_ms();
+	int64_t now = store_now_ms(), took = mono_ms() - r->t0_ms;
 
 	(void)eng;
 	metrics_upstream(j->dest, resp->status, resp->seconds);
 	log_attempt(m_dest_names[j->dest], j->event_id,
 	            j->step ? j->step : "request", resp->status,
-	            j->reply_code[0] ? j->reply_code : NULL,
-	            (double)(now - r->t0_ms));
+	            j->reply_code[0] ? j->reply_code : NULL, (double)took);
 	if (r->natts == r->catts) {
 		size_t c = r->catts ? r->catts * 2 : 4;
 		void *p = realloc(r->atts, c * sizeof(*r->atts));
@@ -132,7 +140,7 @@ record_attempt(struct engine *eng, struct run *r, const struct http_resp *resp)
 	rec->a.excerpt = rec_copy(
 	    rec->excerpt, sizeof(rec->excerpt),
 	    j->excerpt[0] ? j->excerpt : (resp->error[0] ? resp->error : NULL));
-	rec->a.latency_ms = (long)(now - r->t0_ms);
+	rec->a.latency_ms = (long)took;
 	rec->a.at_ms = now;
 	return;
 nomem:
@@ -142,7 +150,8 @@ nomem:
 /*
  * The request j->req will not be sent: tell the client as if it had
  * failed before leaving (so Yotpo gives its award key back), and stop.
- * defer_at > 0 hands the delivery back, due then, as no failure.
+ * defer_at > 0 (monotonic) hands the delivery back, due then, as no
+ * failure.
  */
 void
 run_give_up(struct run *r, const char *why, int64_t defer_at)
@@ -159,9 +168,11 @@ run_give_up(struct run *r, const char *why, int64_t defer_at)
 	if (j->outcome != DEST_RETRY && j->outcome != DEST_FAILED)
 		job_done(j, DEST_RETRY, "%s", resp.error);
 	if (defer_at > 0 && j->outcome == DEST_RETRY) {
+		/* Stored: on the wall clock, converted here once. */
+		int64_t at = store_now_ms() + (defer_at - mono_ms());
 		j->deferred = 1;
-		if (j->retry_at_ms < defer_at)
-			j->retry_at_ms = defer_at;
+		if (j->retry_at_ms < at)
+			j->retry_at_ms = at;
 	}
 	r->active = 0;
 }
@@ -224,13 +235,39 @@ run_paced(struct run *r, int64_t now)
 	return 0;
 }
 
+/*
+ * httpc_start refused j->req (err): nothing was sent.  One that does not
+ * fit the HTTP client (a URL or header list over its limits) would never
+ * fit: it fails for an operator, with the reason, instead of retrying.
+ */
+static void
+run_refused(struct run *r, enum gc_err err)
+{
+	struct job *j = &r->job;
+	const char *step = j->step ? j->step : "request";
+
+	if (err != GC_ETOOBIG) {
+		run_give_up(r, "could not start a request", 0);
+		return;
+	}
+	log_errorx("%s delivery of %s: %s refused: its URL or headers are "
+	           "over the HTTP client's limits",
+	           m_dest_names[j->dest], j->event_id, step);
+	run_give_up(r, "request over the HTTP client's limits", 0);
+	job_done(j, DEST_FAILED,
+	         "%s refused before sending: its URL or headers are over the "
+	         "HTTP client's limits (URL 1023 bytes, %d headers)",
+	         step, HTTPC_MAX_HEADERS);
+}
+
 /* Put j->req on the wire, within the deadline and the account's limits. */
 static void
 run_send(struct engine *eng, struct run *r)
 {
 	struct job *j = &r->job;
-	int64_t now = store_now_ms(), blocked;
+	int64_t now = mono_ms(), blocked;
 	long left = (long)(j->deadline_ms - now);
+	enum gc_err err;
 
 	if ((blocked = run_blocked_until(eng, r, now)) > 0) {
 		run_give_up(r, "account on hold (rate limit or open circuit)",
@@ -253,8 +290,8 @@ run_send(struct engine *eng, struct run *r)
 	if (r->capped)
 		j->req.timeout_ms = left;
 	r->t0_ms = now;
-	if (httpc_start(eng->http, &j->req, r) != GC_OK) {
-		run_give_up(r, "could not start a request", 0);
+	if ((err = httpc_start(eng->http, &j->req, r)) != GC_OK) {
+		run_refused(r, err);
 		return;
 	}
 	r->in_flight = 1;
@@ -267,7 +304,7 @@ run_advance(struct engine *eng, struct run *r)
 	struct job *j = &r->job;
 
 	while (r->active && !r->in_flight) {
-		if (j->wait_until_ms > store_now_ms())
+		if (j->wait_until_ms > mono_ms())
 			return;
 		j->wait_until_ms = 0;
 		if (r->ready) {
@@ -312,7 +349,7 @@ run_feed_limits(struct engine *eng, struct run *r, const struct http_resp *rp)
 		return;
 	limits_circuit_result(r->er->b->slug, j->dest, ok, trip,
 	                      cfg->circuit_failures, cfg->circuit_open_ms,
-	                      store_now_ms());
+	                      mono_ms());
 }
 
 /* See engine_priv.h. */

@@ -366,6 +366,13 @@ store_ledger_miss(struct store *st, const char *brand, const char *token,
 	return rc == DB_ROW ? GC_OK : GC_EEXISTS;
 }
 
+/*
+ * No caller reserves a slot further ahead than its horizon (at most the
+ * largest delivery budget, 120 s): one further off than this was taken
+ * before the wall clock stepped back, and is not waited for.
+ */
+#define THROTTLE_STEPPED_MS (300 * 1000)
+
 /* See store.h. */
 enum gc_err
 store_throttle_slot(struct store *st, const char *brand, int max_rps,
@@ -385,6 +392,7 @@ store_throttle_slot(struct store *st, const char *brand, int max_rps,
 	store_bind_int(s, 2, now_ms);
 	store_bind_int(s, 3, interval);
 	store_bind_int(s, 4, horizon_ms);
+	store_bind_int(s, 5, THROTTLE_STEPPED_MS);
 	if ((rc = store_row(st, s)) == DB_ROW) {
 		*slot_ms = store_col_int(s, 0);
 		*reserved = 1;

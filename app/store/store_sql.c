@@ -200,7 +200,8 @@ static const char *const stmts[] = {
     [STMT_THROTTLE] =
         "INSERT INTO throttle(brand, next_ms) VALUES (?1, ?2 + ?3) "
         "ON CONFLICT(brand) DO UPDATE SET next_ms = "
-        "max(next_ms, ?2) + ?3 WHERE next_ms <= ?2 + ?4 "
+        "(CASE WHEN next_ms > ?2 + ?5 THEN ?2 ELSE max(next_ms, ?2) END) "
+        "+ ?3 WHERE next_ms <= ?2 + ?4 OR next_ms > ?2 + ?5 "
         "RETURNING next_ms - ?3",
     [STMT_THROTTLE_PEEK] = "SELECT next_ms FROM throttle WHERE brand = ?",
     [STMT_HOLD_GET] = "SELECT until_ms FROM account_holds WHERE account = ?",
@@ -241,8 +242,10 @@ static const char *const pg_stmts[STMT__MAX] = {
     [STMT_THROTTLE] =
         "INSERT INTO throttle(brand, next_ms) VALUES ($1, $2::bigint + "
         "$3::bigint) ON CONFLICT(brand) DO UPDATE SET next_ms = "
-        "greatest(throttle.next_ms, $2::bigint) + $3::bigint WHERE "
-        "throttle.next_ms <= $2::bigint + $4::bigint "
+        "(CASE WHEN throttle.next_ms > $2::bigint + $5::bigint THEN "
+        "$2::bigint ELSE greatest(throttle.next_ms, $2::bigint) END) + "
+        "$3::bigint WHERE throttle.next_ms <= $2::bigint + $4::bigint OR "
+        "throttle.next_ms > $2::bigint + $5::bigint "
         "RETURNING next_ms - $3::bigint",
 };
 

@@ -141,6 +141,7 @@ f_id_forget(void *ctx, const char *scope, const char *kind)
 static const struct dest_env env = {
     .ctx = &fk,
     .now_ms = f_now,
+    .mono_ms = f_now, /* one fake clock: stepped by the test */
     .token_get = f_token_get,
     .token_put = f_token_put,
     .token_forget = f_token_forget,
@@ -400,6 +401,52 @@ test_token_401(void **state)
 	json_decref(payload);
 }
 
+/* A token the endpoint returns that does not fit (4095 bytes at most) is
+ * never cut and sent: the delivery fails with the reason, nothing is
+ * cached.  One that just fits is used whole. */
+static void
+test_token_too_long(void **state)
+{
+	json_t *payload = json_pack("{s:s}", "token", "TOK42");
+	static const size_t lens[] = {4095, 4096, 6000};
+	char *tok = malloc(6001), body[6100];
+	struct gc_event ev;
+	struct job j;
+
+	(void)state;
+	assert_non_null(tok);
+	for (size_t i = 0; i < sizeof(lens) / sizeof(lens[0]); i++) {
+		int fits = lens[i] < 4096;
+		memset(tok, 'A', lens[i]);
+		tok[lens[i]] = '\0';
+		snprintf(body, sizeof(body),
+		         "{\"access_token\":\"%s\",\"expires_in\":3600}", tok);
+		fake_init(consent_ids);
+		fk.token[0] = '\0';
+		event_init(&ev, EV_CONSENT_INTENT);
+		job_begin(&j, &ev, payload);
+		assert_int_equal(j.ops->next(&j), JOB_REQUEST);
+		assert_string_equal(j.req.url, TOKEN);
+		job_reply(&j, 200, body);
+		assert_int_equal(fk.puts, fits);
+		if (fits) {
+			assert_int_equal(j.ops->next(&j), JOB_REQUEST);
+			assert_int_equal(strlen(j.req.headers[2]),
+			                 strlen("Authorization: Bearer ") +
+			                     lens[i]);
+		} else {
+			assert_int_equal(j.ops->next(&j), JOB_DONE);
+			assert_int_equal(j.outcome, DEST_FAILED);
+			snprintf(body, sizeof(body), "a token of %zu bytes",
+			         lens[i]);
+			assert_non_null(strstr(j.reason, body));
+		}
+		j.ops->finish(&j);
+	}
+	free(tok);
+	json_decref(payload);
+}
+
 /* 2006 on the upsert: the cached field ids are forgotten and listed
  * again; 5001 on the trigger: the event id likewise. */
 static void
@@ -449,6 +496,7 @@ main(void)
 	    cmocka_unit_test(test_token_401),
 	    cmocka_unit_test(test_token_401_twice),
 	    cmocka_unit_test(test_stale_ids),
+	    cmocka_unit_test(test_token_too_long),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

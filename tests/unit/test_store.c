@@ -314,6 +314,59 @@ test_admin_replay(void **state)
 		fail_msg("%d row(s) failed", failed);
 }
 
+/*
+ * The Yotpo throttle at 10 per second (a slot every 110 ms): slots are
+ * handed out in order within the caller's horizon, refused beyond it, and
+ * a slot left far ahead by a wall clock stepped back is not waited for.
+ */
+struct throttle_row {
+	int line;
+	int64_t now, horizon;
+	int reserved;
+	int64_t slot;
+};
+
+#define HOUR_MS (3600 * 1000LL)
+/* clang-format off */
+static const struct throttle_row throttle_rows[] = {
+    /* line		now		horizon	reserved slot */
+    {__LINE__,	1000000,		0,	1,	1000000},
+    {__LINE__,	1000000,		0,	0,	1000110},
+    {__LINE__,	1000000,		200,	1,	1000110},
+    {__LINE__,	1000000,		200,	0,	1000220},
+    {__LINE__,	1000500,		0,	1,	1000500},
+    /* The wall clock stepped back two hours: now, not in two hours. */
+    {__LINE__,	1000500 - 2 * HOUR_MS,	0,	1,	1000500 - 2 * HOUR_MS},
+    {__LINE__,	1000500 - 2 * HOUR_MS,	0,	0,	1000610 - 2 * HOUR_MS},
+};
+/* clang-format on */
+
+static void
+test_throttle(void **state)
+{
+	struct fixture *f = *state;
+	const struct throttle_row *r;
+	int64_t slot;
+	int failed = 0, reserved;
+	enum gc_err err;
+
+	for (size_t i = 0; i < sizeof(throttle_rows) / sizeof(throttle_rows[0]);
+	     i++) {
+		r = &throttle_rows[i];
+		err = store_throttle_slot(f->st, "acme", 10, r->now, r->horizon,
+		                          &slot, &reserved);
+		if (err == GC_OK && reserved == r->reserved && slot == r->slot)
+			continue;
+		print_error("%s:%d: have %s reserved %d slot %lld, want "
+		            "reserved %d slot %lld\n",
+		            __FILE__, r->line, gc_strerror(err), reserved,
+		            (long long)slot, r->reserved, (long long)r->slot);
+		failed++;
+	}
+	if (failed)
+		fail_msg("%d row(s) failed", failed);
+}
+
 int
 main(void)
 {
@@ -321,6 +374,7 @@ main(void)
 	    cmocka_unit_test_setup_teardown(test_costs, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_outcomes, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_admin_replay, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_throttle, setup, teardown),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

@@ -161,6 +161,7 @@ static struct fake fk;
 static const struct dest_env env = {
     .ctx = &fk,
     .now_ms = f_now,
+    .mono_ms = f_now, /* one fake clock: stepped by the test */
     .ledger_claim = f_claim,
     .ledger_set = f_set,
     .ledger_sending = f_sending,
