@@ -10,7 +10,7 @@ DOCDIR  ?= $(PREFIX)/share/doc/gcrelay
 MANDIR  ?= $(PREFIX)/share/man
 SYSTEMDUNITDIR ?= $(PREFIX)/lib/systemd/system
 BUILD   ?= build/release
-PKGS     = libcurl jansson openssl libconfig sqlite3
+PKGS     = libcurl jansson openssl libconfig sqlite3 libpq
 SAN     ?=
 
 PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)

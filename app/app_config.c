@@ -44,6 +44,9 @@ static const char *const known[] = {
     "shutdown_grace_s",
     "store",
     "store.path",
+    "store.backend",
+    "store.url",
+    "store.password_file",
     "store.durability",
     "store.busy_timeout_ms",
     "store.retention_days",
@@ -357,11 +360,27 @@ cfg_listen(struct cfg_ctx *c, struct app_config *cfg)
 	cfg_control(c, cfg);
 }
 
+static const char *const backend_names[] = {
+    [STORE_SQLITE] = "sqlite",
+    [STORE_POSTGRESQL] = "postgresql",
+};
+_Static_assert(sizeof(backend_names) / sizeof(backend_names[0]) == STORE__MAX,
+               "backend_names[] out of step");
+
 static void
 cfg_store(struct cfg_ctx *c, struct app_config *cfg)
 {
+	cfg->store_backend = cfg_enum(c, "store.backend", backend_names,
+	                              STORE__MAX, STORE_SQLITE);
 	cfg->store_path =
 	    cfg_str(c, "store.path", "/var/lib/gcrelay/gcrelay.db");
+	cfg->store_url = cfg_str(c, "store.url", NULL);
+	cfg->store_password_file = cfg_str(c, "store.password_file", NULL);
+	if (cfg->store_backend == STORE_POSTGRESQL && cfg->store_url == NULL)
+		cfg_error(c, config_lookup(&c->lc, "store.backend"),
+		          "store.backend \"postgresql\" needs store.url (a "
+		          "libpq connection string or URI)");
+
 	cfg->durability = cfg_enum(c, "store.durability", durability_names,
 	                           DURABILITY__MAX, DURABILITY_NORMAL);
 	cfg->busy_timeout_ms =
@@ -628,6 +647,35 @@ cfg_secrets_key(struct cfg_ctx *c, struct app_config *cfg)
 		          why);
 }
 
+/* The PostgreSQL password, from a file only its owner and group read. */
+static void
+cfg_store_password(struct cfg_ctx *c, struct app_config *cfg)
+{
+	const config_setting_t *s =
+	    config_lookup(&c->lc, "store.password_file");
+	FILE *fp;
+	char buf[1024];
+	size_t n;
+
+	if (cfg->store_password_file == NULL || c->failed)
+		return;
+	cfg_file_mode(c, s, cfg->store_password_file, S_IRWXO | S_IWGRP,
+	              "password file");
+	if (c->failed)
+		return;
+	if ((fp = fopen(cfg->store_password_file, "re")) == NULL) {
+		cfg_error(c, s, "cannot read %s: %s", cfg->store_password_file,
+		          strerror(errno));
+		return;
+	}
+	n = fread(buf, 1, sizeof(buf) - 1, fp);
+	fclose(fp);
+	buf[n] = '\0';
+	buf[strcspn(buf, "\r\n")] = '\0';
+	cfg->store_password = strdup(buf);
+	OPENSSL_cleanse(buf, sizeof(buf));
+}
+
 static void
 cfg_all(struct cfg_ctx *c, struct app_config *cfg)
 {
@@ -659,6 +707,7 @@ cfg_all(struct cfg_ctx *c, struct app_config *cfg)
 	cfg_delivery(c, cfg);
 	cfg_remote(c, cfg);
 	cfg_secrets_key(c, cfg);
+	cfg_store_password(c, cfg);
 }
 
 /* See app_config.h. */
@@ -704,6 +753,13 @@ cfg_fini(struct app_config *cfg)
 	free(cfg->listen_group);
 	free(cfg->control_socket);
 	free(cfg->store_path);
+	free(cfg->store_url);
+	free(cfg->store_password_file);
+	if (cfg->store_password != NULL) {
+		OPENSSL_cleanse(cfg->store_password,
+		                strlen(cfg->store_password));
+		free(cfg->store_password);
+	}
 	free(cfg->secrets_key_file);
 	for (size_t i = 0; i < cfg->nadmin_keys; i++) {
 		free(cfg->admin_keys[i].id);

@@ -3,6 +3,9 @@
  *
  *   gcrelay -c FILE      run the master (it never serves; see supervisor.c)
  *   gcrelay -t -c FILE   check the config and exit
+ *   gcrelay migrate -c FILE   apply pending store migrations and exit
+ *   gcrelay store copy --from FILE.db --to URL [--password-file FILE]
+ *                        copy a SQLite store into an empty PostgreSQL one
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -26,6 +29,9 @@ static void
 usage(void)
 {
 	fprintf(stderr, "usage: gcrelay [-t] -c FILE\n"
+	                "       gcrelay migrate -c FILE\n"
+	                "       gcrelay store copy --from FILE.db --to URL "
+	                "[--password-file FILE]\n"
 	                "       gcrelay -V\n");
 	exit(2);
 }
@@ -39,9 +45,66 @@ prepare_store(const struct app_config *cfg)
 
 	if (store_open(cfg, &st, why, sizeof(why)) != GC_OK)
 		fatalx("store: %s", why);
-	log_info("store %s ready (schema %d)", cfg->store_path,
+	/* Not the URL: it may carry a password. */
+	log_info("store %s ready (schema %d)",
+	         cfg->store_backend == STORE_POSTGRESQL ? "(postgresql)"
+	                                                : cfg->store_path,
 	         store_schema_version(st));
 	store_close(st);
+}
+
+/* The first line of path (a password), or NULL; caller frees. */
+static char *
+read_secret_line(const char *path)
+{
+	char buf[1024];
+	FILE *fp;
+	size_t n;
+
+	if ((fp = fopen(path, "re")) == NULL)
+		return NULL;
+	n = fread(buf, 1, sizeof(buf) - 1, fp);
+	fclose(fp);
+	buf[n] = '\0';
+	buf[strcspn(buf, "\r\n")] = '\0';
+	return strdup(buf);
+}
+
+/* gcrelay store copy: argv after "copy". */
+static int
+store_copy_main(int argc, char *argv[])
+{
+	struct app_config from = {0}, to = {0};
+	const char *pwfile = NULL;
+	char why[512];
+	int rc;
+
+	for (int i = 0; i + 1 < argc; i += 2) {
+		if (strcmp(argv[i], "--from") == 0)
+			from.store_path = argv[i + 1];
+		else if (strcmp(argv[i], "--to") == 0)
+			to.store_url = argv[i + 1];
+		else if (strcmp(argv[i], "--password-file") == 0)
+			pwfile = argv[i + 1];
+		else
+			usage();
+	}
+	if (from.store_path == NULL || to.store_url == NULL || argc % 2 != 0)
+		usage();
+	from.store_backend = STORE_SQLITE;
+	from.busy_timeout_ms = to.busy_timeout_ms = 5000;
+	to.store_backend = STORE_POSTGRESQL;
+	if (pwfile != NULL &&
+	    (to.store_password = read_secret_line(pwfile)) == NULL) {
+		fprintf(stderr, "gcrelay: cannot read %s\n", pwfile);
+		return 1;
+	}
+	log_init("copy", 1);
+	rc = store_copy(&from, &to, why, sizeof(why)) == GC_OK ? 0 : 1;
+	if (rc != 0)
+		fprintf(stderr, "gcrelay: store copy: %s\n", why);
+	free(to.store_password);
+	return rc;
 }
 
 int
@@ -51,8 +114,16 @@ main(int argc, char *argv[])
 	const char *path = NULL;
 	char err[512];
 	char *sock[2];
-	int ch, test = 0, fds[2], created[2];
+	int ch, test = 0, migrate = 0, fds[2], created[2];
 
+	if (argc > 2 && strcmp(argv[1], "store") == 0 &&
+	    strcmp(argv[2], "copy") == 0)
+		return store_copy_main(argc - 3, argv + 3);
+	if (argc > 1 && strcmp(argv[1], "migrate") == 0) {
+		migrate = 1;
+		argv++;
+		argc--;
+	}
 	while ((ch = getopt(argc, argv, "c:tV")) != -1) {
 		switch (ch) {
 		case 'c':
@@ -92,6 +163,13 @@ main(int argc, char *argv[])
 		return 1;
 	}
 	log_init("master", cfg->log_level);
+	if (migrate) {
+		/* store_open applies them, one host at a time. */
+		prepare_store(cfg);
+		cfg_fini(cfg);
+		free(cfg);
+		return 0;
+	}
 	if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK)
 		fatalx("curl_global_init failed");
 	prepare_store(cfg);

@@ -9,6 +9,7 @@ set -eu
 
 pkgs="build-essential pkg-config libfcgi-dev libcurl4-openssl-dev
 libjansson-dev libssl-dev libconfig-dev libsqlite3-dev sqlite3
+libpq-dev postgresql
 libcmocka-dev nginx-light openssl ca-certificates python3 valgrind
 clang libclang-rt-14-dev clang-format wrk libnginx-mod-http-echo
 mandoc faketime dpkg-dev debhelper fakeroot lintian devscripts bear"

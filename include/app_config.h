@@ -27,6 +27,8 @@ struct admin_key {
 
 enum store_durability { DURABILITY_NORMAL, DURABILITY_FULL, DURABILITY__MAX };
 
+enum store_backend { STORE_SQLITE, STORE_POSTGRESQL, STORE__MAX };
+
 struct app_config {
 	char *path; /* the file this came from */
 
@@ -44,7 +46,11 @@ struct app_config {
 	int log_level;        /* enum log_level */
 	int shutdown_grace_s;
 
-	char *store_path;
+	enum store_backend store_backend;
+	char *store_path;          /* sqlite: the database file */
+	char *store_url;           /* postgresql: libpq conninfo or URI */
+	char *store_password_file; /* postgresql: NULL for none */
+	char *store_password;      /* read from it by cfg_load */
 	enum store_durability durability;
 	int busy_timeout_ms;
 	int retention_days;

@@ -1,7 +1,10 @@
 /*
- * The store: one SQLite file (WAL) shared by every gcrelay process.  This
- * module owns all SQL; handlers and the engine call these functions.  Each
- * process opens its own connection after fork (store_open).
+ * The store: one SQLite file (WAL) shared by every gcrelay process of a
+ * host, or one PostgreSQL database shared by several hosts
+ * (store.backend; app/store/sqlite.c, pgsql.c behind app/store/db.h).
+ * This module owns all SQL; handlers and the engine call these
+ * functions, which are the same on both backends.  Each process opens
+ * its own connection after fork (store_open).
  *
  * Strings returned through out-parameters are owned by the caller (free());
  * they are NULL on failure.
@@ -21,9 +24,11 @@
 struct store;
 
 /*
- * Open (creating if needed) the database at cfg->store_path, set WAL, the
- * durability and the busy timeout, and apply pending migrations.  *out is
- * owned (store_close).  GC_ESTORE with a reason in why on failure.
+ * Open the store cfg names: SQLite, creating the file at cfg->store_path
+ * if needed (WAL, durability, busy timeout); or connect to PostgreSQL at
+ * cfg->store_url.  Then apply pending migrations (one host at a time).
+ * *out is owned (store_close).  GC_ESTORE with a reason in why on
+ * failure, also when the schema is newer than this binary.
  */
 enum gc_err store_open(const struct app_config *cfg, struct store **out,
                        char *why, size_t whysz);
@@ -41,15 +46,17 @@ enum gc_err store_shared_init(void);
 
 /*
  * The one store health check (intake before and after recording, the
- * dispatcher before claiming, /healthz): the database file is present,
- * is the one this connection has open (device and inode), is writable
- * and open read-write, the last write of any process succeeded, and it
- * answers a query.  When it fails it tries to recover, at most once a
- * second: reopen the file when the connection is read-only or the file
- * was replaced, probe with a small write when the last write failed.
- * GC_ESTORE with why filled while the store is unusable.  Never creates
- * a database: one deleted under a running gcrelay stays unavailable
- * until the file is put back (or gcrelay restarts).
+ * dispatcher before claiming, /healthz).  SQLite: the database file is
+ * present, is the one this connection has open (device and inode), is
+ * writable and open read-write; PostgreSQL: the connection is up (it is
+ * re-established when it broke).  Both: the last write of any process
+ * of this host succeeded, and the store answers a query.  When it fails
+ * it tries to recover, at most once a second: reopen the file when the
+ * connection is read-only or the file was replaced, probe with a small
+ * write when the last write failed.  GC_ESTORE with why filled while the
+ * store is unusable.  Never creates a database: one deleted under a
+ * running gcrelay stays unavailable until the file is put back (or
+ * gcrelay restarts).
  */
 enum gc_err store_health(struct store *st, char *why, size_t whysz);
 
@@ -235,7 +242,8 @@ enum gc_err store_event_detail(struct store *st, const char *id, json_t **out);
  */
 enum gc_err store_purge_bodies(struct store *st, int64_t before_ms, int *count);
 
-/* Fold the WAL back into the database and truncate it (housekeeping). */
+/* Fold the WAL back into the database and truncate it (housekeeping;
+ * nothing to do on PostgreSQL). */
 enum gc_err store_checkpoint(struct store *st);
 
 /* ---- Emarsys id and token caches (store_remote.c) ---- */
@@ -353,13 +361,37 @@ enum gc_err store_throttle_slot(struct store *st, const char *brand,
                                 int max_rps, int64_t now_ms, int64_t horizon_ms,
                                 int64_t *slot_ms, int *reserved);
 
+/* ---- account holds shared by hosts (store_remote.c) ---- */
+
+/*
+ * Whether other hosts may share this store (PostgreSQL).  A host's own
+ * processes share holds in memory (delivery_limits.h); hosts share them
+ * here.
+ */
+int store_shared_hosts(struct store *st);
+/* Until when a 429 holds account back (0: no hold recorded). */
+enum gc_err store_hold_get(struct store *st, const char *account,
+                           int64_t *until_ms);
+/* Hold account until until_ms (a later hold wins). */
+enum gc_err store_hold_put(struct store *st, const char *account,
+                           int64_t until_ms);
+
+/*
+ * gcrelay store copy (store_copy.c): open the SQLite store from and the
+ * PostgreSQL store to (both migrated), refuse unless to holds no brand
+ * or event, and copy brands, events, deliveries, attempts, the Yotpo
+ * ledger and the Emarsys caches in one transaction.  GC_ESTORE with why.
+ */
+enum gc_err store_copy(const struct app_config *from,
+                       const struct app_config *to, char *why, size_t whysz);
+
 /* ---- statement and transaction counts (store_sql.c) ---- */
 
 /* Work done on one connection since store_open, for tests and metrics. */
 struct store_stats {
 	uint64_t prepares;    /* statements compiled: one per kind, once */
 	uint64_t runs;        /* statements run, BEGIN and COMMIT aside */
-	uint64_t steps;       /* their sqlite3_step calls: rows + 1 */
+	uint64_t steps;       /* their steps: rows + 1 */
 	uint64_t begun;       /* transactions begun */
 	uint64_t committed;   /* transactions committed */
 	uint64_t rolled_back; /* transactions rolled back */

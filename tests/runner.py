@@ -10,6 +10,11 @@ listed with their reasons, and the exit status is 1.
   ship         packaging, man pages, contracts, rules (tests/ship)
   lint         clang-format and banned calls (tests/lint.sh)
 
+The integration suites run twice: on SQLite, then (labels "pg/...") on
+PostgreSQL, a throwaway cluster started here (tests/lib/pgcluster.py),
+followed by the PostgreSQL-only suites (tests/postgresql: two hosts,
+database faults); --no-pg skips that pass.
+
 --sanitizers: the build has ASan/UBSan; gcrelay's reports fail the test.
 --valgrind: unit tests and integration tests run under valgrind.
 """
@@ -30,6 +35,7 @@ skips = []  # (name, reason)
 
 
 prefix = ""
+sqlite_only = []  # tests not collected on PostgreSQL, with why
 
 
 def record(ok, name, detail=""):
@@ -113,6 +119,8 @@ def run_module(path, env, timeout, label):
                (err or "")[-6000:])
         return
     res = json.loads(m.group(1))
+    for name, why in re.findall(r"^SQLITE_ONLY (\S+): (.*)$", out, re.M):
+        sqlite_only.append("%s/%s (%s)" % (label, name, why))
     for name in re.findall(r"^TEST ok (\S+)", out, re.M):
         record(True, "%s/%s" % (label, name.split(".")[-1]))
     if res["failures"]:
@@ -153,6 +161,37 @@ def run_integration(build, sanitizers, valgrind, only):
         run_module(path, env, 1500 if valgrind else 900, label)
 
 
+def run_integration_pg(build, sanitizers, only):
+    """The same integration suites with the PostgreSQL store."""
+    global prefix
+    sys.path.insert(0, os.path.join(ROOT, "tests", "lib"))
+    import pgcluster
+    try:
+        cluster = pgcluster.Cluster()
+    except Exception as e:  # a broken set-up fails, never skips
+        record(False, "pg/cluster start", str(e))
+        return
+    os.environ["GCRELAY_PG_DIR"] = cluster.dir
+    os.environ["GCRELAY_STORE"] = "postgresql"
+    prefix = "pg/"
+    try:
+        run_integration(build, sanitizers, False, only)
+        # PostgreSQL only (tests/postgresql): two hosts on one database,
+        # the database stopped and restarted.
+        env = dict(os.environ, GCRELAY_BUILD=os.path.abspath(build))
+        if sanitizers:
+            env["GCRELAY_SANITIZERS"] = "1"
+        pattern = os.path.join(ROOT, "tests", "postgresql", "test_*.py")
+        for path in sorted(glob.glob(pattern)):
+            label = "postgresql/" + os.path.basename(path)[5:-3]
+            if not only or any(o in label for o in only):
+                run_module(path, env, 900, label)
+    finally:
+        prefix = ""
+        del os.environ["GCRELAY_STORE"], os.environ["GCRELAY_PG_DIR"]
+        cluster.remove()
+
+
 def run_ship(build):
     env = dict(os.environ, GCRELAY_BUILD=os.path.abspath(build))
     pattern = os.path.join(ROOT, "tests", "ship", "test_*.py")
@@ -181,6 +220,8 @@ def main():
                     help="after the suites, run unit and smoke tests again "
                     "under valgrind")
     ap.add_argument("--suites", default="unit,sims,integration,ship,lint")
+    ap.add_argument("--no-pg", action="store_true",
+                    help="run the integration suites on SQLite only")
     ap.add_argument("--only", default="",
                     help="comma-separated integration module names")
     a = ap.parse_args()
@@ -193,6 +234,8 @@ def main():
         run_sims()
     if "integration" in suites:
         run_integration(a.build, a.sanitizers, a.valgrind, only)
+        if not (a.no_pg or a.valgrind):
+            run_integration_pg(a.build, a.sanitizers, only)
     if "ship" in suites and not (a.sanitizers or a.valgrind):
         run_ship(a.build)
     if "lint" in suites and not (a.sanitizers or a.valgrind):
@@ -204,6 +247,9 @@ def main():
         run_integration(a.build, False, True, only)
     print("\n%d passed, %d failed, %d skipped (%.0fs)" % (
         passed, failed, skipped, time.monotonic() - t0))
+    if sqlite_only:
+        print("SQLite-only, not run on PostgreSQL (%d): %s" %
+              (len(sqlite_only), "; ".join(sqlite_only)))
     if failures:
         print("failed: " + ", ".join(failures[:30]))
     for name, reason in skips:

@@ -184,8 +184,15 @@ run_give_up(struct run *r, const char *why, int64_t defer_at)
 int64_t
 run_blocked_until(struct engine *eng, const struct run *r, int64_t now)
 {
-	int64_t until = limits_hold_until(r->account);
+	int64_t until = limits_hold_until(r->account), other;
 
+	/* A 429 another host saw holds this one too (PostgreSQL). */
+	if (store_shared_hosts(eng->st) &&
+	    store_hold_get(eng->st, r->account, &other) == GC_OK &&
+	    other > until) {
+		limits_hold(r->account, other);
+		until = other;
+	}
 	if (eng->dispatcher &&
 	    limits_circuit(r->er->b->slug, r->job.dest, now) == CIRCUIT_OPEN) {
 		int64_t open = now + eng->cfg->circuit_open_ms / 4;
@@ -329,6 +336,9 @@ run_feed_limits(struct engine *eng, struct run *r, const struct http_resp *rp)
 
 	if (j->hold_until_ms > 0) {
 		limits_hold(r->account, j->hold_until_ms);
+		if (store_shared_hosts(eng->st))
+			(void)store_hold_put(eng->st, r->account,
+			                     j->hold_until_ms);
 		j->hold_until_ms = 0;
 	}
 	if (j->rate_limit > 0 || j->rate_remaining >= 0)

@@ -6,8 +6,6 @@
 #include <string.h>
 #include <time.h>
 
-#include <sqlite3.h>
-
 #include "jsonutil.h"
 #include "store.h"
 #include "store_priv.h"
@@ -30,7 +28,7 @@ iso_ms(int64_t ms)
 static int
 event_refresh(struct store *st, const char *id)
 {
-	sqlite3_stmt *s = store_stmt(st, STMT_EVENT_REFRESH);
+	struct db_stmt *s = store_stmt(st, STMT_EVENT_REFRESH);
 
 	if (s != NULL)
 		store_bind_text(s, 1, id);
@@ -62,7 +60,7 @@ static int
 delivery_insert(struct store *st, const char *id, const struct delivery_init *d,
                 int64_t now, const struct lease *l)
 {
-	sqlite3_stmt *s = store_stmt(st, STMT_DELIVERY_INSERT);
+	struct db_stmt *s = store_stmt(st, STMT_DELIVERY_INSERT);
 	int pending = strcmp(d->status, "pending") == 0;
 	int leased = pending && l->until_ms > 0; /* else the dispatcher's */
 
@@ -88,7 +86,7 @@ store_event_insert(struct store *st, const char *id, const char *brand,
                    const struct lease *l)
 {
 	int64_t now = store_now_ms();
-	sqlite3_stmt *s;
+	struct db_stmt *s;
 
 	if (store_begin(st) != GC_OK)
 		return GC_ESTORE;
@@ -102,7 +100,7 @@ store_event_insert(struct store *st, const char *id, const char *brand,
 	store_bind_text(s, 6, event_status_of(d, n));
 	if (!store_step(st, s, "event insert"))
 		goto fail;
-	if (sqlite3_changes(st->db) == 0) {
+	if (store_changes(st) == 0) {
 		store_rollback(st);
 		return GC_EEXISTS;
 	}
@@ -119,7 +117,7 @@ fail:
 
 /* One delivery row as JSON; detail adds attempts/next time. */
 static json_t *
-delivery_json(sqlite3_stmt *s, int detail)
+delivery_json(struct db_stmt *s, int detail)
 {
 	json_t *d = json_object();
 	const char *reason = store_col(s, 2), *warning = store_col(s, 3);
@@ -132,11 +130,11 @@ delivery_json(sqlite3_stmt *s, int detail)
 		json_object_set_new(d, "warning", json_string(warning));
 	if (detail) {
 		json_object_set_new(d, "runs",
-		                    json_integer(sqlite3_column_int(s, 4)));
-		if (sqlite3_column_type(s, 5) != SQLITE_NULL &&
+		                    json_integer((int)store_col_int(s, 4)));
+		if (!store_col_null(s, 5) &&
 		    !strcmp(store_col(s, 1), "retrying"))
 			json_object_set_new(d, "next_attempt_at",
-			                    iso_ms(sqlite3_column_int64(s, 5)));
+			                    iso_ms(store_col_int(s, 5)));
 	}
 	return d;
 }
@@ -145,15 +143,15 @@ delivery_json(sqlite3_stmt *s, int detail)
 static json_t *
 deliveries_of(struct store *st, const char *id, int detail)
 {
-	sqlite3_stmt *s = store_stmt(st, STMT_DELIVERIES_OF);
+	struct db_stmt *s = store_stmt(st, STMT_DELIVERIES_OF);
 	json_t *arr;
-	int rc;
+	enum db_rc rc;
 
 	if (s == NULL)
 		return NULL;
 	arr = json_array();
 	store_bind_text(s, 1, id);
-	while ((rc = store_row(st, s)) == SQLITE_ROW)
+	while ((rc = store_row(st, s)) == DB_ROW)
 		json_array_append_new(arr, delivery_json(s, detail));
 	if (!store_end(st, s, rc, "deliveries")) {
 		json_decref(arr);
@@ -167,20 +165,20 @@ enum gc_err
 store_event_outcome(struct store *st, const char *id, json_t **out,
                     int *final_ok)
 {
-	sqlite3_stmt *s;
+	struct db_stmt *s;
 	json_t *dl;
 	char status[16] = "";
-	int rc;
+	enum db_rc rc;
 
 	*out = NULL;
 	if ((s = store_stmt(st, STMT_EVENT_STATUS)) == NULL)
 		return GC_ESTORE;
 	store_bind_text(s, 1, id);
-	if ((rc = store_row(st, s)) == SQLITE_ROW)
+	if ((rc = store_row(st, s)) == DB_ROW)
 		snprintf(status, sizeof(status), "%s", store_col(s, 0));
 	if (!store_end(st, s, rc, "event outcome"))
 		return GC_ESTORE;
-	if (rc == SQLITE_DONE)
+	if (rc == DB_DONE)
 		return GC_ENOTFOUND;
 	if ((dl = deliveries_of(st, id, 1)) == NULL)
 		return GC_ESTORE;
@@ -196,22 +194,22 @@ enum gc_err
 store_event_body(struct store *st, const char *id, char **brand, char **body,
                  int64_t *received_ms)
 {
-	sqlite3_stmt *s;
-	int rc;
+	struct db_stmt *s;
+	enum db_rc rc;
 
 	*brand = *body = NULL;
 	*received_ms = 0;
 	if ((s = store_stmt(st, STMT_EVENT_BODY)) == NULL)
 		return GC_ESTORE;
 	store_bind_text(s, 1, id);
-	if ((rc = store_row(st, s)) == SQLITE_ROW) {
+	if ((rc = store_row(st, s)) == DB_ROW) {
 		*brand = store_col_text(s, 0);
-		*received_ms = sqlite3_column_int64(s, 1);
+		*received_ms = store_col_int(s, 1);
 		*body = store_col_text(s, 2);
 	}
 	if (!store_end(st, s, rc, "event body"))
 		return GC_ESTORE;
-	if (rc == SQLITE_DONE)
+	if (rc == DB_DONE)
 		return GC_ENOTFOUND;
 	if (*brand == NULL || *body == NULL) {
 		free(*brand);
@@ -226,7 +224,7 @@ store_event_body(struct store *st, const char *id, char **brand, char **body,
 static int
 result_update(struct store *st, struct delivery_result *r, int64_t now)
 {
-	sqlite3_stmt *s;
+	struct db_stmt *s;
 	int k = 0;
 
 	if (r->postpone) {
@@ -251,7 +249,7 @@ result_update(struct store *st, struct delivery_result *r, int64_t now)
 	store_bind_text(s, k + 4, r->progress);
 	if (!store_step(st, s, "delivery result"))
 		return 0;
-	r->err = sqlite3_changes(st->db) > 0 ? GC_OK : GC_EEXISTS;
+	r->err = store_changes(st) > 0 ? GC_OK : GC_EEXISTS;
 	return 1;
 }
 
@@ -288,26 +286,26 @@ enum gc_err
 store_delivery_attempts(struct store *st, const char *event_id,
                         const char *dest, int *runs)
 {
-	sqlite3_stmt *s;
-	int rc;
+	struct db_stmt *s;
+	enum db_rc rc;
 
 	*runs = 0;
 	if ((s = store_stmt(st, STMT_DELIVERY_RUNS)) == NULL)
 		return GC_ESTORE;
 	store_bind_text(s, 1, event_id);
 	store_bind_text(s, 2, dest);
-	if ((rc = store_row(st, s)) == SQLITE_ROW)
-		*runs = sqlite3_column_int(s, 0);
+	if ((rc = store_row(st, s)) == DB_ROW)
+		*runs = (int)store_col_int(s, 0);
 	if (!store_end(st, s, rc, "delivery runs"))
 		return GC_ESTORE;
-	return rc == SQLITE_ROW ? GC_OK : GC_ENOTFOUND;
+	return rc == DB_ROW ? GC_OK : GC_ENOTFOUND;
 }
 
 /* See store.h. */
 enum gc_err
 store_attempt_add(struct store *st, const struct attempt *a)
 {
-	sqlite3_stmt *s;
+	struct db_stmt *s;
 
 	if ((s = store_stmt(st, STMT_ATTEMPT_ADD)) == NULL)
 		return GC_ESTORE;
@@ -330,13 +328,13 @@ store_attempt_add(struct store *st, const struct attempt *a)
  * NULL).
  */
 static int
-store_collect(struct store *st, sqlite3_stmt *s, int col, json_t **out,
+store_collect(struct store *st, struct db_stmt *s, int col, json_t **out,
               char **first, const char *what)
 {
 	json_t *arr = json_array();
-	int rc;
+	enum db_rc rc;
 
-	while ((rc = store_row(st, s)) == SQLITE_ROW) {
+	while ((rc = store_row(st, s)) == DB_ROW) {
 		if (first != NULL && *first == NULL)
 			*first = store_col_text(s, 0);
 		json_array_append_new(arr, json_string(store_col(s, col)));
@@ -353,8 +351,8 @@ store_collect(struct store *st, sqlite3_stmt *s, int col, json_t **out,
 static int
 event_exists(struct store *st, const char *id)
 {
-	sqlite3_stmt *s;
-	int rc;
+	struct db_stmt *s;
+	enum db_rc rc;
 
 	if ((s = store_stmt(st, STMT_EVENT_EXISTS)) == NULL)
 		return -1;
@@ -362,7 +360,7 @@ event_exists(struct store *st, const char *id)
 	rc = store_row(st, s);
 	if (!store_end(st, s, rc, "event exists"))
 		return -1;
-	return rc == SQLITE_ROW;
+	return rc == DB_ROW;
 }
 
 /* See store.h. */
@@ -370,7 +368,7 @@ enum gc_err
 store_event_take(struct store *st, const char *event_id, int64_t now_ms,
                  const struct lease *l, json_t **taken)
 {
-	sqlite3_stmt *s;
+	struct db_stmt *s;
 	json_t *arr = NULL;
 	int exists;
 
@@ -405,7 +403,7 @@ enum gc_err
 store_brand_requeue(struct store *st, const char *brand, int64_t since_ms,
                     int64_t until_ms, int *count)
 {
-	sqlite3_stmt *s;
+	struct db_stmt *s;
 	json_t *ids = NULL, *v;
 	size_t i;
 
@@ -440,19 +438,19 @@ fail:
 enum gc_err
 store_outbox_depth(struct store *st, long *n)
 {
-	sqlite3_stmt *s;
-	int rc;
+	struct db_stmt *s;
+	enum db_rc rc;
 
 	*n = 0;
 	if ((s = store_stmt(st, STMT_OUTBOX_DEPTH)) == NULL)
 		return GC_ESTORE;
-	if ((rc = store_row(st, s)) == SQLITE_ROW)
-		*n = (long)sqlite3_column_int64(s, 0);
+	if ((rc = store_row(st, s)) == DB_ROW)
+		*n = (long)store_col_int(s, 0);
 	return store_end(st, s, rc, "outbox depth") ? GC_OK : GC_ESTORE;
 }
 
 static json_t *
-event_row_json(struct store *st, sqlite3_stmt *s)
+event_row_json(struct store *st, struct db_stmt *s)
 {
 	const char *id = store_col(s, 0);
 	json_t *e = json_object();
@@ -461,8 +459,7 @@ event_row_json(struct store *st, sqlite3_stmt *s)
 	json_object_set_new(e, "brand", json_string(store_col(s, 1)));
 	json_object_set_new(e, "kind", json_string(store_col(s, 2)));
 	json_object_set_new(e, "status", json_string(store_col(s, 3)));
-	json_object_set_new(e, "received_at",
-	                    iso_ms(sqlite3_column_int64(s, 4)));
+	json_object_set_new(e, "received_at", iso_ms(store_col_int(s, 4)));
 	json_object_set_new(e, "deliveries", deliveries_of(st, id, 0));
 	return e;
 }
@@ -471,7 +468,7 @@ event_row_json(struct store *st, sqlite3_stmt *s)
 enum gc_err
 store_events_list(struct store *st, const struct event_filter *f, json_t **out)
 {
-	sqlite3_stmt *s;
+	struct db_stmt *s;
 	json_t *arr;
 	int64_t last = 0;
 	int rc, n = 0;
@@ -486,12 +483,12 @@ store_events_list(struct store *st, const struct event_filter *f, json_t **out)
 	if (f->cursor != NULL)
 		store_bind_int(s, 4, strtoll(f->cursor, NULL, 10));
 	else
-		sqlite3_bind_null(s, 4);
+		store_bind_null(s, 4);
 	store_bind_int(s, 5, f->limit);
 	arr = json_array();
-	while ((rc = store_row(st, s)) == SQLITE_ROW) {
+	while ((rc = store_row(st, s)) == DB_ROW) {
 		json_array_append_new(arr, event_row_json(st, s));
-		last = sqlite3_column_int64(s, 5);
+		last = store_col_int(s, 5);
 		n++;
 	}
 	if (!store_end(st, s, rc, "events list")) {
@@ -506,38 +503,37 @@ store_events_list(struct store *st, const struct event_filter *f, json_t **out)
 
 /* One attempt row as JSON. */
 static json_t *
-attempt_json(sqlite3_stmt *s)
+attempt_json(struct db_stmt *s)
 {
 	json_t *a = json_object();
 
 	json_object_set_new(a, "destination", json_string(store_col(s, 0)));
-	json_object_set_new(a, "at", iso_ms(sqlite3_column_int64(s, 1)));
+	json_object_set_new(a, "at", iso_ms(store_col_int(s, 1)));
 	json_object_set_new(a, "step", json_string(store_col(s, 2)));
 	json_object_set_new(a, "outcome", json_string(store_col(s, 3)));
-	if (sqlite3_column_type(s, 4) != SQLITE_NULL)
+	if (!store_col_null(s, 4))
 		json_object_set_new(a, "http_status",
-		                    json_integer(sqlite3_column_int(s, 4)));
-	if (sqlite3_column_type(s, 5) != SQLITE_NULL)
+		                    json_integer((int)store_col_int(s, 4)));
+	if (!store_col_null(s, 5))
 		json_object_set_new(a, "reply_code",
 		                    json_string(store_col(s, 5)));
-	if (sqlite3_column_type(s, 6) != SQLITE_NULL)
+	if (!store_col_null(s, 6))
 		json_object_set_new(a, "excerpt", json_string(store_col(s, 6)));
-	json_object_set_new(a, "latency_ms",
-	                    json_integer(sqlite3_column_int64(s, 7)));
+	json_object_set_new(a, "latency_ms", json_integer(store_col_int(s, 7)));
 	return a;
 }
 
 static json_t *
 attempts_of(struct store *st, const char *id)
 {
-	sqlite3_stmt *s = store_stmt(st, STMT_ATTEMPTS_OF);
+	struct db_stmt *s = store_stmt(st, STMT_ATTEMPTS_OF);
 	json_t *arr = json_array();
-	int rc;
+	enum db_rc rc;
 
 	if (s == NULL)
 		return arr;
 	store_bind_text(s, 1, id);
-	while ((rc = store_row(st, s)) == SQLITE_ROW)
+	while ((rc = store_row(st, s)) == DB_ROW)
 		json_array_append_new(arr, attempt_json(s));
 	store_end(st, s, rc, "attempts");
 	return arr;
@@ -547,18 +543,18 @@ attempts_of(struct store *st, const char *id)
 enum gc_err
 store_event_detail(struct store *st, const char *id, json_t **out)
 {
-	sqlite3_stmt *s;
+	struct db_stmt *s;
 	json_t *e = NULL, *body;
-	int rc;
+	enum db_rc rc;
 
 	*out = NULL;
 	if ((s = store_stmt(st, STMT_EVENT_DETAIL)) == NULL)
 		return GC_ESTORE;
 	store_bind_text(s, 1, id);
-	if ((rc = store_row(st, s)) == SQLITE_ROW) {
+	if ((rc = store_row(st, s)) == DB_ROW) {
 		e = event_row_json(st, s);
 		json_object_set_new(e, "deliveries", deliveries_of(st, id, 1));
-		body = sqlite3_column_type(s, 5) == SQLITE_NULL
+		body = store_col_null(s, 5)
 		           ? json_null()
 		           : json_loads(store_col(s, 5), 0, NULL);
 		json_object_set_new(e, "event", body ? body : json_null());
@@ -568,7 +564,7 @@ store_event_detail(struct store *st, const char *id, json_t **out)
 		json_decref(e);
 		return GC_ESTORE;
 	}
-	if (rc == SQLITE_DONE)
+	if (rc == DB_DONE)
 		return GC_ENOTFOUND;
 	*out = e;
 	return GC_OK;
@@ -582,7 +578,7 @@ store_purge_bodies(struct store *st, int64_t before_ms, int *count)
 	static const enum stmt purge[] = {STMT_PURGE_EXCERPTS,
 	                                  STMT_PURGE_REASONS, STMT_PURGE_LEDGER,
 	                                  STMT_PURGE_BODIES};
-	sqlite3_stmt *s;
+	struct db_stmt *s;
 
 	*count = 0;
 	if (store_begin(st) != GC_OK)
@@ -593,7 +589,7 @@ store_purge_bodies(struct store *st, int64_t before_ms, int *count)
 		if (!store_step(st, s, "purge"))
 			goto fail;
 	}
-	*count = sqlite3_changes(st->db);
+	*count = store_changes(st);
 	if (store_commit(st) != GC_OK)
 		goto fail;
 	return GC_OK;

@@ -2,6 +2,10 @@
  * Store health (store.h, store_health): whether an event recorded now
  * would be durable, and recovery once the fault is gone.
  *
+ * The checks of the file or server are the backend's (db_ops.check,
+ * sqlite.c, pgsql.c); the shared outcome of the last write and the
+ * recovery are here, for both.
+ *
  * A running gcrelay can lose its store in ways SQLite does not report
  * on the next statement: the file deleted or replaced (the connection
  * goes on writing to the unlinked inode), made read-only (a connection
@@ -10,16 +14,12 @@
  * the last write's outcome is shared, so intake, the dispatcher and
  * /healthz agree.
  */
-#include <errno.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/mman.h>
-#include <sys/stat.h>
 #include <time.h>
-#include <unistd.h>
 
-#include <sqlite3.h>
-
+#include "db.h"
 #include "log.h"
 #include "store.h"
 #include "store_priv.h"
@@ -36,7 +36,7 @@ struct store_shared {
 	uint64_t seq;
 	uint64_t fault_seq;
 	uint64_t ok_seq;
-	int fault_code; /* SQLite's extended code of the last fault */
+	int fault_code; /* the backend's code of the last fault */
 };
 
 static struct store_shared local_shared;
@@ -65,30 +65,13 @@ store_shared_init(void)
 	return GC_OK;
 }
 
-/* Errors that say the file cannot hold a write, not that one failed. */
-static int
-health_is_fault(int code)
-{
-	switch (code & 0xff) {
-	case SQLITE_FULL:
-	case SQLITE_IOERR:
-	case SQLITE_CORRUPT:
-	case SQLITE_NOTADB:
-	case SQLITE_READONLY:
-	case SQLITE_CANTOPEN:
-	case SQLITE_PERM:
-		return 1;
-	}
-	return 0;
-}
-
 /* See store_priv.h. */
 void
 store_note_fault(struct store *st)
 {
-	int code = sqlite3_extended_errcode(st->db);
+	int code = st->db != NULL ? st->ops->fault(st->db) : 0;
 
-	if (!health_is_fault(code))
+	if (code == 0)
 		return;
 	__atomic_store_n(&shared->fault_code, code, __ATOMIC_RELAXED);
 	__atomic_store_n(&shared->fault_seq,
@@ -129,60 +112,38 @@ enum health {
 static enum health
 health_check(struct store *st, char *why, size_t whysz)
 {
-	struct stat sb;
-
-	if (stat(st->path, &sb) != 0) {
-		snprintf(why, whysz, "database file: %s", strerror(errno));
+	switch (st->ops->check(st->db, why, whysz)) {
+	case DB_HEALTH_OK:
+		break;
+	case DB_HEALTH_WAIT:
 		return HEALTH_WAIT;
-	}
-	if (sb.st_dev != st->dev || sb.st_ino != st->ino) {
-		snprintf(why, whysz, "database file was replaced");
-		return HEALTH_REOPEN;
-	}
-	if (access(st->path, R_OK | W_OK) != 0) {
-		snprintf(why, whysz, "database file: %s", strerror(errno));
-		return HEALTH_WAIT;
-	}
-	if (sqlite3_db_readonly(st->db, "main") != 0) {
-		snprintf(why, whysz, "database is open read-only");
+	case DB_HEALTH_REOPEN:
 		return HEALTH_REOPEN;
 	}
 	if (health_last_write_failed()) {
 		snprintf(why, whysz, "the last write failed: %s",
-		         sqlite3_errstr(__atomic_load_n(&shared->fault_code,
-		                                        __ATOMIC_RELAXED)));
+		         st->ops->fault_text(__atomic_load_n(
+		             &shared->fault_code, __ATOMIC_RELAXED)));
 		return HEALTH_PROBE;
 	}
 	if (store_schema_version(st) < 0) {
 		snprintf(why, whysz, "database does not answer: %s",
-		         sqlite3_errmsg(st->db));
+		         st->ops->errmsg(st->db));
 		return HEALTH_SILENT;
 	}
 	return HEALTH_OK;
 }
 
 /*
- * A new connection to the file now at the path, replacing the old one
- * only once it works.  The old connection must not checkpoint on close:
- * its WAL file is the one the path's new database uses.
+ * A new connection to the store, replacing the old one only once it
+ * works (the backend's reopen); statements are prepared again on it.
  */
 static void
 health_reopen(struct store *st)
 {
-	sqlite3 *old = st->db;
-	char why[256];
-
 	store_stmts_free(st);
-	st->db = NULL;
-	if (store_connect(st, 0, why, sizeof(why)) != GC_OK ||
-	    sqlite3_db_readonly(st->db, "main") != 0) {
-		sqlite3_close_v2(st->db);
-		st->db = old;
-		return;
-	}
-	sqlite3_db_config(old, SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, 1, NULL);
-	sqlite3_close_v2(old);
-	log_info("store: reopened %s", st->path);
+	if (st->ops->reopen(st->db, store_nmigrations) == GC_OK)
+		log_info("store: reopened");
 }
 
 /* A one-row write: does the file take writes again? */

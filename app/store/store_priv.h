@@ -5,12 +5,9 @@
 #ifndef GC_STORE_PRIV_H
 #define GC_STORE_PRIV_H
 
-#include <sys/types.h>
-
 #include <stdint.h>
 
-#include <sqlite3.h>
-
+#include "db.h"
 #include "store.h"
 
 /*
@@ -22,6 +19,7 @@ enum stmt {
 	STMT_BEGIN,
 	STMT_COMMIT,
 	STMT_ROLLBACK,
+	STMT_WRITE_LOCK,
 	STMT_USER_VERSION,
 	/* brands (store.c) */
 	STMT_BRAND_EXISTS,
@@ -76,41 +74,37 @@ enum stmt {
 	STMT_LEDGER_RELEASE,
 	STMT_THROTTLE,
 	STMT_THROTTLE_PEEK,
+	STMT_HOLD_GET,
+	STMT_HOLD_PUT,
 	STMT__MAX
 };
 
 struct store {
-	sqlite3 *db;
-	char *path;
-	dev_t dev; /* identity of the file opened, for store_health */
-	ino_t ino;
-	int busy_timeout_ms; /* for a reopen (store_health.c) */
-	int durability;
+	const struct db_ops *ops; /* the backend */
+	struct db *db;
+	struct db_stmt *stmt[STMT__MAX]; /* prepared on first use */
+	long changes;       /* rows the last finished write changed */
 	int64_t recover_ms; /* monotonic time of the last recovery try */
 	int unhealthy;      /* last store_health failed (logged once) */
-	sqlite3_stmt *stmt[STMT__MAX]; /* prepared on first use */
 	struct store_stats stats;
 };
 
 /*
- * Log the SQLite error for what; returns GC_ESTORE.  Call it before any
+ * Log the database error for what; returns GC_ESTORE.  Call it before any
  * rollback: that replaces the error.  Failed statements and transaction
  * commands log themselves, so a rollback after them needs no store_fail.
  */
 enum gc_err store_fail(struct store *st, const char *what);
 /*
- * Note the outcome of a write for store_health: a fault (the SQLite error
- * of st's last call, when it says the file is full, unreadable, corrupt,
- * read-only or gone) or a committed write.
+ * Note the outcome of a write for store_health: a fault (the backend's
+ * error of st's last call, when it says the store cannot hold a write:
+ * SQLite's file full, unreadable, corrupt, read-only or gone) or a
+ * committed write.
  */
 void store_note_fault(struct store *st);
 void store_note_ok(void);
-/*
- * Open st->path into st->db with the pragmas and check the schema is
- * this gcrelay's (create: also create the file and migrate).
- */
-enum gc_err store_connect(struct store *st, int create, char *why,
-                          size_t whysz);
+/* How many migrations this gcrelay knows: its schema version. */
+extern const int store_nmigrations;
 /* Run SQL text once (startup, migrations, housekeeping); logged. */
 enum gc_err store_exec(struct store *st, const char *sql);
 
@@ -119,37 +113,49 @@ enum gc_err store_exec(struct store *st, const char *sql);
  * (store_sql.c).  Borrowed: give it back with store_stmt_done.  NULL
  * when it cannot be prepared (logged).
  */
-sqlite3_stmt *store_stmt(struct store *st, enum stmt id);
+struct db_stmt *store_stmt(struct store *st, enum stmt id);
 /* Reset s and clear its bindings (s may be NULL). */
-void store_stmt_done(sqlite3_stmt *s);
+void store_stmt_done(struct db_stmt *s);
 /* Free every cached statement (store_close). */
 void store_stmts_free(struct store *st);
-/* sqlite3_step, counted: SQLITE_ROW, SQLITE_DONE or an error. */
-int store_row(struct store *st, sqlite3_stmt *s);
+/* Step s, counted: DB_ROW, DB_DONE or DB_ERROR. */
+enum db_rc store_row(struct store *st, struct db_stmt *s);
 /*
- * Give s back after its last step returned rc.  Returns 1 when rc is
- * SQLITE_ROW or SQLITE_DONE, else logs what with the step's error (before
- * the reset or a rollback can replace it) and returns 0.
+ * Give s back after its last step returned rc, noting the rows it
+ * changed (store_changes).  Returns 1 when rc is DB_ROW or DB_DONE, else
+ * logs what with the step's error (before the reset or a rollback can
+ * replace it) and returns 0.
  */
-int store_end(struct store *st, sqlite3_stmt *s, int rc, const char *what);
+int store_end(struct store *st, struct db_stmt *s, enum db_rc rc,
+              const char *what);
 /*
  * Step s once and give it back (s may be NULL: a failed store_stmt).
- * Returns 1 on SQLITE_DONE or SQLITE_ROW, else logs what and returns 0.
+ * Returns 1 on DB_DONE or DB_ROW, else logs what and returns 0.
  */
-int store_step(struct store *st, sqlite3_stmt *s, const char *what);
+int store_step(struct store *st, struct db_stmt *s, const char *what);
+/* Rows the last statement given back changed (an INSERT, UPDATE, DELETE). */
+long store_changes(struct store *st);
 
 /* Bind text (NULL binds NULL), or an integer; borrowed until done. */
-void store_bind_text(sqlite3_stmt *s, int i, const char *v);
-void store_bind_int(sqlite3_stmt *s, int i, int64_t v);
+void store_bind_text(struct db_stmt *s, int i, const char *v);
+void store_bind_int(struct db_stmt *s, int i, int64_t v);
+void store_bind_null(struct db_stmt *s, int i);
 /* Bind v, or NULL when v <= 0. */
-void store_bind_pos(sqlite3_stmt *s, int i, int64_t v);
+void store_bind_pos(struct db_stmt *s, int i, int64_t v);
 
 /* Copy of a text column (caller frees), NULL when NULL. */
-char *store_col_text(sqlite3_stmt *stmt, int col);
-/* Text column, borrowed until the next step or done. */
-const char *store_col(sqlite3_stmt *stmt, int col);
+char *store_col_text(struct db_stmt *s, int col);
+/* Text column, borrowed until the next step or done; NULL when NULL. */
+const char *store_col(struct db_stmt *s, int col);
+/* Integer column (0 when NULL), and whether a column is NULL. */
+int64_t store_col_int(struct db_stmt *s, int col);
+int store_col_null(struct db_stmt *s, int col);
 
-/* BEGIN IMMEDIATE / COMMIT / ROLLBACK (rollback only when open). */
+/*
+ * Begin a write transaction (one writer at a time, on every backend:
+ * BEGIN IMMEDIATE; BEGIN and a transaction advisory lock) / COMMIT /
+ * ROLLBACK (only when one is open).
+ */
 enum gc_err store_begin(struct store *st);
 enum gc_err store_commit(struct store *st);
 void store_rollback(struct store *st);

@@ -6,8 +6,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include <sqlite3.h>
-
 #include "jsonutil.h"
 #include "store.h"
 #include "store_priv.h"
@@ -38,7 +36,7 @@ static int
 claim_one(struct store *st, const char *id, const char *dest, const char *owner,
           int64_t now_ms, int64_t until_ms)
 {
-	sqlite3_stmt *u = store_stmt(st, STMT_CLAIM_ONE);
+	struct db_stmt *u = store_stmt(st, STMT_CLAIM_ONE);
 
 	if (u == NULL)
 		return -1;
@@ -49,7 +47,7 @@ claim_one(struct store *st, const char *id, const char *dest, const char *owner,
 	store_bind_text(u, 5, dest);
 	if (!store_step(st, u, "claim one"))
 		return -1;
-	return sqlite3_changes(st->db) > 0;
+	return store_changes(st) > 0;
 }
 
 /*
@@ -59,9 +57,9 @@ claim_one(struct store *st, const char *id, const char *dest, const char *owner,
 static json_t *
 claim_due_rows(struct store *st, int64_t now_ms, int max_events)
 {
-	sqlite3_stmt *q = store_stmt(st, STMT_CLAIM_SELECT);
+	struct db_stmt *q = store_stmt(st, STMT_CLAIM_SELECT);
 	json_t *rows = json_array();
-	int rc = SQLITE_ERROR;
+	enum db_rc rc = DB_ERROR;
 
 	if (q == NULL || rows == NULL) {
 		json_decref(rows);
@@ -69,7 +67,7 @@ claim_due_rows(struct store *st, int64_t now_ms, int max_events)
 	}
 	store_bind_int(q, 1, now_ms);
 	store_bind_int(q, 2, (int64_t)max_events * 2);
-	while ((rc = store_row(st, q)) == SQLITE_ROW)
+	while ((rc = store_row(st, q)) == DB_ROW)
 		json_array_append_new(
 		    rows, json_pack("[s, s, s?]", store_col(q, 0),
 		                    store_col(q, 1), store_col(q, 2)));
@@ -149,16 +147,15 @@ store_claim_batch(struct store *st, int64_t now_ms, const struct lease *l,
 enum gc_err
 store_oldest_due(struct store *st, int64_t now_ms, int64_t *age_ms)
 {
-	sqlite3_stmt *s = store_stmt(st, STMT_OLDEST_DUE);
-	int rc;
+	struct db_stmt *s = store_stmt(st, STMT_OLDEST_DUE);
+	enum db_rc rc;
 
 	*age_ms = 0;
 	if (s == NULL)
 		return GC_ESTORE;
 	store_bind_int(s, 1, now_ms);
-	if ((rc = store_row(st, s)) == SQLITE_ROW &&
-	    sqlite3_column_type(s, 0) != SQLITE_NULL)
-		*age_ms = now_ms - sqlite3_column_int64(s, 0);
+	if ((rc = store_row(st, s)) == DB_ROW && !store_col_null(s, 0))
+		*age_ms = now_ms - store_col_int(s, 0);
 	if (!store_end(st, s, rc, "oldest due"))
 		return GC_ESTORE;
 	return GC_OK;

@@ -6,8 +6,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include <sqlite3.h>
-
 #include "log.h"
 #include "store.h"
 #include "store_priv.h"
@@ -17,8 +15,8 @@ enum gc_err
 store_em_id_get(struct store *st, const char *scope, const char *kind,
                 const char *name, char out[32])
 {
-	sqlite3_stmt *s;
-	int rc;
+	struct db_stmt *s;
+	enum db_rc rc;
 
 	out[0] = '\0';
 	if ((s = store_stmt(st, STMT_EM_ID_GET)) == NULL)
@@ -26,11 +24,11 @@ store_em_id_get(struct store *st, const char *scope, const char *kind,
 	store_bind_text(s, 1, scope);
 	store_bind_text(s, 2, kind);
 	store_bind_text(s, 3, name);
-	if ((rc = store_row(st, s)) == SQLITE_ROW)
+	if ((rc = store_row(st, s)) == DB_ROW)
 		snprintf(out, 32, "%s", store_col(s, 0));
 	if (!store_end(st, s, rc, "emarsys id"))
 		return GC_ESTORE;
-	return rc == SQLITE_ROW ? GC_OK : GC_ENOTFOUND;
+	return rc == DB_ROW ? GC_OK : GC_ENOTFOUND;
 }
 
 /* See store.h. */
@@ -38,7 +36,7 @@ enum gc_err
 store_em_id_put(struct store *st, const char *scope, const char *kind,
                 const char *name, const char *id)
 {
-	sqlite3_stmt *s;
+	struct db_stmt *s;
 
 	if ((s = store_stmt(st, STMT_EM_ID_PUT)) != NULL) {
 		store_bind_text(s, 1, scope);
@@ -54,7 +52,7 @@ store_em_id_put(struct store *st, const char *scope, const char *kind,
 enum gc_err
 store_em_id_forget(struct store *st, const char *scope, const char *kind)
 {
-	sqlite3_stmt *s;
+	struct db_stmt *s;
 
 	if ((s = store_stmt(st, STMT_EM_ID_FORGET)) != NULL) {
 		store_bind_text(s, 1, scope);
@@ -68,8 +66,8 @@ enum gc_err
 store_em_token_get(struct store *st, const char *brand, const char *client_id,
                    char **sealed, int64_t *expires_ms)
 {
-	sqlite3_stmt *s;
-	int rc;
+	struct db_stmt *s;
+	enum db_rc rc;
 
 	*sealed = NULL;
 	*expires_ms = 0;
@@ -77,13 +75,13 @@ store_em_token_get(struct store *st, const char *brand, const char *client_id,
 		return GC_ESTORE;
 	store_bind_text(s, 1, brand);
 	store_bind_text(s, 2, client_id);
-	if ((rc = store_row(st, s)) == SQLITE_ROW) {
+	if ((rc = store_row(st, s)) == DB_ROW) {
 		*sealed = store_col_text(s, 0);
-		*expires_ms = sqlite3_column_int64(s, 1);
+		*expires_ms = store_col_int(s, 1);
 	}
 	if (!store_end(st, s, rc, "emarsys token"))
 		return GC_ESTORE;
-	return rc == SQLITE_ROW ? GC_OK : GC_ENOTFOUND;
+	return rc == DB_ROW ? GC_OK : GC_ENOTFOUND;
 }
 
 /* See store.h. */
@@ -91,7 +89,7 @@ enum gc_err
 store_em_token_put(struct store *st, const char *brand, const char *client_id,
                    const char *sealed, int64_t expires_ms)
 {
-	sqlite3_stmt *s;
+	struct db_stmt *s;
 
 	if ((s = store_stmt(st, STMT_EM_TOKEN_PUT)) != NULL) {
 		store_bind_text(s, 1, brand);
@@ -106,7 +104,7 @@ store_em_token_put(struct store *st, const char *brand, const char *client_id,
 enum gc_err
 store_em_token_forget(struct store *st, const char *brand, const char *sealed)
 {
-	sqlite3_stmt *s;
+	struct db_stmt *s;
 
 	if ((s = store_stmt(st, STMT_EM_TOKEN_FORGET)) != NULL) {
 		store_bind_text(s, 1, brand);
@@ -121,8 +119,8 @@ store_em_token_lease(struct store *st, const char *brand, const char *client_id,
                      const char *owner, int64_t now_ms, int64_t until_ms,
                      int64_t *held_until_ms)
 {
-	sqlite3_stmt *s;
-	int rc;
+	struct db_stmt *s;
+	enum db_rc rc;
 
 	*held_until_ms = now_ms;
 	if ((s = store_stmt(st, STMT_EM_TOKEN_LEASE)) == NULL)
@@ -135,7 +133,7 @@ store_em_token_lease(struct store *st, const char *brand, const char *client_id,
 	rc = store_row(st, s);
 	if (!store_end(st, s, rc, "emarsys token lease"))
 		return GC_ESTORE;
-	if (rc == SQLITE_ROW) {
+	if (rc == DB_ROW) {
 		*held_until_ms = until_ms;
 		return GC_OK;
 	}
@@ -144,8 +142,8 @@ store_em_token_lease(struct store *st, const char *brand, const char *client_id,
 		return GC_ESTORE;
 	store_bind_text(s, 1, brand);
 	store_bind_text(s, 2, client_id);
-	if ((rc = store_row(st, s)) == SQLITE_ROW)
-		*held_until_ms = sqlite3_column_int64(s, 0);
+	if ((rc = store_row(st, s)) == DB_ROW)
+		*held_until_ms = store_col_int(s, 0);
 	if (!store_end(st, s, rc, "emarsys token lease peek"))
 		return GC_ESTORE;
 	return GC_EEXISTS;
@@ -156,7 +154,7 @@ enum gc_err
 store_em_token_unlease(struct store *st, const char *brand,
                        const char *client_id, const char *owner)
 {
-	sqlite3_stmt *s;
+	struct db_stmt *s;
 
 	if ((s = store_stmt(st, STMT_EM_TOKEN_UNLEASE)) != NULL) {
 		store_bind_text(s, 1, brand);
@@ -167,11 +165,11 @@ store_em_token_unlease(struct store *st, const char *brand,
 }
 
 /* The ledger statement id with the award key bound to ?1..?3. */
-static sqlite3_stmt *
+static struct db_stmt *
 ledger_stmt(struct store *st, enum stmt id, const char *brand,
             const char *token, const char *action)
 {
-	sqlite3_stmt *s = store_stmt(st, id);
+	struct db_stmt *s = store_stmt(st, id);
 
 	if (s != NULL) {
 		store_bind_text(s, 1, brand);
@@ -183,18 +181,18 @@ ledger_stmt(struct store *st, enum stmt id, const char *brand,
 
 /* Decide a claim on an existing row (inside the transaction). */
 static enum gc_err
-ledger_existing(struct store *st, sqlite3_stmt *row, const char *brand,
+ledger_existing(struct store *st, struct db_stmt *row, const char *brand,
                 const char *token, const char *action, int64_t now_ms,
                 const struct lease *l, enum ledger_claim *res,
                 struct ledger_view *view)
 {
 	const char *state = store_col(row, 0);
-	sqlite3_stmt *s;
-	int rc;
+	struct db_stmt *s;
+	enum db_rc rc;
 
 	snprintf(view->event_id, sizeof(view->event_id), "%s",
 	         store_col(row, 1));
-	view->lease_until = sqlite3_column_int64(row, 2);
+	view->lease_until = store_col_int(row, 2);
 	if (strcmp(state, "done") == 0) {
 		*res = LEDGER_DONE;
 		return GC_OK;
@@ -214,15 +212,15 @@ ledger_existing(struct store *st, sqlite3_stmt *row, const char *brand,
 	store_bind_int(s, 4, l->until_ms);
 	store_bind_text(s, 5, l->owner);
 	store_bind_int(s, 6, now_ms);
-	if ((rc = store_row(st, s)) == SQLITE_ROW) {
-		view->sent_at = sqlite3_column_int64(s, 0);
+	if ((rc = store_row(st, s)) == DB_ROW) {
+		view->sent_at = store_col_int(s, 0);
 		snprintf(view->email, sizeof(view->email), "%s",
 		         store_col(s, 1));
-		view->misses = sqlite3_column_int(s, 2);
+		view->misses = (int)store_col_int(s, 2);
 	}
 	if (!store_end(st, s, rc, "ledger reconcile"))
 		return GC_ESTORE;
-	if (rc != SQLITE_ROW) {
+	if (rc != DB_ROW) {
 		log_warnx("store: ledger reconcile: the key's row is gone");
 		return GC_ESTORE;
 	}
@@ -235,7 +233,7 @@ ledger_insert(struct store *st, const char *brand, const char *token,
               const char *action, const char *event_id, const char *email,
               int64_t now_ms, const struct lease *l)
 {
-	sqlite3_stmt *s;
+	struct db_stmt *s;
 
 	s = ledger_stmt(st, STMT_LEDGER_INSERT, brand, token, action);
 	if (s != NULL) {
@@ -255,9 +253,9 @@ store_ledger_claim(struct store *st, const char *brand, const char *token,
                    int64_t now_ms, const struct lease *l,
                    enum ledger_claim *res, struct ledger_view *view)
 {
-	sqlite3_stmt *s;
+	struct db_stmt *s;
 	enum gc_err err = GC_OK;
-	int rc;
+	enum db_rc rc;
 
 	memset(view, 0, sizeof(*view));
 	if (store_begin(st) != GC_OK)
@@ -265,12 +263,12 @@ store_ledger_claim(struct store *st, const char *brand, const char *token,
 	if ((s = ledger_stmt(st, STMT_LEDGER_GET, brand, token, action)) ==
 	    NULL)
 		goto fail;
-	if ((rc = store_row(st, s)) == SQLITE_ROW)
+	if ((rc = store_row(st, s)) == DB_ROW)
 		err = ledger_existing(st, s, brand, token, action, now_ms, l,
 		                      res, view);
 	if (!store_end(st, s, rc, "ledger claim"))
 		goto fail;
-	if (rc == SQLITE_DONE) {
+	if (rc == DB_DONE) {
 		err = ledger_insert(st, brand, token, action, event_id, email,
 		                    now_ms, l);
 		*res = LEDGER_CLAIMED;
@@ -290,11 +288,11 @@ fail:
 
 /* Run a statement on a ledger row owner holds; GC_EEXISTS when none. */
 static enum gc_err
-ledger_owned(struct store *st, sqlite3_stmt *s, const char *what)
+ledger_owned(struct store *st, struct db_stmt *s, const char *what)
 {
 	if (!store_step(st, s, what))
 		return GC_ESTORE;
-	return sqlite3_changes(st->db) > 0 ? GC_OK : GC_EEXISTS;
+	return store_changes(st) > 0 ? GC_OK : GC_EEXISTS;
 }
 
 /* See store.h. */
@@ -303,7 +301,7 @@ store_ledger_set(struct store *st, const char *brand, const char *token,
                  const char *action, const char *owner, const char *state,
                  int64_t sent_at_ms)
 {
-	sqlite3_stmt *s;
+	struct db_stmt *s;
 
 	s = ledger_stmt(st, STMT_LEDGER_SET, brand, token, action);
 	if (s != NULL) {
@@ -321,7 +319,7 @@ store_ledger_sending(struct store *st, const char *brand, const char *token,
                      const char *action, const char *owner,
                      const char *event_id, const char *email, int64_t now_ms)
 {
-	sqlite3_stmt *s;
+	struct db_stmt *s;
 
 	s = ledger_stmt(st, STMT_LEDGER_SENDING, brand, token, action);
 	if (s != NULL) {
@@ -338,7 +336,7 @@ enum gc_err
 store_ledger_release(struct store *st, const char *brand, const char *token,
                      const char *action, const char *owner)
 {
-	sqlite3_stmt *s;
+	struct db_stmt *s;
 
 	s = ledger_stmt(st, STMT_LEDGER_RELEASE, brand, token, action);
 	if (s != NULL)
@@ -352,8 +350,8 @@ store_ledger_miss(struct store *st, const char *brand, const char *token,
                   const char *action, const char *owner, int64_t now_ms,
                   int *misses)
 {
-	sqlite3_stmt *s;
-	int rc;
+	struct db_stmt *s;
+	enum db_rc rc;
 
 	*misses = 0;
 	s = ledger_stmt(st, STMT_LEDGER_MISS, brand, token, action);
@@ -361,11 +359,11 @@ store_ledger_miss(struct store *st, const char *brand, const char *token,
 		return GC_ESTORE;
 	store_bind_text(s, 4, owner);
 	store_bind_int(s, 5, now_ms);
-	if ((rc = store_row(st, s)) == SQLITE_ROW)
-		*misses = sqlite3_column_int(s, 0);
+	if ((rc = store_row(st, s)) == DB_ROW)
+		*misses = (int)store_col_int(s, 0);
 	if (!store_end(st, s, rc, "ledger miss"))
 		return GC_ESTORE;
-	return rc == SQLITE_ROW ? GC_OK : GC_EEXISTS;
+	return rc == DB_ROW ? GC_OK : GC_EEXISTS;
 }
 
 /*
@@ -383,8 +381,8 @@ store_throttle_slot(struct store *st, const char *brand, int max_rps,
 {
 	/* 10% margin: a call can leave a little after its slot. */
 	int64_t interval = 1100 / (max_rps > 0 ? max_rps : 1);
-	sqlite3_stmt *s;
-	int rc;
+	struct db_stmt *s;
+	enum db_rc rc;
 
 	*slot_ms = now_ms;
 	*reserved = 0;
@@ -395,8 +393,8 @@ store_throttle_slot(struct store *st, const char *brand, int max_rps,
 	store_bind_int(s, 3, interval);
 	store_bind_int(s, 4, horizon_ms);
 	store_bind_int(s, 5, THROTTLE_STEPPED_MS);
-	if ((rc = store_row(st, s)) == SQLITE_ROW) {
-		*slot_ms = sqlite3_column_int64(s, 0);
+	if ((rc = store_row(st, s)) == DB_ROW) {
+		*slot_ms = store_col_int(s, 0);
 		*reserved = 1;
 	}
 	if (!store_end(st, s, rc, "throttle"))
@@ -407,9 +405,45 @@ store_throttle_slot(struct store *st, const char *brand, int max_rps,
 	if ((s = store_stmt(st, STMT_THROTTLE_PEEK)) == NULL)
 		return GC_ESTORE;
 	store_bind_text(s, 1, brand);
-	if ((rc = store_row(st, s)) == SQLITE_ROW)
-		*slot_ms = sqlite3_column_int64(s, 0);
-	if (!store_end(st, s, rc, "throttle peek") || rc != SQLITE_ROW)
+	if ((rc = store_row(st, s)) == DB_ROW)
+		*slot_ms = store_col_int(s, 0);
+	if (!store_end(st, s, rc, "throttle peek") || rc != DB_ROW)
 		return GC_ESTORE;
 	return GC_OK;
+}
+
+/* See store.h. */
+int
+store_shared_hosts(struct store *st)
+{
+	return st->ops->dialect == DB_PG;
+}
+
+/* See store.h. */
+enum gc_err
+store_hold_get(struct store *st, const char *account, int64_t *until_ms)
+{
+	struct db_stmt *s;
+	enum db_rc rc;
+
+	*until_ms = 0;
+	if ((s = store_stmt(st, STMT_HOLD_GET)) == NULL)
+		return GC_ESTORE;
+	store_bind_text(s, 1, account);
+	if ((rc = store_row(st, s)) == DB_ROW)
+		*until_ms = store_col_int(s, 0);
+	return store_end(st, s, rc, "hold get") ? GC_OK : GC_ESTORE;
+}
+
+/* See store.h. */
+enum gc_err
+store_hold_put(struct store *st, const char *account, int64_t until_ms)
+{
+	struct db_stmt *s;
+
+	if ((s = store_stmt(st, STMT_HOLD_PUT)) == NULL)
+		return GC_ESTORE;
+	store_bind_text(s, 1, account);
+	store_bind_int(s, 2, until_ms);
+	return store_step(st, s, "hold put") ? GC_OK : GC_ESTORE;
 }

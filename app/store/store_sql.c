@@ -3,11 +3,15 @@
  * and the per-connection cache that prepares each once (kcaldav over
  * ksql).  Callers take a statement with store_stmt, bind, step with
  * store_row or store_step, and give it back with store_stmt_done.
+ *
+ * stmts[] is written in SQLite's dialect with ?NNN (or ?) placeholders.
+ * PostgreSQL runs the same text with $NNN placeholders (pg_sql), except
+ * where pg_stmts[] gives its own.  "" means nothing to run there.
  */
+#include <ctype.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-
-#include <sqlite3.h>
 
 #include "log.h"
 #include "store.h"
@@ -17,6 +21,7 @@ static const char *const stmts[] = {
     [STMT_BEGIN] = "BEGIN IMMEDIATE",
     [STMT_COMMIT] = "COMMIT",
     [STMT_ROLLBACK] = "ROLLBACK",
+    [STMT_WRITE_LOCK] = "",
     [STMT_USER_VERSION] = "PRAGMA user_version",
     [STMT_BRAND_EXISTS] = "SELECT 1 FROM brands WHERE slug = ?",
     [STMT_BRAND_PUT] = "INSERT INTO brands(slug, doc, created_at, "
@@ -154,7 +159,8 @@ static const char *const stmts[] = {
         "INSERT INTO emarsys_token_leases(brand, client_id, owner, "
         "lease_until) VALUES (?1, ?2, ?3, ?4) ON CONFLICT(brand, "
         "client_id) DO UPDATE SET owner = ?3, lease_until = ?4 WHERE "
-        "lease_until < ?5 RETURNING lease_until",
+        "emarsys_token_leases.lease_until < ?5 RETURNING "
+        "emarsys_token_leases.lease_until",
     [STMT_EM_TOKEN_LEASE_PEEK] = "SELECT lease_until FROM "
                                  "emarsys_token_leases WHERE brand = ? AND "
                                  "client_id = ?",
@@ -198,41 +204,128 @@ static const char *const stmts[] = {
         "+ ?3 WHERE next_ms <= ?2 + ?4 OR next_ms > ?2 + ?5 "
         "RETURNING next_ms - ?3",
     [STMT_THROTTLE_PEEK] = "SELECT next_ms FROM throttle WHERE brand = ?",
+    [STMT_HOLD_GET] = "SELECT until_ms FROM account_holds WHERE account = ?",
+    [STMT_HOLD_PUT] = "INSERT INTO account_holds(account, until_ms) VALUES "
+                      "(?1, ?2) ON CONFLICT(account) DO UPDATE SET "
+                      "until_ms = ?2 WHERE account_holds.until_ms < ?2",
 };
 _Static_assert(sizeof(stmts) / sizeof(stmts[0]) == STMT__MAX,
                "stmts[] must name every enum stmt");
 
+/*
+ * PostgreSQL's own text where the dialects differ: no BEGIN IMMEDIATE
+ * (a transaction advisory lock keeps SQLite's one writer at a time, on
+ * every host), no rowid (events.seq), greatest() for the two-argument
+ * max(), parameters whose type nothing around them decides, and claims
+ * that skip the rows another host is claiming.
+ */
+static const char *const pg_stmts[STMT__MAX] = {
+    [STMT_BEGIN] = "BEGIN",
+    [STMT_WRITE_LOCK] = "SELECT pg_advisory_xact_lock(4741520)",
+    [STMT_USER_VERSION] = "SELECT version FROM gcrelay_schema",
+    [STMT_EVENTS_LIST] = "SELECT id, brand, kind, status, received_at, "
+                         "seq FROM events WHERE ($1::text IS NULL OR "
+                         "brand = $1) AND ($2::text IS NULL OR status = "
+                         "$2) AND received_at >= $3 AND ($4::bigint IS "
+                         "NULL OR seq < $4) ORDER BY seq DESC LIMIT $5",
+    [STMT_RESULT_POSTPONE] =
+        "UPDATE deliveries SET status = 'retrying', reason = $1, "
+        "next_at = $2, lease_until = 0, lease_owner = NULL, "
+        "attempts = greatest(attempts - 1, 0), updated_at = $3, "
+        "progress = coalesce($7, progress) WHERE event_id = $4 AND "
+        "destination = $5 AND lease_owner = $6",
+    [STMT_CLAIM_SELECT] = "SELECT event_id, destination, progress "
+                          "FROM deliveries "
+                          "WHERE status IN ('pending','retrying') AND "
+                          "next_at <= $1 AND lease_until < $1 "
+                          "ORDER BY next_at LIMIT $2 FOR UPDATE SKIP LOCKED",
+    [STMT_THROTTLE] =
+        "INSERT INTO throttle(brand, next_ms) VALUES ($1, $2::bigint + "
+        "$3::bigint) ON CONFLICT(brand) DO UPDATE SET next_ms = "
+        "(CASE WHEN throttle.next_ms > $2::bigint + $5::bigint THEN "
+        "$2::bigint ELSE greatest(throttle.next_ms, $2::bigint) END) + "
+        "$3::bigint WHERE throttle.next_ms <= $2::bigint + $4::bigint OR "
+        "throttle.next_ms > $2::bigint + $5::bigint "
+        "RETURNING next_ms - $3::bigint",
+};
+
+/*
+ * stmts[id] with each ?NNN written $NNN and each bare ? numbered as
+ * SQLite numbers it (one past the largest so far); outside quotes.
+ * Returns 0 when it does not fit in buf.
+ */
+static int
+pg_sql(const char *in, char *buf, size_t bufsz)
+{
+	size_t o = 0;
+	int quoted = 0, max = 0, n;
+	char *end;
+
+	for (; *in != '\0'; in++) {
+		if (*in == '\'')
+			quoted = !quoted;
+		if (quoted || *in != '?') {
+			if (o + 1 >= bufsz)
+				return 0;
+			buf[o++] = *in;
+			continue;
+		}
+		end = (char *)in + 1;
+		n = max + 1;
+		if (isdigit((unsigned char)in[1]))
+			n = (int)strtol(in + 1, &end, 10);
+		max = n > max ? n : max;
+		if ((size_t)snprintf(buf + o, bufsz - o, "$%d", n) >= bufsz - o)
+			return 0;
+		o += strlen(buf + o);
+		in = end - 1;
+	}
+	buf[o] = '\0';
+	return 1;
+}
+
+/* The text of statement id on st's backend; NULL when it has none. */
+static const char *
+stmt_sql(struct store *st, enum stmt id, char *buf, size_t bufsz)
+{
+	if (st->ops->dialect != DB_PG)
+		return stmts[id];
+	if (pg_stmts[id] != NULL)
+		return pg_stmts[id];
+	if (stmts[id] == NULL || !pg_sql(stmts[id], buf, bufsz))
+		return NULL;
+	return buf;
+}
+
 /* The cached statement id, prepared on first use; NULL (logged). */
-static sqlite3_stmt *
+static struct db_stmt *
 stmt_get(struct store *st, enum stmt id)
 {
-	sqlite3_stmt *s;
+	char buf[1024];
+	const char *sql;
+	struct db_stmt *s;
 
 	if ((s = st->stmt[id]) != NULL) {
 		/* A caller that forgot store_stmt_done must not leak state. */
-		if (sqlite3_stmt_busy(s)) {
+		if (st->ops->busy(s)) {
 			log_warnx("store: statement %d was not reset", id);
 			store_stmt_done(s);
 		}
 		return s;
 	}
-	if (stmts[id] == NULL) {
+	if ((sql = stmt_sql(st, id, buf, sizeof(buf))) == NULL) {
 		log_warnx("store: statement %d has no SQL", id);
 		return NULL;
 	}
-	if (sqlite3_prepare_v3(st->db, stmts[id], -1, SQLITE_PREPARE_PERSISTENT,
-	                       &s, NULL) != SQLITE_OK) {
-		log_warnx("store: prepare %d: %s", id, sqlite3_errmsg(st->db));
-		sqlite3_finalize(s);
+	if ((s = st->ops->prepare(st->db, id, sql)) == NULL)
 		return NULL;
-	}
 	st->stats.prepares++;
 	st->stmt[id] = s;
 	return s;
 }
 
 /* See store_priv.h. */
-sqlite3_stmt *
+struct db_stmt *
 store_stmt(struct store *st, enum stmt id)
 {
 	st->stats.runs++;
@@ -241,12 +334,10 @@ store_stmt(struct store *st, enum stmt id)
 
 /* See store_priv.h. */
 void
-store_stmt_done(sqlite3_stmt *s)
+store_stmt_done(struct db_stmt *s)
 {
-	if (s == NULL)
-		return;
-	sqlite3_reset(s);
-	sqlite3_clear_bindings(s);
+	if (s != NULL)
+		s->ops->reset(s);
 }
 
 /* See store_priv.h. */
@@ -254,91 +345,123 @@ void
 store_stmts_free(struct store *st)
 {
 	for (int i = 0; i < STMT__MAX; i++) {
-		sqlite3_finalize(st->stmt[i]);
+		if (st->stmt[i] != NULL)
+			st->ops->finalize(st->stmt[i]);
 		st->stmt[i] = NULL;
 	}
 }
 
 /* See store_priv.h. */
-int
-store_row(struct store *st, sqlite3_stmt *s)
+enum db_rc
+store_row(struct store *st, struct db_stmt *s)
 {
 	st->stats.steps++;
-	return sqlite3_step(s);
+	return s->ops->step(s);
 }
 
 /* See store_priv.h. */
 int
-store_end(struct store *st, sqlite3_stmt *s, int rc, const char *what)
+store_end(struct store *st, struct db_stmt *s, enum db_rc rc, const char *what)
 {
-	int ok = rc == SQLITE_DONE || rc == SQLITE_ROW;
+	int ok = rc == DB_DONE || rc == DB_ROW;
 
 	/* Before the reset, while the error is still the step's. */
 	if (!ok)
 		store_fail(st, what);
+	st->changes = s != NULL && ok ? s->ops->changes(s) : 0;
 	store_stmt_done(s);
 	return ok;
 }
 
 /* See store_priv.h. */
 int
-store_step(struct store *st, sqlite3_stmt *s, const char *what)
+store_step(struct store *st, struct db_stmt *s, const char *what)
 {
-	return store_end(st, s, s != NULL ? store_row(st, s) : SQLITE_ERROR,
-	                 what);
+	return store_end(st, s, s != NULL ? store_row(st, s) : DB_ERROR, what);
+}
+
+/* See store_priv.h. */
+long
+store_changes(struct store *st)
+{
+	return st->changes;
 }
 
 /* See store_priv.h. */
 void
-store_bind_text(sqlite3_stmt *s, int i, const char *v)
+store_bind_text(struct db_stmt *s, int i, const char *v)
 {
-	sqlite3_bind_text(s, i, v, -1, SQLITE_STATIC);
+	if (v == NULL)
+		s->ops->bind_null(s, i);
+	else
+		s->ops->bind_text(s, i, v);
 }
 
 /* See store_priv.h. */
 void
-store_bind_int(sqlite3_stmt *s, int i, int64_t v)
+store_bind_int(struct db_stmt *s, int i, int64_t v)
 {
-	sqlite3_bind_int64(s, i, v);
+	s->ops->bind_int(s, i, v);
 }
 
 /* See store_priv.h. */
 void
-store_bind_pos(sqlite3_stmt *s, int i, int64_t v)
+store_bind_null(struct db_stmt *s, int i)
+{
+	s->ops->bind_null(s, i);
+}
+
+/* See store_priv.h. */
+void
+store_bind_pos(struct db_stmt *s, int i, int64_t v)
 {
 	if (v > 0)
-		sqlite3_bind_int64(s, i, v);
+		s->ops->bind_int(s, i, v);
 	else
-		sqlite3_bind_null(s, i);
+		s->ops->bind_null(s, i);
 }
 
 /* See store_priv.h. */
 char *
-store_col_text(sqlite3_stmt *stmt, int col)
+store_col_text(struct db_stmt *s, int col)
 {
-	const unsigned char *t = sqlite3_column_text(stmt, col);
+	const char *t = s->ops->col_text(s, col);
 
-	return t ? strdup((const char *)t) : NULL;
+	return t ? strdup(t) : NULL;
 }
 
 /* See store_priv.h. */
 const char *
-store_col(sqlite3_stmt *stmt, int col)
+store_col(struct db_stmt *s, int col)
 {
-	return (const char *)sqlite3_column_text(stmt, col);
+	return s->ops->col_text(s, col);
 }
 
-/* Run a transaction-control statement. */
+/* See store_priv.h. */
+int64_t
+store_col_int(struct db_stmt *s, int col)
+{
+	return s->ops->col_int(s, col);
+}
+
+/* See store_priv.h. */
+int
+store_col_null(struct db_stmt *s, int col)
+{
+	return s->ops->col_null(s, col);
+}
+
+/* Run a transaction-control statement ("" on this backend: nothing). */
 static enum gc_err
 store_txn(struct store *st, enum stmt id, const char *what)
 {
-	sqlite3_stmt *s = stmt_get(st, id);
-	int rc;
+	struct db_stmt *s;
 
-	if (s == NULL)
+	if (st->ops->dialect != DB_PG && stmts[id][0] == '\0')
+		return GC_OK;
+	if ((s = stmt_get(st, id)) == NULL)
 		return GC_ESTORE;
-	rc = sqlite3_step(s);
-	return store_end(st, s, rc, what) ? GC_OK : GC_ESTORE;
+	return store_end(st, s, s->ops->step(s), what) ? GC_OK : GC_ESTORE;
 }
 
 /* See store_priv.h. */
@@ -347,6 +470,9 @@ store_begin(struct store *st)
 {
 	enum gc_err err = store_txn(st, STMT_BEGIN, "begin");
 
+	if (err == GC_OK &&
+	    (err = store_txn(st, STMT_WRITE_LOCK, "write lock")) != GC_OK)
+		store_rollback(st);
 	if (err == GC_OK)
 		st->stats.begun++;
 	return err;
@@ -369,7 +495,7 @@ store_commit(struct store *st)
 void
 store_rollback(struct store *st)
 {
-	if (sqlite3_get_autocommit(st->db))
+	if (!st->ops->in_txn(st->db))
 		return;
 	if (store_txn(st, STMT_ROLLBACK, "rollback") == GC_OK)
 		st->stats.rolled_back++;

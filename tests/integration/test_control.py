@@ -4,6 +4,7 @@ while every data worker waits on a slow remote API; the control socket
 serves nothing else."""
 
 import json
+import fcntl
 import os
 import re
 import socket
@@ -230,7 +231,10 @@ class Listeners(unittest.TestCase):
                 os.chmod(path, 0o666)
                 ls.listen(16)
                 socks.append(ls)
-            a, b = (x.fileno() for x in socks)
+            # Above 4 (and below 10, for sh) whatever else is open: sh
+            # closes a and b after copying them to 3 and 4.
+            a, b = (fcntl.fcntl(x.fileno(), fcntl.F_DUPFD, 5)
+                    for x in socks)
             cmd = ['LISTEN_PID=$$ LISTEN_FDS=2 exec "$0" -c "$1" '
                    '3<&%d 4<&%d %d<&- %d<&-' % (a, b, a, b)]
             s.gcrelay = subprocess.Popen(
@@ -240,6 +244,8 @@ class Listeners(unittest.TestCase):
                 env=s._gcrelay_env(), **gcrelay_kw(s))
             for x in socks:
                 x.close()
+            os.close(a)
+            os.close(b)
             s.start_nginx()
             s.wait_healthy()
             log = s.log()

@@ -18,6 +18,21 @@ from stack import Stack, sample_event
 RECOVER_S = 6  # store_health retries once a second; give it a margin
 
 
+
+# Not collected when the suites run on PostgreSQL (tests/lib/itrun.py):
+# each breaks the SQLite file; tests/postgresql/test_faults.py stops and
+# restarts the database instead.
+SQLITE_ONLY = {
+    "test_deleted_file_refuses_events_and_recovers_when_put_back":
+        "deletes the SQLite file",
+    "test_deleted_file_is_never_recreated_by_a_running_gcrelay":
+        "deletes the SQLite file",
+    "test_read_only_file_refuses_events_and_recovers":
+        "makes the SQLite file read-only",
+    "test_full_disk_health_and_intake_agree_and_recover":
+        "fills the file system holding the SQLite file",
+}
+
 class StoreFaultCase(unittest.TestCase):
     s = None
 

@@ -13,7 +13,6 @@ import json
 import os
 import shutil
 import socket
-import sqlite3
 import subprocess
 import threading
 import time
@@ -945,7 +944,7 @@ class Rotation(IntakeCase):
 
 
 class StoreUnavailable(IntakeCase):
-    """The SQLite write lock held elsewhere longer than busy_timeout_ms."""
+    """The store's write lock held elsewhere longer than busy_timeout_ms."""
 
     @classmethod
     def setUpClass(cls):
@@ -974,10 +973,7 @@ class StoreUnavailable(IntakeCase):
     def test_locked_store_answers_503_then_recovers(self):
         ev = sample_event("offer_claimed")
         before = self.counts()
-        lock = sqlite3.connect(self.s.db_path, timeout=10,
-                               isolation_level=None)
-        try:
-            lock.execute("BEGIN IMMEDIATE")
+        with self.s.lock_store():
             t0 = time.monotonic()
             r = self.s.post_event(ev, webhook_id="msg_locked")
             took = time.monotonic() - t0
@@ -986,9 +982,6 @@ class StoreUnavailable(IntakeCase):
             # It waited for the lock (busy_timeout_ms), then gave up.
             self.assertGreaterEqual(took, 0.25, took)
             self.assertLess(took, 5, took)
-        finally:
-            lock.execute("ROLLBACK")
-            lock.close()
         self.assertNothingRecorded(before, "msg_locked")
         self.assertHealthy()
         # The sender retries the same delivery: now it goes through, once.

@@ -466,12 +466,10 @@ class YotpoAwardTest(YotpoCase):
         self.assertIn('"destination":"yotpo"', log)
         self.assertNotIn(key, log)
         self.assertNotIn(guid, log)
-        files = [f for f in os.listdir(self.s.state_dir)
-                 if f.startswith("gcrelay.db")]
-        self.assertIn("gcrelay.db", files)
-        for f in files:
-            with open(os.path.join(self.s.state_dir, f), "rb") as fh:
-                data = fh.read()
+        stored = self.s.store_contents()
+        self.assertIn("gcrelay.db" if self.s.pg is None else "pg_dump",
+                      stored)
+        for f, data in stored.items():
             self.assertNotIn(key.encode(), data, f)
             self.assertNotIn(guid.encode(), data, f)
         self.assertEqual(self.balance(guid=guid), 200)

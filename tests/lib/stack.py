@@ -41,6 +41,46 @@ from client import start_sim, stop_sim  # noqa: E402
 BUILD = os.environ.get("GCRELAY_BUILD", os.path.join(ROOT, "build", "release"))
 SANITIZERS = os.environ.get("GCRELAY_SANITIZERS") == "1"
 VALGRIND = os.environ.get("GCRELAY_VALGRIND") == "1"
+# "postgresql": every Stack gets a fresh database on the shared throwaway
+# cluster (tests/lib/pgcluster.py) instead of a SQLite file.
+STORE = os.environ.get("GCRELAY_STORE", "sqlite")
+
+
+class _PgCursor:
+    def __init__(self, rows):
+        self.rows = rows
+
+    def fetchall(self):
+        return self.rows
+
+    def fetchone(self):
+        return self.rows[0] if self.rows else None
+
+
+class PgDb:
+    """The little of sqlite3.Connection the tests use, through psql: ?
+    placeholders, execute().fetchall()/fetchone(), a with block.  Each
+    statement commits on its own."""
+
+    def __init__(self, cluster, name):
+        self.cluster, self.name = cluster, name
+
+    def execute(self, sql, args=()):
+        import pgcluster
+        return _PgCursor(self.cluster.rows(self.name,
+                                           pgcluster.bind(sql, args)))
+
+    def commit(self):
+        pass
+
+    def close(self):
+        pass
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
 
 ADMIN_WRITE = ("ops", "ops-secret-0123456789abcdef0123456789")
 ADMIN_READ = ("viewer", "viewer-secret-0123456789abcdef012345")
@@ -159,7 +199,11 @@ class Stack:
                  retry_schedule="[1, 1, 1]", reconcile_after_s=1,
                  http_timeout_ms=3000, base_dir=None, port=None,
                  sync_budget_ms=None, sync_workers=None, circuit_open_s=1,
-                 concurrency=64):
+                 concurrency=64, peer=None, store=None, pg_db=None):
+        # peer: another Stack whose database (PostgreSQL) and simulators
+        # this one shares: a second host of the same installation.
+        # store: "sqlite" or "postgresql" (default: GCRELAY_STORE);
+        # pg_db: an existing database to use (not dropped at the end).
         if base_dir is None:
             self.dir = tempfile.mkdtemp(prefix="gcrelay-it-")
         else:
@@ -167,7 +211,8 @@ class Stack:
             os.makedirs(self.dir)
         os.chmod(self.dir, 0o755)
         self.workers = workers
-        self.webhook_secrets = webhook_secrets or [new_whsec()]
+        self.webhook_secrets = webhook_secrets or (
+            peer.webhook_secrets if peer is not None else [new_whsec()])
         self.config_extra = config_extra
         self.budget_ms = budget_ms
         # The suites written before the dispatcher expect intake to
@@ -194,6 +239,27 @@ class Stack:
         os.mkdir(self.reports, 0o755)
         self._chown(self.reports)
         self.db_path = os.path.join(self.state_dir, "gcrelay.db")
+        self.pg = self.pg_db = None
+        self.peer = peer
+        self.pg_owned = False
+        if peer is not None:
+            # One admin client for both hosts: the replay cache is shared.
+            self.admin_used = peer.admin_used
+        if pg_db is not None:
+            import pgcluster
+            self.pg, self.pg_db = pgcluster.shared(), pg_db
+        elif peer is not None:
+            if peer.pg is None:
+                raise RuntimeError("two hosts need GCRELAY_STORE=postgresql")
+            self.pg, self.pg_db = peer.pg, peer.pg_db
+        elif (store or STORE) == "postgresql":
+            self.pg_owned = True
+            import pgcluster
+            self.pg = pgcluster.shared()
+            self.pg_db = "gc_" + "".join(
+                ch for ch in os.path.basename(self.dir).lower()
+                if ch.isalnum() or ch == "_")
+            self.pg.create_db(self.pg_db)
         self.socket_path = os.path.join(self.state_dir, "gcrelay.sock")
         # The default: listen.socket with ".sock" -> "-control.sock".
         self.control_path = os.path.join(self.state_dir,
@@ -201,8 +267,13 @@ class Stack:
         self.log_path = os.path.join(self.dir, "gcrelay.log")
         self.fixed_port = port is not None
         self.port = port or free_port()
-        self.certs = make_certs(os.path.join(self.dir, "certs"))
-        if sims:
+        if peer is not None:
+            self.certs = peer.certs
+            self.emarsys_port, self.emarsys = peer.emarsys_port, peer.emarsys
+            self.yotpo_port, self.yotpo = peer.yotpo_port, peer.yotpo
+        else:
+            self.certs = make_certs(os.path.join(self.dir, "certs"))
+        if sims and peer is None:
             self._start_sims()
         self.config_path = os.path.join(self.dir, "gcrelay.conf")
         self.write_config()
@@ -239,7 +310,10 @@ class Stack:
         key_path = os.path.join(self.dir, "secrets.key")
         if not os.path.exists(key_path):
             with open(key_path, "w") as f:
-                f.write(secrets.token_hex(32) + "\n")
+                # Every host of one installation: the same key.
+                f.write(open(os.path.join(self.peer.dir, "secrets.key")).read()
+                        if self.peer is not None else
+                        secrets.token_hex(32) + "\n")
             os.chmod(key_path, 0o400)
             self._chown(key_path)
         secrets_list = ", ".join('"%s"' % s for s in self.webhook_secrets)
@@ -252,7 +326,7 @@ listen = { socket = "%(sock)s"; mode = "0666"; };
 workers = %(workers)d;
 log_level = "info";
 shutdown_grace_s = 20;
-store = { path = "%(db)s"; busy_timeout_ms = 5000; };
+store = { path = "%(db)s"; busy_timeout_ms = 5000; %(pgstore)s};
 secrets_key_file = "%(key)s";
 limits = { max_body_bytes = 65536; };
 webhook = { secrets = [ %(whsec)s ]; tolerance_s = 300; };
@@ -274,6 +348,8 @@ yotpo = { api_base = "%(yo)s/api/v2"; reconcile_after_s = %(recon)d; };
 """ % {
             "sock": self.socket_path, "workers": self.workers,
             "db": self.db_path, "key": key_path, "whsec": secrets_list,
+            "pgstore": ('backend = "postgresql"; url = "%s"; '
+                        % self.pg.url(self.pg_db)) if self.pg else "",
             "wid": ADMIN_WRITE[0], "wsec": ADMIN_WRITE[1],
             "rid": ADMIN_READ[0], "rsec": ADMIN_READ[1],
             "ca": self.certs["ca"], "em": em, "yo": yo,
@@ -515,11 +591,63 @@ http {
             return ""
 
     def db(self):
+        if self.pg is not None:
+            return PgDb(self.pg, self.pg_db)
         return sqlite3.connect(self.db_path, timeout=10)
 
     def query(self, sql, *args):
         with self.db() as c:
             return c.execute(sql, args).fetchall()
+
+    def lock_store(self):
+        """A context manager holding the store's write lock from another
+        connection (SQLite: BEGIN IMMEDIATE; PostgreSQL: the transaction
+        advisory lock every gcrelay write transaction takes)."""
+        import contextlib
+
+        @contextlib.contextmanager
+        def held():
+            if self.pg is None:
+                lock = sqlite3.connect(self.db_path, timeout=10,
+                                       isolation_level=None)
+                lock.execute("BEGIN IMMEDIATE")
+                try:
+                    yield
+                finally:
+                    lock.execute("ROLLBACK")
+                    lock.close()
+                return
+            p = subprocess.Popen(
+                ["psql", "-X", "-q", "-h", self.pg.dir, "-U", "postgres",
+                 "-d", self.pg_db, "-At"], stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE, text=True)
+            p.stdin.write("BEGIN; SELECT pg_advisory_xact_lock(4741520);\n"
+                          "SELECT 'locked';\n")
+            p.stdin.flush()
+            try:
+                self.wait(lambda: p.stdout.readline().strip() == "locked",
+                          what="write lock taken")
+                yield
+            finally:
+                p.stdin.write("ROLLBACK;\n")
+                p.stdin.close()
+                p.wait(10)
+        return held()
+
+    def store_contents(self):
+        """What the store keeps at rest, {name: bytes}: the SQLite files,
+        or a dump of the PostgreSQL database ("pg_dump")."""
+        if self.pg is not None:
+            p = subprocess.run(["pg_dump", "-h", self.pg.dir, "-U",
+                                "postgres", self.pg_db], capture_output=True,
+                               check=True)
+            return {"pg_dump": p.stdout}
+        out = {}
+        for f in os.listdir(self.state_dir):
+            if f.startswith("gcrelay.db"):
+                with open(os.path.join(self.state_dir, f), "rb") as fh:
+                    out[f] = fh.read()
+        return out
 
     def worker_pids(self):
         out = subprocess.run(["pgrep", "-P", str(self.gcrelay.pid)],
@@ -576,6 +704,8 @@ http {
                                  "\n".join(reports)[:20000])
         if os.environ.get("GCRELAY_KEEP") != "1":
             shutil.rmtree(self.dir, ignore_errors=True)
+            if self.pg_owned:
+                self.pg.drop_db(self.pg_db)
 
     def __enter__(self):
         return self

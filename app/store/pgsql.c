@@ -1,0 +1,460 @@
+/*
+ * The PostgreSQL backend (libpq): one connection per process, to a
+ * database several hosts share.  Statements are prepared once per
+ * connection (PQprepare) and run with text parameters that the server
+ * types from the statement; a lost connection is re-established on the
+ * next statement after the failed one, which then prepares itself again.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <libpq-fe.h>
+
+#include "db.h"
+#include "log.h"
+
+/* Keys for pg_advisory_lock: the migration, and (store_sql.c) writes. */
+#define PG_MIGRATE_LOCK 4741521
+#define PG_MAXPARAMS    16
+
+struct db {
+	PGconn *conn;
+	int lock_timeout_ms; /* store.busy_timeout_ms, as with SQLite */
+	unsigned gen; /* bumped on every reconnect: statements re-prepare */
+	char err[512];
+};
+
+struct pg_stmt {
+	struct db_stmt base;
+	struct db *db;
+	int id;
+	char *sql;
+	unsigned gen; /* the connection it was prepared on */
+	int nparams;
+	const char *vals[PG_MAXPARAMS];
+	char ints[PG_MAXPARAMS][24];
+	PGresult *res;
+	int row, nrows;
+	long changes;
+};
+
+#define PS(x) ((struct pg_stmt *)(x))
+
+/* Remember the connection's error (one line) for errmsg. */
+static void
+pg_note(struct db *db, const char *what)
+{
+	const char *m = PQerrorMessage(db->conn);
+
+	snprintf(db->err, sizeof(db->err), "%s%s%.*s", what ? what : "",
+	         what ? ": " : "", (int)strcspn(m, "\n"), m);
+}
+
+static enum gc_err pg_session(struct db *db);
+
+/*
+ * After a failure: when the connection itself is gone, reconnect once,
+ * so the next statement finds a live one (this one has failed anyway).
+ */
+static void
+pg_recover(struct db *db)
+{
+	if (PQstatus(db->conn) == CONNECTION_OK)
+		return;
+	log_warnx("store: connection to PostgreSQL lost; reconnecting");
+	PQreset(db->conn);
+	db->gen++;
+	if (PQstatus(db->conn) != CONNECTION_OK)
+		pg_note(db, "reconnect");
+	else
+		(void)pg_session(db);
+}
+
+static enum gc_err pg_exec(struct db *db, const char *sql);
+
+/*
+ * Session settings, again after each reconnect: a writer that holds the
+ * write lock too long makes others give up after the busy timeout (503)
+ * rather than wait forever, as SQLite's busy_timeout does.
+ */
+static enum gc_err
+pg_session(struct db *db)
+{
+	char sql[64];
+
+	snprintf(sql, sizeof(sql), "SET lock_timeout = %d",
+	         db->lock_timeout_ms);
+	return pg_exec(db, sql);
+}
+
+static void
+pg_quiet(void *arg, const char *msg)
+{
+	(void)arg;
+	log_debug("store: postgresql: %.*s", (int)strcspn(msg, "\n"), msg);
+}
+
+static enum gc_err
+pg_exec(struct db *db, const char *sql)
+{
+	PGresult *r = PQexec(db->conn, sql);
+	ExecStatusType rs = PQresultStatus(r);
+	enum gc_err err = GC_OK;
+
+	if (rs != PGRES_COMMAND_OK && rs != PGRES_TUPLES_OK) {
+		pg_note(db, NULL);
+		log_warnx("store: %.60s: %s", sql, db->err);
+		err = GC_ESTORE;
+	}
+	PQclear(r);
+	if (err != GC_OK)
+		pg_recover(db);
+	return err;
+}
+
+static void
+pg_close(struct db *db)
+{
+	if (db == NULL)
+		return;
+	PQfinish(db->conn);
+	free(db);
+}
+
+static enum gc_err
+pg_open(const struct app_config *cfg, struct db **out, char *why, size_t whysz)
+{
+	const char *keys[] = {"dbname", "application_name", "password", NULL};
+	const char *vals[] = {cfg->store_url, "gcrelay", cfg->store_password,
+	                      NULL};
+	struct db *db;
+
+	*out = NULL;
+	if ((db = calloc(1, sizeof(*db))) == NULL)
+		return GC_ENOMEM;
+	if (cfg->store_password == NULL)
+		keys[2] = NULL;
+	/* expand_dbname: store.url is a conninfo string or a URI. */
+	db->conn = PQconnectdbParams(keys, vals, 1);
+	if (db->conn == NULL || PQstatus(db->conn) != CONNECTION_OK) {
+		snprintf(why, whysz, "cannot connect to PostgreSQL: %.*s",
+		         db->conn ? (int)strcspn(PQerrorMessage(db->conn), "\n")
+		                  : 13,
+		         db->conn ? PQerrorMessage(db->conn) : "out of memory");
+		pg_close(db);
+		return GC_ESTORE;
+	}
+	PQsetNoticeProcessor(db->conn, pg_quiet, NULL);
+	db->lock_timeout_ms = cfg->busy_timeout_ms;
+	if (pg_session(db) != GC_OK) {
+		snprintf(why, whysz, "cannot configure the session: %s",
+		         db->err);
+		pg_close(db);
+		return GC_ESTORE;
+	}
+	*out = db;
+	return GC_OK;
+}
+
+/* Prepare s on the current connection as "s<id>". */
+static int
+pg_prepare_on(struct pg_stmt *ps)
+{
+	struct db *db = ps->db;
+	char name[16];
+	PGresult *r;
+	int ok;
+
+	snprintf(name, sizeof(name), "s%d", ps->id);
+	r = PQprepare(db->conn, name, ps->sql, 0, NULL);
+	ok = PQresultStatus(r) == PGRES_COMMAND_OK;
+	PQclear(r);
+	if (ok) {
+		r = PQdescribePrepared(db->conn, name);
+		ok = PQresultStatus(r) == PGRES_COMMAND_OK;
+		ps->nparams = ok ? PQnparams(r) : 0;
+		PQclear(r);
+	}
+	if (!ok || ps->nparams > PG_MAXPARAMS) {
+		pg_note(db, "prepare");
+		log_warnx("store: prepare %d: %s", ps->id, db->err);
+		pg_recover(db);
+		return 0;
+	}
+	ps->gen = db->gen;
+	return 1;
+}
+
+static struct db_stmt *
+pg_prepare(struct db *db, int id, const char *sql)
+{
+	struct pg_stmt *ps;
+
+	if ((ps = calloc(1, sizeof(*ps))) == NULL)
+		return NULL;
+	ps->base.ops = &db_pg_ops;
+	ps->db = db;
+	ps->id = id;
+	if ((ps->sql = strdup(sql)) == NULL || !pg_prepare_on(ps)) {
+		free(ps->sql);
+		free(ps);
+		return NULL;
+	}
+	return &ps->base;
+}
+
+static void
+pg_reset(struct db_stmt *s)
+{
+	struct pg_stmt *ps = PS(s);
+
+	PQclear(ps->res);
+	ps->res = NULL;
+	ps->row = ps->nrows = 0;
+	memset(ps->vals, 0, sizeof(ps->vals));
+}
+
+static void
+pg_finalize(struct db_stmt *s)
+{
+	if (s == NULL)
+		return;
+	pg_reset(s);
+	free(PS(s)->sql);
+	free(s);
+}
+
+static int
+pg_busy(struct db_stmt *s)
+{
+	return PS(s)->res != NULL;
+}
+
+static void
+pg_bind_text(struct db_stmt *s, int i, const char *v)
+{
+	if (i >= 1 && i <= PG_MAXPARAMS)
+		PS(s)->vals[i - 1] = v;
+}
+
+static void
+pg_bind_int(struct db_stmt *s, int i, int64_t v)
+{
+	struct pg_stmt *ps = PS(s);
+
+	if (i < 1 || i > PG_MAXPARAMS)
+		return;
+	snprintf(ps->ints[i - 1], sizeof(ps->ints[i - 1]), "%lld",
+	         (long long)v);
+	ps->vals[i - 1] = ps->ints[i - 1];
+}
+
+static void
+pg_bind_null(struct db_stmt *s, int i)
+{
+	if (i >= 1 && i <= PG_MAXPARAMS)
+		PS(s)->vals[i - 1] = NULL;
+}
+
+/* Run the statement: its rows are then stepped through from memory. */
+static enum db_rc
+pg_run(struct pg_stmt *ps)
+{
+	struct db *db = ps->db;
+	char name[16];
+	ExecStatusType rs;
+
+	if (ps->gen != db->gen && !pg_prepare_on(ps))
+		return DB_ERROR;
+	snprintf(name, sizeof(name), "s%d", ps->id);
+	ps->res = PQexecPrepared(db->conn, name, ps->nparams, ps->vals, NULL,
+	                         NULL, 0);
+	rs = PQresultStatus(ps->res);
+	if (rs != PGRES_COMMAND_OK && rs != PGRES_TUPLES_OK) {
+		pg_note(db, NULL);
+		PQclear(ps->res);
+		ps->res = NULL;
+		pg_recover(db);
+		return DB_ERROR;
+	}
+	ps->nrows = PQntuples(ps->res);
+	ps->changes = strtol(PQcmdTuples(ps->res), NULL, 10);
+	ps->row = 0;
+	return ps->nrows > 0 ? DB_ROW : DB_DONE;
+}
+
+static enum db_rc
+pg_step(struct db_stmt *s)
+{
+	struct pg_stmt *ps = PS(s);
+
+	if (ps->res == NULL)
+		return pg_run(ps);
+	return ++ps->row < ps->nrows ? DB_ROW : DB_DONE;
+}
+
+static int
+pg_col_null(struct db_stmt *s, int col)
+{
+	struct pg_stmt *ps = PS(s);
+
+	return ps->res == NULL || ps->row >= ps->nrows ||
+	       PQgetisnull(ps->res, ps->row, col);
+}
+
+static int64_t
+pg_col_int(struct db_stmt *s, int col)
+{
+	struct pg_stmt *ps = PS(s);
+
+	if (pg_col_null(s, col))
+		return 0;
+	return strtoll(PQgetvalue(ps->res, ps->row, col), NULL, 10);
+}
+
+static const char *
+pg_col_text(struct db_stmt *s, int col)
+{
+	struct pg_stmt *ps = PS(s);
+
+	if (pg_col_null(s, col))
+		return NULL;
+	return PQgetvalue(ps->res, ps->row, col);
+}
+
+static long
+pg_changes(struct db_stmt *s)
+{
+	return PS(s)->changes;
+}
+
+static const char *
+pg_errmsg(struct db *db)
+{
+	return db->err[0] ? db->err : "no error";
+}
+
+static int
+pg_in_txn(struct db *db)
+{
+	PGTransactionStatusType t = PQtransactionStatus(db->conn);
+
+	return t == PQTRANS_INTRANS || t == PQTRANS_INERROR;
+}
+
+static enum gc_err
+pg_set_version(struct db *db, int v)
+{
+	char sql[64];
+
+	snprintf(sql, sizeof(sql), "UPDATE gcrelay_schema SET version = %d", v);
+	return pg_exec(db, sql);
+}
+
+/*
+ * A session advisory lock: a second host starting at the same time
+ * waits here, then finds the schema migrated.  The version table is
+ * created under it so that it exists for STMT_USER_VERSION.
+ */
+static enum gc_err
+pg_migrate_lock(struct db *db)
+{
+	char sql[64];
+
+	/* However long another host's migration takes. */
+	snprintf(sql, sizeof(sql),
+	         "SET lock_timeout = 0; SELECT pg_advisory_lock(%d)",
+	         PG_MIGRATE_LOCK);
+	if (pg_exec(db, sql) != GC_OK)
+		return GC_ESTORE;
+	return pg_exec(db, "CREATE TABLE IF NOT EXISTS gcrelay_schema ("
+	                   "version INTEGER NOT NULL);"
+	                   "INSERT INTO gcrelay_schema SELECT 0 WHERE NOT "
+	                   "EXISTS (SELECT 1 FROM gcrelay_schema)");
+}
+
+static void
+pg_migrate_unlock(struct db *db)
+{
+	char sql[64];
+
+	snprintf(sql, sizeof(sql), "SELECT pg_advisory_unlock(%d)",
+	         PG_MIGRATE_LOCK);
+	(void)pg_exec(db, sql);
+	(void)pg_session(db);
+}
+
+/* The connection is up, re-established first when it broke. */
+static enum db_health
+pg_check(struct db *db, char *why, size_t whysz)
+{
+	pg_recover(db);
+	if (PQstatus(db->conn) != CONNECTION_OK) {
+		snprintf(why, whysz, "database unreachable: %s", db->err);
+		return DB_HEALTH_WAIT;
+	}
+	return DB_HEALTH_OK;
+}
+
+/* check reconnects already; nothing to replace. */
+static enum gc_err
+pg_reopen(struct db *db, int want)
+{
+	(void)want;
+	return PQstatus(db->conn) == CONNECTION_OK ? GC_OK : GC_ESTORE;
+}
+
+/*
+ * PostgreSQL says which statement failed and why; a lost connection is
+ * found by check.  No error here stands for the store as a whole.
+ */
+static int
+pg_fault(struct db *db)
+{
+	(void)db;
+	return 0;
+}
+
+static const char *
+pg_fault_text(int code)
+{
+	(void)code;
+	return "write failed";
+}
+
+static enum gc_err
+pg_checkpoint(struct db *db)
+{
+	(void)db;
+	return GC_OK;
+}
+
+const struct db_ops db_pg_ops = {
+    .dialect = DB_PG,
+    .open = pg_open,
+    .close = pg_close,
+    .prepare = pg_prepare,
+    .finalize = pg_finalize,
+    .reset = pg_reset,
+    .busy = pg_busy,
+    .bind_text = pg_bind_text,
+    .bind_int = pg_bind_int,
+    .bind_null = pg_bind_null,
+    .step = pg_step,
+    .col_null = pg_col_null,
+    .col_int = pg_col_int,
+    .col_text = pg_col_text,
+    .changes = pg_changes,
+    .errmsg = pg_errmsg,
+    .in_txn = pg_in_txn,
+    .exec = pg_exec,
+    .set_version = pg_set_version,
+    .migrate_lock = pg_migrate_lock,
+    .migrate_unlock = pg_migrate_unlock,
+    .check = pg_check,
+    .reopen = pg_reopen,
+    .fault = pg_fault,
+    .fault_text = pg_fault_text,
+    .checkpoint = pg_checkpoint,
+};
