@@ -25,9 +25,18 @@ bench.lua) drives each one for --duration seconds after a --warmup run:
 Then the canned-upstream scenarios of issue 8 (upstream_scenarios.py, each
 on a fresh stack whose Emarsys and Yotpo are one canned nginx, canned.py):
 fast, slow, health, drain, bigbrand, resources, printed with their goals.
+
+Then the PostgreSQL scenarios of issue 10 (pg_scenarios.py, on a
+throwaway cluster with fsync and synchronous_commit on), each against
+SQLite run right before it: pg_intake (3 on PostgreSQL / 3 on SQLite),
+pg_fast (fast on PostgreSQL / fast on SQLite, and round trips to the
+database per delivered event from pg_stat_database and
+pg_stat_statements), pg_twohost (two hosts on one database / one).
+
 Pick a subset with --scenarios static,healthz,intake,dup,deliver,stall,
-fast,slow,health,drain,bigbrand,resources (make bench BENCH_ARGS=...);
---quick scales the canned scenarios' counts down.
+fast,slow,health,drain,bigbrand,resources,pg_intake,pg_fast,pg_twohost
+(make bench BENCH_ARGS=...); --quick scales the canned scenarios' counts
+down.
 
 Signed requests are generated right before their run (fresh timestamps),
 one file per wrk thread, sized from the warm-up's rate; requests beyond a
@@ -79,9 +88,11 @@ EMARSYS_SIM_RPM = 10000000  # the Emarsys sim's per-minute limit
 # (keys 1-6 in the report), then the canned-upstream ones
 # (upstream_scenarios.py).
 ALL_SCENARIOS = ["static", "healthz", "intake", "dup", "deliver", "stall",
-                 "fast", "slow", "health", "drain", "bigbrand", "resources"]
+                 "fast", "slow", "health", "drain", "bigbrand", "resources",
+                 "pg_intake", "pg_fast", "pg_twohost"]
 CANNED_SCENARIOS = {"fast", "slow", "health", "drain", "bigbrand",
                     "resources"}
+PG_SCENARIOS = {"pg_intake", "pg_fast", "pg_twohost"}
 
 NGINX_CONF = """
 %(user)s
@@ -891,6 +902,10 @@ def main():
                     "dup needs intake; fast and slow use intake's figure "
                     "as their baseline and add it; health adds slow and "
                     "an outage)" % ",".join(ALL_SCENARIOS))
+    ap.add_argument("--pg-fsync", choices=("on", "off"), default="on",
+                    help="the PostgreSQL scenarios' cluster: fsync and "
+                    "synchronous_commit (default on, as in production; "
+                    "off labels every figure [fsync OFF])")
     ap.add_argument("--quick", action="store_true",
                     help="scale the canned scenarios' counts and caps down "
                     "(development)")
@@ -933,6 +948,8 @@ def main():
         sel.add("intake")   # their baseline
     if "dup" in sel:
         sel.add("intake")
+    if "pg_twohost" in sel:
+        sel.add("pg_fast")   # its one-host figure
     if a.no_stall:
         sel.discard("stall")
     a.selected = sel
@@ -968,6 +985,7 @@ def main():
             retry_schedule="[300, 600]", reconcile_after_s=10)
     b = None
     cb = None
+    pgb = None
     failed = []
     try:
         print("stack in %s (nginx on 127.0.0.1:%d)" % (s.dir, s.port),
@@ -987,11 +1005,24 @@ def main():
             cb.run(a.selected)
             print("[done] canned scenarios took %.0f s" % (
                 time.monotonic() - t0), flush=True)
+        if a.selected & PG_SCENARIOS:
+            import pg_scenarios
+            pgb = pg_scenarios.PgBench(b, stack, cls, cb)
+            t0 = time.monotonic()
+            try:
+                pgb.run(a.selected)
+            finally:
+                pgb.close()
+            print("[done] PostgreSQL scenarios took %.0f s" % (
+                time.monotonic() - t0), flush=True)
         if b.results:
             report(a, b.results, store, b.stall_probe)
         if cb:
             upstream_scenarios.report(cb.results)
             failed += [k for k, r in cb.results.items() if r.failure]
+        if pgb:
+            pg_scenarios.report(pgb.results)
+            failed += [k for k, r in pgb.results.items() if r.failure]
         print("load average after: %s" % " ".join(
             "%.2f" % x for x in os.getloadavg()))
         failed += [k for k, r in b.results.items() if r.failure]

@@ -75,9 +75,25 @@ class CR:
         self.notes = []
         self.cmds = []
         self.failure = None
+        self.value = None   # the scenario's main figure, for ratios
 
     def figure(self, name, value, goal, met):
         self.figures.append((name, value, goal, met))
+
+
+def wait_quiet(up, offset, quiet_s=1.0, cap_s=20.0):
+    """Wait until the canned upstream `up` has logged no new call for
+    quiet_s (at most cap_s): the deliveries still in flight when wrk
+    stopped are done."""
+    t0 = last_t = time.monotonic()
+    last = -1
+    while time.monotonic() - t0 < cap_s:
+        n = sum(up.calls(offset).values())
+        if n != last:
+            last, last_t = n, time.monotonic()
+        elif time.monotonic() - last_t >= quiet_s:
+            return
+        time.sleep(0.25)
 
 
 class Prober:
@@ -140,8 +156,11 @@ def canned_stack_class(base):
         def _start_sims(self):
             self.canned = canned.CannedUpstream(self)
             self.emarsys = self.yotpo = None
+            self.emarsys_port = self.yotpo_port = None
 
         def write_config(self, extra=None):
+            if getattr(self, "canned", None) is None:
+                self.canned = self.peer.canned  # a second host: its peer's
             path = super().write_config(extra)
             with open(path) as f:
                 text = f.read()
@@ -155,9 +174,29 @@ def canned_stack_class(base):
             try:
                 super().close()
             finally:
-                self.canned.stop()
+                if self.peer is None:
+                    self.canned.stop()
 
     return CannedStack
+
+
+def id_range(items):
+    """(low, high) bounding the ids of items, which share a prefix up to
+    their last "_" (Bench.new_ids): `id >= ? AND id < ?` selects them on
+    SQLite and on PostgreSQL (C collation) alike, and uses the index."""
+    prefix = items[0][0].rsplit("_", 1)[0] + "_"
+    return prefix, prefix[:-1] + chr(ord("_") + 1)
+
+
+def delivered_in(s, like, t0, t1):
+    """Events in the id range whose deliveries are all 'delivered', the
+    last of them between t0 and t1 (ms)."""
+    return s.query(
+        "SELECT count(*) FROM (SELECT event_id, max(updated_at) m, "
+        "min(CASE WHEN status = 'delivered' THEN 1 ELSE 0 END) ok FROM "
+        "deliveries WHERE event_id >= ? AND event_id < ? GROUP BY "
+        "event_id) q WHERE ok = 1 AND m BETWEEN ? AND ?", *like, t0,
+        t1)[0][0]
 
 
 def proc_usage(pid):
@@ -242,7 +281,7 @@ class CannedBench:
                    GCRELAY_BENCH_ONCE="1")
         r.cmds.append("GCRELAY_BENCH_ONCE=1 GCRELAY_BENCH_POOL=%s %s" % (
             shlex.quote(prefix), " ".join(shlex.quote(c) for c in cmd)))
-        like = items[0][0].rsplit("_", 1)[0] + "_*"
+        like = id_range(items)
         t0 = time.monotonic()
         p = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE,
                              stderr=subprocess.STDOUT, text=True)
@@ -254,8 +293,8 @@ class CannedBench:
         try:
             while time.monotonic() - t0 < cap_s:
                 time.sleep(0.5)
-                n = s.query("SELECT count(*) FROM events WHERE id GLOB ?",
-                            like)[0][0]
+                n = s.query("SELECT count(*) FROM events WHERE id >= ? "
+                            "AND id < ?", *like)[0][0]
                 if n >= len(items) or p.poll() is not None:
                     break
                 if n != last_n:
@@ -274,7 +313,8 @@ class CannedBench:
             except subprocess.TimeoutExpired:
                 p.kill()
                 out = p.communicate()[0]
-        n = s.query("SELECT count(*) FROM events WHERE id GLOB ?", like)[0][0]
+        n = s.query("SELECT count(*) FROM events WHERE id >= ? AND "
+                    "id < ?", *like)[0][0]
         if n == 0:
             raise RuntimeError("fill: no event recorded (wrk %s):\n%s" % (
                 p.returncode, out[-2000:]))
@@ -289,8 +329,9 @@ class CannedBench:
         return n, took
 
     def delivery_counts(self, s, like, dest=None):
-        q = "SELECT status, count(*) FROM deliveries WHERE event_id GLOB ?"
-        args = [like]
+        q = ("SELECT status, count(*) FROM deliveries WHERE event_id >= ? "
+             "AND event_id < ?")
+        args = list(like)
         if dest:
             q += " AND destination = ?"
             args.append(dest)
@@ -352,9 +393,12 @@ class CannedBench:
                           "process around %d events" %
                           self.a.resource_events, self.resources)
 
-    def fast(self, r):
+    def fast(self, r, store=None, meter=None):
+        """store: the stack's backend (default: GCRELAY_STORE); meter:
+        called with "begin" before wrk and "end" once the canned upstream
+        has gone quiet after it (pg_scenarios.py counts round trips)."""
         a = self.a
-        s = self.new_stack()
+        s = self.new_stack(store=store)
         try:
             brands = self.brands(s, tag="fast")
             # warm-up: tokens, field and event lists of every brand
@@ -364,21 +408,25 @@ class CannedBench:
             base = self.intake_rps() or 500.0
             n = self.b.pool_size(base, a.duration)
             items = self.items("fast", n, brands)
-            like = items[0][0].rsplit("_", 1)[0] + "_*"
+            like = id_range(items)
             p = self.pool("fast", items)
             off = s.canned.log_offset()
+            if meter:
+                meter("begin", s, r)
             data = self.run_wrk(s, a.connections, a.duration, a.timeout, p,
                                 r)
             t1 = int(time.time() * 1000)
             t0 = t1 - data["duration_us"] // 1000
-            time.sleep(0.5)
-            done = s.query(
-                "SELECT count(*) FROM (SELECT event_id, max(updated_at) m, "
-                "min(status = 'delivered') ok FROM deliveries WHERE "
-                "event_id GLOB ? GROUP BY event_id) WHERE ok = 1 AND "
-                "m BETWEEN ? AND ?", like, t0, t1 + 500)[0][0]
+            if meter:
+                wait_quiet(s.canned, off)
+                meter("end", s, r)
+            else:
+                time.sleep(0.5)
+            done = delivered_in(s, like, t0, t1 + 500)
             rps = done * 1000.0 / max(1, t1 - t0)
-            self.ratio_figure(r, "delivered events/s", rps, 0.5)
+            r.value = rps
+            if store != "postgresql":
+                self.ratio_figure(r, "delivered events/s", rps, 0.5)
             r.notes.append("wrk: %d requests in %.2f s (%.0f/s), p50 %.1f "
                            "ms, p99 %.1f ms, errors %s" % (
                                data["requests"], data["duration_us"] / 1e6,
@@ -392,6 +440,8 @@ class CannedBench:
                                done, self.delivery_counts(s, like)))
             r.notes.append("canned upstream: " + canned.summarize_calls(
                 s.canned.calls(off)))
+            if meter:
+                r.delivered_all = delivered_in(s, like, 0, 1 << 62)
             if data["requests"] == 0:
                 r.failure = "no request completed"
             elif data["status"]:
@@ -467,7 +517,7 @@ class CannedBench:
             s.canned.set_outage(True)
             n = a.drain_events if measure else min(a.drain_events, 2000)
             items = self.items("drain", n, brands)
-            like = items[0][0].rsplit("_", 1)[0] + "_*"
+            like = id_range(items)
             off = s.canned.log_offset()
             noff = s.main_nginx.log_offset()
             with Prober(s.port) as pr:
@@ -498,13 +548,14 @@ class CannedBench:
             # Make them due now (the documented shortcut: the store, not an
             # admin call, so the retry schedule is left as shipped).
             s.query("UPDATE deliveries SET next_at = 0 WHERE status IN "
-                    "('pending', 'retrying') AND event_id GLOB ?", like)
+                    "('pending', 'retrying') AND event_id >= ? AND "
+                    "event_id < ?", *like)
             left = pending
             while time.monotonic() - t0 < a.drain_cap:
                 time.sleep(1)
                 left = s.query("SELECT count(*) FROM deliveries WHERE "
-                               "event_id GLOB ? AND status IN ('pending', "
-                               "'retrying')", like)[0][0]
+                               "event_id >= ? AND event_id < ? AND status IN ('pending', "
+                               "'retrying')", *like)[0][0]
                 if left == 0:
                     break
             took = time.monotonic() - t0
@@ -587,7 +638,7 @@ class CannedBench:
             brand = self.brands(s, n=1, tag="big", yotpo=False)
             items = self.items("big", a.big_events, brand,
                                kind="consent_intent")
-            like = items[0][0].rsplit("_", 1)[0] + "_*"
+            like = id_range(items)
             off = s.canned.log_offset()
             t0 = time.monotonic()
             t0_ms = int(time.time() * 1000)
@@ -596,9 +647,9 @@ class CannedBench:
             left = None
             while time.monotonic() - t0 < a.big_cap:
                 left = s.query("SELECT count(*) FROM deliveries WHERE "
-                               "event_id GLOB ? AND destination = 'emarsys' "
+                               "event_id >= ? AND event_id < ? AND destination = 'emarsys' "
                                "AND status IN ('pending', 'retrying')",
-                               like)[0][0]
+                               *like)[0][0]
                 if left == 0:
                     break
                 time.sleep(1)
@@ -606,9 +657,9 @@ class CannedBench:
             counts = self.delivery_counts(s, like, "emarsys")
             done = counts.get("delivered", 0)
             last = s.query("SELECT max(updated_at) FROM deliveries WHERE "
-                           "event_id GLOB ? AND status = 'delivered' AND "
+                           "event_id >= ? AND event_id < ? AND status = 'delivered' AND "
                            "destination = 'emarsys'",
-                           like)[0][0]
+                           *like)[0][0]
             # Every event that was accepted (wrk may leave one unsent).
             all_done = got > 0 and done >= got
             if all_done:
