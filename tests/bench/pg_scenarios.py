@@ -72,12 +72,14 @@ class BenchCluster(pgcluster.Cluster):
                    "-c full_page_writes=on "
                    "-c shared_preload_libraries=pg_stat_statements "
                    "-c pg_stat_statements.track=top "
-                   "-c pg_stat_statements.track_utility=on"
+                   "-c pg_stat_statements.track_utility=on "
+                   "-c track_wal_io_timing=on"
                    % (self.dir, durable, durable), "start"])
 
     def settings(self):
         names = ("server_version", "fsync", "synchronous_commit",
                  "full_page_writes", "wal_sync_method", "shared_buffers",
+                 "track_wal_io_timing",
                  "max_connections")
         return ", ".join("%s %s" % (n, self.psql("postgres", "SHOW %s" % n)
                                     .strip()) for n in names)
@@ -89,6 +91,9 @@ class Snap:
         self.xacts = c.rows("postgres", "SELECT xact_commit + xact_rollback "
                             "FROM pg_stat_database WHERE datname = %s"
                             % pgcluster.literal(db))[0][0]
+        # WAL flushes (cluster-wide: only the one stack measured runs)
+        self.wal_sync, self.wal_sync_ms = c.rows(
+            "postgres", "SELECT wal_sync, wal_sync_time FROM pg_stat_wal")[0]
         self.calls = dict(c.rows(
             "postgres", "SELECT s.query, sum(s.calls)::bigint FROM "
             "pg_stat_statements s JOIN pg_database d ON d.oid = s.dbid "
@@ -103,6 +108,8 @@ class Window:
 
     def __init__(self, a, b, session_xacts):
         self.seconds = b.t - a.t
+        self.wal_sync = b.wal_sync - a.wal_sync
+        self.wal_sync_ms = b.wal_sync_ms - a.wal_sync_ms
         calls = {q: n - a.calls.get(q, 0) for q, n in b.calls.items()}
         self.calls = {q: n for q, n in calls.items() if n > 0}
         self.own = sum(n for q, n in self.calls.items() if OWN_QUERY in q)
@@ -182,6 +189,12 @@ class PgMeter:
                            "BEGIN and COMMIT/ROLLBACK, prepared statements "
                            "PostgreSQL 15's pg_stat_statements does not "
                            "count)" % w.locks))
+        r.figure("WAL flushes per " + what,
+                 "%.2f, %.2f ms each on average (%d in the window; "
+                 "pg_stat_wal, track_wal_io_timing)" % (
+                     w.wal_sync / events,
+                     w.wal_sync_ms / w.wal_sync if w.wal_sync else 0.0,
+                     w.wal_sync), "report", None)
         r.notes.append("transactions = pg_stat_database xact_commit + "
                        "xact_rollback of the stack's database: each "
                        "statement outside BEGIN is one")
