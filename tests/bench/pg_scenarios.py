@@ -23,9 +23,12 @@ fast) is printed beside when those ran.
               Round trips to the database per delivered event, from
               PostgreSQL's own statistics over the window from wrk's start
               until the canned upstream has been quiet for 1 s:
+              round trips (pg_stat_statements calls, plus BEGIN and
+              COMMIT/ROLLBACK: 2 per write-lock call, as PostgreSQL 15's
+              pg_stat_statements does not count gcrelay's prepared ones),
               transactions (pg_stat_database xact_commit + xact_rollback
-              of the stack's database) and statements (pg_stat_statements
-              calls, BEGIN and COMMIT included) / events fully delivered.
+              of the stack's database) and WAL flushes (pg_stat_wal, with
+              track_wal_io_timing) / events fully delivered.
               The bench's own queries (psql, recognisable by the
               row_to_json wrapper of pgcluster.rows) are subtracted; the
               stack's idle rate (retrier and dispatcher polls, measured
@@ -102,9 +105,8 @@ class Snap:
 
 class Window:
     """PostgreSQL's counters between two snapshots of one database, the
-    bench's own queries taken out: each is one psql session of
-    session_xacts transactions (its start-up counts one; measured when the
-    cluster starts)."""
+    bench's own queries taken out: each is session_xacts transactions
+    (measured when the cluster starts)."""
 
     def __init__(self, a, b, session_xacts):
         self.seconds = b.t - a.t
@@ -233,9 +235,14 @@ class PgBench:
         c.psql("postgres", "CREATE EXTENSION IF NOT EXISTS "
                "pg_stat_statements")
         self.cluster = c
-        # What one bench query (a psql session) adds to xact_commit.
+        # What one bench query adds to xact_commit (pgcluster.rows: one
+        # transaction in a psql kept per database, or two when each query
+        # is a psql of its own: its start-up counts one).  The stacks'
+        # psql sessions start before any window (the fill and the counts
+        # before it), as this one does before the first snapshot.
         db = "gcrelay_bench_calibration"
         c.create_db(db)
+        c.rows(db, "SELECT 1")
         time.sleep(1.2)
         a = Snap(c, db)
         for _ in range(4):
@@ -246,7 +253,7 @@ class PgBench:
             print("WARNING: GCRELAY_STORE=%s: the baselines are not SQLite"
                   % self.stack.STORE)
         print("PostgreSQL cluster in %s: %s; one bench query (psql "
-              "session) = %.1f transactions%s" % (
+              "session) = %.1f transaction(s)%s" % (
             c.dir, c.settings(), self.session_xacts,
             "" if BenchCluster.fsync else
             "  -- NOT durable: figures labelled [fsync OFF]"), flush=True)
