@@ -360,6 +360,15 @@ enum gc_err store_ledger_release(struct store *st, const char *brand,
 enum gc_err store_throttle_slot(struct store *st, const char *brand,
                                 int max_rps, int64_t now_ms, int64_t horizon_ms,
                                 int64_t *slot_ms, int *reserved);
+/*
+ * The same for any key (an account, "emarsys:<client id>"), one call
+ * every interval_ms: how the hosts sharing a PostgreSQL store pace an
+ * account together.
+ */
+enum gc_err store_pace_slot(struct store *st, const char *key,
+                            int64_t interval_ms, int64_t now_ms,
+                            int64_t horizon_ms, int64_t *slot_ms,
+                            int *reserved);
 
 /* ---- account holds shared by hosts (store_remote.c) ---- */
 

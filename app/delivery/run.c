@@ -213,13 +213,29 @@ run_blocked_until(struct engine *eng, const struct run *r, int64_t now)
 	return until > now ? until : 0;
 }
 
-/* Reserve r's pacing slot within its wait horizon (limits_pace). */
-static int
-engine_pace(const struct run *r, int64_t now, int64_t *slot)
+/* See engine_priv.h. */
+int
+run_pace_slot(struct engine *eng, const struct run *r, int64_t now,
+              int64_t horizon, int64_t *slot)
 {
-	int64_t horizon = job_wait_horizon(&r->job) - now;
+	int per_minute = limits_per_minute(r->account), reserved;
+	int64_t wall;
 
-	return limits_pace(r->account, now, horizon > 0 ? horizon : 0, slot);
+	if (horizon < 0)
+		horizon = 0;
+	/*
+	 * Hosts sharing a PostgreSQL store pace the account together, in
+	 * the store (on the wall clock), at the limit this host learned,
+	 * less 10% as limits_pace does.
+	 */
+	if (per_minute > 0 && store_shared_hosts(eng->st) &&
+	    store_pace_slot(eng->st, r->account, 66000 / per_minute,
+	                    job_wall_at(&r->job, now), horizon, &wall,
+	                    &reserved) == GC_OK) {
+		*slot = job_mono_at(&r->job, wall);
+		return reserved;
+	}
+	return limits_pace(r->account, now, horizon, slot);
 }
 
 /*
@@ -228,13 +244,14 @@ engine_pace(const struct run *r, int64_t now, int64_t *slot)
  * handed back, and 0.
  */
 static int
-run_paced(struct run *r, int64_t now)
+run_paced(struct engine *eng, struct run *r, int64_t now)
 {
 	int64_t slot;
 
 	if (r->paced)
 		return 1;
-	if (!engine_pace(r, now, &slot)) {
+	if (!run_pace_slot(eng, r, now, job_wait_horizon(&r->job) - now,
+	                   &slot)) {
 		run_give_up(r, "paced to the account's rate limit", slot);
 		return 0;
 	}
@@ -292,7 +309,7 @@ run_send(struct engine *eng, struct run *r)
 	j->reply_code[0] = j->excerpt[0] = '\0';
 	if (eng->dispatcher && !r->solo && !r->paced && batch_park(eng, r))
 		return;
-	if (!run_paced(r, now))
+	if (!run_paced(eng, r, now))
 		return;
 	r->paced = 0;
 	if (j->req.timeout_ms == 0)

@@ -155,6 +155,50 @@ class HoldAcrossHosts(unittest.TestCase):
         self.assertEqual(a.emarsys.stats()["calls_before_reset"], 0)
 
 
+class PaceAcrossHosts(unittest.TestCase):
+    def test_two_hosts_pace_one_emarsys_account_together(self):
+        """Emarsys allows 120 calls a minute per account: paced at 90% by
+        both hosts together (one call every 550 ms), not by each."""
+        a = Stack(workers=2, sync_budget_ms=0)
+        try:
+            b = Stack(workers=2, sync_budget_ms=0, peer=a)
+            try:
+                self.run_pace(a, b)
+            finally:
+                b.close()
+        finally:
+            a.close()
+
+    def run_pace(self, a, b):
+        a.put_brand("acme", {"name": "Acme", "emarsys": {
+            "client_id": "demo_client", "client_secret": "demo_secret"}})
+        a.emarsys.config({"rate_limit_per_minute": 120})
+
+        def settled(s):
+            return s.query("SELECT count(*) FROM deliveries WHERE status "
+                           "NOT IN ('delivered', 'skipped')") == [(0,)]
+        # Each host learns the account's limit from a reply of its own.
+        for s in (a, b):
+            r = s.post_event(sample_event("consent_intent"))
+            self.assertEqual(r.status, 202, r)
+            s.wait(lambda: settled(s), timeout=20, what="warm-up delivered")
+        a.emarsys.clear_requests()
+        both(lambda: [a.post_event(sample_event("consent_intent"))
+                      for _ in range(4)],
+             lambda: [b.post_event(sample_event("consent_intent"))
+                      for _ in range(4)])
+        a.wait(lambda: settled(a), timeout=40, what="every delivery")
+        calls = sorted(q["mono"] for q in a.emarsys.requests()
+                       if q["path"].startswith("/api/v3/"))
+        self.assertGreaterEqual(len(calls), 4, calls)
+        # One every 550 ms: a call that left late shortens the next gap,
+        # so look at spans of two gaps (1.1 s, less what scheduling and
+        # the network move a call).
+        spans = [round(z - x, 3) for x, z in zip(calls, calls[2:])]
+        self.assertGreaterEqual(min(spans), 0.95, spans)
+        self.assertEqual(a.emarsys.stats()["rate_limited"], 0)
+
+
 class Migration(unittest.TestCase):
     def test_two_hosts_starting_at_once_migrate_once(self):
         a = Stack(workers=1, start=False)
