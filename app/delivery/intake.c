@@ -176,7 +176,9 @@ engine_submit(struct engine *eng, const char *webhook_id,
 		*status = 202;
 	}
 	/* The answer shows it pending; now the dispatcher may take it. */
-	if (!sync && p.any)
+	if (!sync && p.any) {
 		limits_wake();
+		store_wake_others(eng->st);
+	}
 	return *outcome != NULL ? GC_OK : GC_ENOMEM;
 }

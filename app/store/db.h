@@ -89,6 +89,18 @@ struct db_ops {
 	const char *(*fault_text)(int code);
 	/* Housekeeping after a purge (WAL checkpoint); may do nothing. */
 	enum gc_err (*checkpoint)(struct db *db);
+	/*
+	 * Wake-ups across hosts (NULL where the backend has none: SQLite's
+	 * hosts are one).  listen: from now on (and again after each
+	 * reconnect) this connection hears notify from any connection;
+	 * wake_fd: readable when something may have been heard (-1: none
+	 * now); wake_drain: how many were heard, consumed; notify: tell
+	 * every listener, once the current transaction (if any) commits.
+	 */
+	enum gc_err (*listen)(struct db *db);
+	int (*wake_fd)(struct db *db);
+	int (*wake_drain)(struct db *db);
+	enum gc_err (*notify)(struct db *db);
 };
 
 extern const struct db_ops db_sqlite_ops;

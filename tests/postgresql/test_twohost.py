@@ -3,8 +3,11 @@ behind its own nginx, sharing the database and the simulators.  Run by the
 runner in its PostgreSQL pass only (there is no shared store on SQLite).
 """
 
+import json
 import os
+import signal
 import subprocess
+import sys
 import threading
 import time
 import unittest
@@ -35,6 +38,41 @@ def both(fa, fb):
     if errors:
         raise errors[0]
     return out
+
+
+def slow_poll(stack, interval_ms=10000):
+    """Rewrite stack's config so its dispatcher looks for due work only
+    every interval_ms when nobody wakes it (before it starts)."""
+    with open(stack.config_path) as f:
+        text = f.read()
+    old = "retrier = { interval_ms = 200; };"
+    assert old in text, "stack.py's retrier line changed"
+    with open(stack.config_path, "w") as f:
+        f.write(text.replace(old, "retrier = { interval_ms = %d; };"
+                             % interval_ms))
+
+
+def dispatcher_pids(stack):
+    """The live dispatchers of stack: children of its master whose pid
+    logs with role "dispatcher"."""
+    children = set(stack.worker_pids())
+    pids = set()
+    for line in stack.log().splitlines():
+        if '"role":"dispatcher"' in line:
+            try:
+                p = json.loads(line).get("pid")
+            except ValueError:
+                continue
+            if p in children:
+                pids.add(p)
+    return sorted(pids)
+
+
+def settled(stack, wid):
+    """Every delivery of wid delivered or skipped."""
+    rows = stack.query("SELECT status FROM deliveries WHERE event_id = ?",
+                       wid)
+    return rows and all(r[0] in ("delivered", "skipped") for r in rows)
 
 
 class TwoHosts(unittest.TestCase):
@@ -103,6 +141,72 @@ class TwoHosts(unittest.TestCase):
                 what="award recorded")
             time.sleep(0.5)
             self.assertEqual(len(self.awards(ev["token"])), 1)
+
+
+class WakeAcrossHosts(unittest.TestCase):
+    """Work recorded on one host wakes the other hosts' dispatchers at once
+    (LISTEN/NOTIFY), not at their next poll."""
+
+    POLL_MS = 10000
+
+    def test_event_on_b_delivered_by_a_at_once(self):
+        # sync_workers 0: intake only records, a dispatcher delivers.  Both
+        # poll every 10 s; B's dispatcher is stopped, so only A's can take
+        # what B records, and only a wake-up across hosts makes it quick.
+        a = Stack(workers=2, sync_workers=0, start=False)
+        try:
+            b = Stack(workers=2, sync_workers=0, start=False, peer=a)
+            try:
+                for s in (a, b):
+                    slow_poll(s, self.POLL_MS)
+                a.start()
+                b.start()
+                self.run_wake(a, b)
+            finally:
+                b.close()
+        finally:
+            a.close()
+
+    def run_wake(self, a, b):
+        a.demo_brand()
+        a.wait(lambda: len(dispatcher_pids(b)) == 1, timeout=10,
+               what="B's dispatcher started")
+        (stopped,) = dispatcher_pids(b)
+        # Let B's dispatcher finish its first (start-up) look, so that it
+        # is stopped holding no transaction.
+        time.sleep(0.5)
+        os.kill(stopped, signal.SIGSTOP)
+        try:
+            for i in range(3):
+                # A's own intake wakes A's dispatcher (the pipe); once it
+                # has claimed that, its next poll is 10 s away.
+                t0 = time.monotonic()
+                r = a.post_event(sample_event("offer_claimed"))
+                self.assertEqual(r.status, 202, r)
+                a.wait(lambda: settled(a, r.json["id"]), timeout=5,
+                       interval=0.02, what="A's own event delivered")
+                sys.stderr.write("A's event %d delivered by A in %.3f s\n"
+                                 % (i, time.monotonic() - t0))
+                ev = sample_event("offer_claimed")
+                t0 = time.monotonic()
+                r = b.post_event(ev)
+                self.assertEqual(r.status, 202, r)
+                wid = r.json["id"]
+                b.wait(lambda: settled(b, wid), timeout=15,
+                       interval=0.02, what="B's event delivered")
+                took = time.monotonic() - t0
+                sys.stderr.write("B's event %d delivered by A in %.3f s\n"
+                                 % (i, took))
+                # Well before A's 10 s poll: woken by B's NOTIFY.
+                self.assertLess(took, 3.0, "B's event %d took %.2f s" %
+                                (i, took))
+                self.assertEqual(len(self.awards(a, ev["token"])), 1)
+        finally:
+            os.kill(stopped, signal.SIGCONT)
+
+    def awards(self, a, token):
+        st = a.yotpo.state()["merchants"]["demo_guid"]["awards"]
+        return [x for x in st if token in (x.get("history_title") or "")]
 
 
 class HoldAcrossHosts(unittest.TestCase):
