@@ -76,6 +76,16 @@ enum gc_err store_shared_init(void);
  */
 enum gc_err store_health(struct store *st, char *why, size_t whysz);
 
+/*
+ * Whether a write this process committed is still in the store, for
+ * intake before it delivers or answers 2xx: on SQLite store_health (the
+ * file it went to may have been replaced or removed since); on
+ * PostgreSQL GC_OK (an acknowledged commit is durable on the server; a
+ * connection lost afterwards does not undo it, and saying "not
+ * recorded" then would be false).
+ */
+enum gc_err store_kept(struct store *st, char *why, size_t whysz);
+
 /* Current time in milliseconds (wall clock) used for store timestamps. */
 int64_t store_now_ms(void);
 

@@ -36,6 +36,11 @@ enum db_dialect { DB_SQLITE, DB_PG, DB__MAX };
 
 struct db_ops {
 	enum db_dialect dialect;
+	/*
+	 * An acknowledged commit outlives this connection (a server); 0:
+	 * it is only as good as the file it went to (store_kept).
+	 */
+	int durable_commits;
 	/* Connect per cfg; why filled on failure.  *out owned (close). */
 	enum gc_err (*open)(const struct app_config *cfg, struct db **out,
 	                    char *why, size_t whysz);

@@ -484,6 +484,7 @@ pg_notify(struct db *db)
 
 const struct db_ops db_pg_ops = {
     .dialect = DB_PG,
+    .durable_commits = 1,
     .open = pg_open,
     .close = pg_close,
     .prepare = pg_prepare,

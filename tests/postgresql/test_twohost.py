@@ -100,10 +100,11 @@ def awards_by_token(stack, guid="demo_guid"):
     return out
 
 
-def post_load(stack, events, threads, answers, stop=None):
+def post_load(stack, events, threads, answers, stop=None, backoff=0):
     """Post events to stack from threads; answers[i] = (webhook id, HTTP
     status or None when the connection failed).  stop: an Event that
-    ends the load early."""
+    ends the load early; backoff: seconds a thread waits after an answer
+    other than 2xx, as a sender does."""
     nxt = iter(range(len(events)))
     lock = threading.Lock()
 
@@ -119,6 +120,8 @@ def post_load(stack, events, threads, answers, stop=None):
                 answers[i] = (wid, r.status)
             except Exception:  # noqa: BLE001 -- a dead host: no answer
                 answers[i] = (wid, None)
+            if answers[i][1] not in (200, 202):
+                time.sleep(backoff)
     ts = [threading.Thread(target=run) for _ in range(threads)]
     for t in ts:
         t.start()
