@@ -72,6 +72,14 @@ job_mono_at(const struct job *j, int64_t wall_ms)
 }
 
 /* See dest.h. */
+int64_t
+job_wall_at(const struct job *j, int64_t mono_ms)
+{
+	return j->env->now_ms(j->env->ctx) +
+	       (mono_ms - j->env->mono_ms(j->env->ctx));
+}
+
+/* See dest.h. */
 void
 job_excerpt(struct job *j, const struct http_resp *r)
 {
@@ -186,10 +194,13 @@ run_blocked_until(struct engine *eng, const struct run *r, int64_t now)
 {
 	int64_t until = limits_hold_until(r->account), other;
 
-	/* A 429 another host saw holds this one too (PostgreSQL). */
+	/*
+	 * A 429 another host saw holds this one too (PostgreSQL).  Stored
+	 * on the wall clock (each host's monotonic clock is its own).
+	 */
 	if (store_shared_hosts(eng->st) &&
 	    store_hold_get(eng->st, r->account, &other) == GC_OK &&
-	    other > until) {
+	    (other = job_mono_at(&r->job, other)) > until) {
 		limits_hold(r->account, other);
 		until = other;
 	}
@@ -338,7 +349,7 @@ run_feed_limits(struct engine *eng, struct run *r, const struct http_resp *rp)
 		limits_hold(r->account, j->hold_until_ms);
 		if (store_shared_hosts(eng->st))
 			(void)store_hold_put(eng->st, r->account,
-			                     j->hold_until_ms);
+			                     job_wall_at(j, j->hold_until_ms));
 		j->hold_until_ms = 0;
 	}
 	if (j->rate_limit > 0 || j->rate_remaining >= 0)

@@ -400,6 +400,11 @@ class HoldAcrossHosts(unittest.TestCase):
         self.assertEqual(r.status, 202, r)
         limited = [q for q in a.emarsys.requests() if q["status"] == 429]
         self.assertEqual(len(limited), 1)
+        # Stored on the wall clock: another host's monotonic clock starts
+        # at its own boot, so a monotonic time would mean nothing there.
+        (until,), = a.query("SELECT until_ms FROM account_holds WHERE "
+                            "account = 'emarsys:demo_client'")
+        self.assertLess(abs(until - (time.time() + 3) * 1000), 5000, until)
         for _ in range(4):
             r = b.post_event(sample_event("offer_claimed"))
             self.assertIn(r.status, (200, 202), r)
