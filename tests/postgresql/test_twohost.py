@@ -455,11 +455,14 @@ class PaceAcrossHosts(unittest.TestCase):
         calls = sorted(q["mono"] for q in a.emarsys.requests()
                        if q["path"].startswith("/api/v3/"))
         self.assertGreaterEqual(len(calls), 4, calls)
-        # One every 550 ms: a call that left late shortens the next gap,
-        # so look at spans of two gaps (1.1 s, less what scheduling and
-        # the network move a call).
+        # One every 550 ms between them (each host alone would send one
+        # every 550 ms, 275 ms together).  A call that left late shortens
+        # the next gap, so look at the mean and at spans of two gaps
+        # (1.1 s, less what a loaded machine delays a call).
+        mean = (calls[-1] - calls[0]) / (len(calls) - 1)
         spans = [round(z - x, 3) for x, z in zip(calls, calls[2:])]
-        self.assertGreaterEqual(min(spans), 0.95, spans)
+        self.assertGreaterEqual(mean, 0.5, spans)
+        self.assertGreaterEqual(min(spans), 0.75, spans)
         self.assertEqual(a.emarsys.stats()["rate_limited"], 0)
 
 
