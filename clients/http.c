@@ -34,8 +34,8 @@ struct httpc {
 	struct xfer *pool;
 	int npool;
 	int running;
-	int wake_fd; /* also polled; -1 when none */
-	int woken;   /* wake_fd was readable */
+	int wake_fd[HTTPC_WAKE_FDS]; /* also polled; -1 when none */
+	int woken;                   /* one of them was readable */
 };
 
 /* See httpc.h. */
@@ -96,7 +96,8 @@ httpc_alloc(const struct httpc_opts *opts)
 	if (opts->ca_file != NULL &&
 	    (h->ca_file = strdup(opts->ca_file)) == NULL)
 		goto fail;
-	h->wake_fd = -1;
+	for (int i = 0; i < HTTPC_WAKE_FDS; i++)
+		h->wake_fd[i] = -1;
 	h->npool = opts->max_transfers > 0 ? opts->max_transfers : POOL_DEFAULT;
 	if ((h->pool = calloc((size_t)h->npool, sizeof(*h->pool))) == NULL)
 		goto fail;
@@ -473,22 +474,29 @@ httpc_next(struct httpc *h, long max_wait_ms, void **owner,
 		if (max_wait_ms <= 0 || h->woken)
 			return 0;
 		long step = max_wait_ms < 100 ? max_wait_ms : 100;
-		struct curl_waitfd w = {h->wake_fd, CURL_WAIT_POLLIN, 0};
-		mc = curl_multi_poll(h->multi, h->wake_fd >= 0 ? &w : NULL,
-		                     h->wake_fd >= 0 ? 1 : 0, (int)step, NULL);
+		struct curl_waitfd w[HTTPC_WAKE_FDS];
+		unsigned nw = 0;
+		for (int i = 0; i < HTTPC_WAKE_FDS; i++)
+			if (h->wake_fd[i] >= 0)
+				w[nw++] = (struct curl_waitfd){
+				    h->wake_fd[i], CURL_WAIT_POLLIN, 0};
+		mc = curl_multi_poll(h->multi, nw > 0 ? w : NULL, nw, (int)step,
+		                     NULL);
 		if (mc != CURLM_OK)
 			return xfer_abort(h, mc, owner, resp);
-		if (w.revents != 0)
-			h->woken = 1;
+		for (unsigned i = 0; i < nw; i++)
+			if (w[i].revents != 0)
+				h->woken = 1;
 		max_wait_ms -= step;
 	}
 }
 
 /* See httpc.h. */
 void
-httpc_wake_fd(struct httpc *h, int fd)
+httpc_wake_fd(struct httpc *h, int slot, int fd)
 {
-	h->wake_fd = fd;
+	if (slot >= 0 && slot < HTTPC_WAKE_FDS)
+		h->wake_fd[slot] = fd;
 }
 
 /* See httpc.h. */

@@ -475,8 +475,10 @@ admin_brand_redeliver(struct request *req)
 		admin_store_error(req, err);
 		return;
 	}
-	if (count > 0)
+	if (count > 0) {
 		limits_wake();
+		store_wake_others(req->st);
+	}
 	log_info("brand %s: %d deliveries requeued by key %s", slug, count,
 	         req->admin_key->id);
 	request_json(req, 202,

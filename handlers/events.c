@@ -113,15 +113,17 @@ events_brand(struct request *req, const struct gc_event *ev, struct brand *b)
 }
 
 /*
- * Answer 503 when the store would not keep the event (store_health), so
- * the sender retries; 0 when it is healthy.
+ * Answer 503 when the store would not keep the event (store_health), or
+ * once recorded did not keep it (store_kept), so the sender retries; 0
+ * when it is healthy.
  */
 static int
-events_store_down(struct request *req)
+events_store_down(struct request *req, int recorded)
 {
 	char why[256], detail[400];
 
-	if (store_health(req->st, why, sizeof(why)) == GC_OK)
+	if ((recorded ? store_kept : store_health)(req->st, why, sizeof(why)) ==
+	    GC_OK)
 		return 0;
 	snprintf(detail, sizeof(detail),
 	         "the store is unavailable (%s); the event was not recorded; "
@@ -159,7 +161,7 @@ events_post(struct request *req)
 		              prob.detail, prob.field[0] ? prob.field : NULL);
 		return;
 	}
-	if (events_store_down(req) || events_brand(req, &ev, &b) != 0) {
+	if (events_store_down(req, 0) || events_brand(req, &ev, &b) != 0) {
 		event_fini(&ev);
 		return;
 	}
@@ -173,8 +175,9 @@ events_post(struct request *req)
 		                NULL);
 		return;
 	}
-	/* No 2xx unless the record is in the file at the store's path. */
-	if (events_store_down(req)) {
+	/* No 2xx unless the record lasts (on SQLite: is in the file at the
+	 * store's path). */
+	if (events_store_down(req, 1)) {
 		json_decref(outcome);
 		return;
 	}

@@ -59,6 +59,8 @@ void limits_learn(const char *account, int per_minute, int remaining,
  */
 int limits_pace(const char *account, int64_t now_ms, int64_t horizon_ms,
                 int64_t *slot_ms);
+/* The per-minute limit learned for account; 0 when none is known. */
+int limits_per_minute(const char *account);
 
 /* The state of (brand, d) now; an open circuit past its time is half-open. */
 enum circuit_state limits_circuit(const char *brand, enum m_dest d,

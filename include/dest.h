@@ -242,6 +242,8 @@ int64_t job_wait_horizon(const struct job *j);
  * to, so that a later step of the wall clock does not move it.
  */
 int64_t job_mono_at(const struct job *j, int64_t wall_ms);
+/* The reverse: the wall-clock time of mono_ms, for what is stored. */
+int64_t job_wall_at(const struct job *j, int64_t mono_ms);
 
 /* Copy a short, escaped excerpt of a response body into j->excerpt. */
 void job_excerpt(struct job *j, const struct http_resp *r);

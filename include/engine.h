@@ -51,7 +51,7 @@ int engine_claim(struct engine *eng, int max_jobs);
 /*
  * Drive the jobs in hand: advance them, wait up to max_wait_ms for the
  * next response or wake-up, store what finished.  Returns 1 when woken
- * by limits_wake.
+ * by limits_wake or (dispatcher) by another host's store_wake_others.
  */
 int engine_step(struct engine *eng, long max_wait_ms);
 

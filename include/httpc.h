@@ -90,9 +90,12 @@ int httpc_next(struct httpc *h, long max_wait_ms, void **owner,
 
 /*
  * Also wait on fd (readable: a wake-up) in httpc_next, which then returns
- * 0 early; httpc_woken tells (and forgets) whether that happened.
+ * 0 early; httpc_woken tells (and forgets) whether that happened.  Up to
+ * HTTPC_WAKE_FDS fds, one per slot (the dispatcher's wake-up pipe and its
+ * store connection); fd -1 empties the slot.
  */
-void httpc_wake_fd(struct httpc *h, int fd);
+#define HTTPC_WAKE_FDS 2
+void httpc_wake_fd(struct httpc *h, int slot, int fd);
 int httpc_woken(struct httpc *h);
 
 /* How many more transfers may start now. */

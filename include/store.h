@@ -38,6 +38,22 @@ void store_close(struct store *st);
 int store_schema_version(struct store *st);
 
 /*
+ * Dispatchers woken across hosts (PostgreSQL LISTEN/NOTIFY; on SQLite
+ * these do nothing: -1, 0).  store_wake_listen: this connection hears
+ * every host's store_wake_others from now on, again after a reconnect.
+ * store_wake_fd: readable when one may have been heard (it changes on a
+ * reconnect: ask again before each wait); -1 when none.
+ * store_wake_drain: how many were heard (>0: look for due work),
+ * consumed.  store_wake_others: after committing work that is due now,
+ * wake every listening dispatcher (a failure is logged: the poll finds
+ * the work).
+ */
+enum gc_err store_wake_listen(struct store *st);
+int store_wake_fd(struct store *st);
+int store_wake_drain(struct store *st);
+void store_wake_others(struct store *st);
+
+/*
  * Call once in the master before forking: the outcome of the last write
  * is then shared by every process (store_health).  Without it each
  * process sees only its own.
@@ -59,6 +75,16 @@ enum gc_err store_shared_init(void);
  * gcrelay restarts).
  */
 enum gc_err store_health(struct store *st, char *why, size_t whysz);
+
+/*
+ * Whether a write this process committed is still in the store, for
+ * intake before it delivers or answers 2xx: on SQLite store_health (the
+ * file it went to may have been replaced or removed since); on
+ * PostgreSQL GC_OK (an acknowledged commit is durable on the server; a
+ * connection lost afterwards does not undo it, and saying "not
+ * recorded" then would be false).
+ */
+enum gc_err store_kept(struct store *st, char *why, size_t whysz);
 
 /* Current time in milliseconds (wall clock) used for store timestamps. */
 int64_t store_now_ms(void);
@@ -360,6 +386,15 @@ enum gc_err store_ledger_release(struct store *st, const char *brand,
 enum gc_err store_throttle_slot(struct store *st, const char *brand,
                                 int max_rps, int64_t now_ms, int64_t horizon_ms,
                                 int64_t *slot_ms, int *reserved);
+/*
+ * The same for any key (an account, "emarsys:<client id>"), one call
+ * every interval_ms: how the hosts sharing a PostgreSQL store pace an
+ * account together.
+ */
+enum gc_err store_pace_slot(struct store *st, const char *key,
+                            int64_t interval_ms, int64_t now_ms,
+                            int64_t horizon_ms, int64_t *slot_ms,
+                            int *reserved);
 
 /* ---- account holds shared by hosts (store_remote.c) ---- */
 

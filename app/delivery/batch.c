@@ -184,8 +184,7 @@ batch_send(struct engine *eng, struct batch *b, int64_t now)
 		horizon = BATCH_HORIZON_MS;
 	if ((blocked = run_blocked_until(eng, first, now)) > 0)
 		batch_defer(eng, b, "account on hold", blocked);
-	else if (!b->paced && !limits_pace(first->account, now,
-	                                   horizon > 0 ? horizon : 0, &slot))
+	else if (!b->paced && !run_pace_slot(eng, first, now, horizon, &slot))
 		batch_defer(eng, b, "paced to the rate limit", slot);
 	else if (slot > now) {
 		b->paced = 1; /* it holds that slot; members join until then */

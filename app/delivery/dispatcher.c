@@ -3,7 +3,8 @@
  * keeping up to delivery.concurrency deliveries in flight.  It claims due
  * deliveries in batches under leases, starts new work as soon as a slot
  * frees, and is woken at once when a worker hands it an event (the
- * wake-up pipe of delivery_limits.h).  It also purges old event bodies
+ * wake-up pipe of delivery_limits.h; on PostgreSQL also when any host's
+ * worker does, store_wake_listen).  It also purges old event bodies
  * and checkpoints the WAL every hour.
  */
 #include <stdlib.h>
@@ -71,6 +72,11 @@ dispatcher_main(const struct app_config *cfg)
 		fatalx("store: %s", why);
 	if ((eng = engine_alloc(cfg, st, 1)) == NULL)
 		fatalx("engine: out of memory");
+	/* Woken by every host's intake, not only this host's pipe. */
+	if (store_wake_listen(st) != GC_OK)
+		log_warnx("dispatcher: cannot listen for other hosts' work; "
+		          "it is found by the poll");
+	log_info("dispatcher started");
 	while (!worker_stop || engine_jobs(eng) > 0) {
 		limits_dispatcher_beat(mono_ms());
 		if (mono_ms() - last_purge >= PURGE_EVERY_MS) {

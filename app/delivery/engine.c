@@ -87,7 +87,7 @@ engine_alloc(const struct app_config *cfg, struct store *st, int dispatcher)
 		return NULL;
 	}
 	if (dispatcher)
-		httpc_wake_fd(eng->http, limits_wake_fd());
+		httpc_wake_fd(eng->http, 0, limits_wake_fd());
 	return eng;
 }
 
@@ -275,8 +275,12 @@ engine_store(struct engine *eng, struct delivery_result *res, size_t n)
 		else if (res[i].postpone && res[i].next_at_ms <= soon)
 			wake = 1;
 	}
-	if (wake)
-		limits_wake();
+	if (!wake)
+		return;
+	limits_wake();
+	/* Intake handing work over: any host's dispatcher may take it. */
+	if (!eng->dispatcher)
+		store_wake_others(eng->st);
 }
 
 static void
@@ -421,13 +425,16 @@ engine_wait_ms(const struct engine *eng, long max_ms)
 	return next > now ? (long)(next - now) : 0;
 }
 
-/* Sleep up to ms, waking early when the wake-up fd says so. */
+/* Sleep up to ms, waking early when a wake-up fd says so. */
 static int
 engine_sleep(const struct engine *eng, long ms)
 {
-	struct pollfd p = {eng->dispatcher ? limits_wake_fd() : -1, POLLIN, 0};
+	struct pollfd p[2] = {
+	    {eng->dispatcher ? limits_wake_fd() : -1, POLLIN, 0},
+	    {eng->dispatcher ? store_wake_fd(eng->st) : -1, POLLIN, 0},
+	};
 
-	return poll(&p, 1, (int)ms) > 0;
+	return poll(p, 2, (int)ms) > 0;
 }
 
 /* See engine.h. */
@@ -442,6 +449,15 @@ engine_step(struct engine *eng, long max_wait_ms)
 	engine_advance(eng);
 	if (eng->active == NULL && !eng->dispatcher)
 		return 0; /* intake: nothing left to wait for */
+	if (eng->dispatcher) {
+		/* Heard while running statements: do not wait at all. */
+		if (store_wake_drain(eng->st) > 0) {
+			woken = 1;
+			max_wait_ms = 0;
+		}
+		/* Another host's intake: its fd changes on a reconnect. */
+		httpc_wake_fd(eng->http, 1, store_wake_fd(eng->st));
+	}
 	wait = batch_flush(eng, engine_wait_ms(eng, max_wait_ms));
 	rc = httpc_next(eng->http, wait, &owner, &resp);
 	if (rc == -1 && wait > 0)
@@ -453,8 +469,10 @@ engine_step(struct engine *eng, long max_wait_ms)
 	if (rc == 1)
 		http_resp_fini(&resp);
 	woken |= httpc_woken(eng->http);
-	if (woken)
+	if (woken) {
 		limits_wake_drain();
+		(void)store_wake_drain(eng->st);
+	}
 	return woken;
 }
 
@@ -622,8 +640,11 @@ engine_redeliver(struct engine *eng, const char *event_id, int *count)
 		res[n].next_at_ms = now;
 		res[n++].postpone = 1;
 	}
-	if (n > 0 && (err = store_deliveries_finish(eng->st, res, n)) == GC_OK)
+	if (n > 0 &&
+	    (err = store_deliveries_finish(eng->st, res, n)) == GC_OK) {
 		limits_wake();
+		store_wake_others(eng->st);
+	}
 	for (i = 0; i < n && err == GC_OK; i++)
 		*count += res[i].err == GC_OK;
 	json_decref(taken);

@@ -131,6 +131,13 @@ void record_attempt(struct engine *eng, struct run *r,
                     const struct http_resp *resp);
 void run_give_up(struct run *r, const char *why, int64_t defer_at);
 int64_t run_blocked_until(struct engine *eng, const struct run *r, int64_t now);
+/*
+ * Reserve the pacing slot of r's account within horizon ms of now: 1 and
+ * *slot when it may go, or 0 and when to ask again (limits_pace; in the
+ * store when hosts share a PostgreSQL store).
+ */
+int run_pace_slot(struct engine *eng, const struct run *r, int64_t now,
+                  int64_t horizon, int64_t *slot);
 void run_response(struct engine *eng, struct run *r,
                   const struct http_resp *resp, int feed);
 void run_feed_limits(struct engine *eng, struct run *r,

@@ -159,7 +159,7 @@ engine_submit(struct engine *eng, const char *webhook_id,
 		engine_lease(eng, &l, eng->cfg->delivery_sync_budget_ms);
 	err = engine_record(eng, webhook_id, ev, &p, &l);
 	/* Deliver nothing from a record that may not last (store.h). */
-	if (err == GC_OK && store_health(eng->st, why, sizeof(why)) != GC_OK)
+	if (err == GC_OK && store_kept(eng->st, why, sizeof(why)) != GC_OK)
 		err = GC_ESTORE;
 	if (err == GC_OK && sync)
 		engine_sync(eng, webhook_id, ev, b, p.want, &l);
@@ -176,7 +176,9 @@ engine_submit(struct engine *eng, const char *webhook_id,
 		*status = 202;
 	}
 	/* The answer shows it pending; now the dispatcher may take it. */
-	if (!sync && p.any)
+	if (!sync && p.any) {
 		limits_wake();
+		store_wake_others(eng->st);
+	}
 	return *outcome != NULL ? GC_OK : GC_ENOMEM;
 }

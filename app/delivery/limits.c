@@ -212,6 +212,18 @@ limits_pace(const char *account, int64_t now_ms, int64_t horizon_ms,
 	return taken;
 }
 
+/* See limits.h. */
+int
+limits_per_minute(const char *account)
+{
+	int per_minute;
+
+	l_lock();
+	per_minute = hold_slot(L(), account)->per_minute;
+	l_unlock();
+	return per_minute;
+}
+
 static struct circuit *
 circuit_find(struct l_shared *s, const char *brand, enum m_dest d)
 {

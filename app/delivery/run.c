@@ -72,6 +72,14 @@ job_mono_at(const struct job *j, int64_t wall_ms)
 }
 
 /* See dest.h. */
+int64_t
+job_wall_at(const struct job *j, int64_t mono_ms)
+{
+	return j->env->now_ms(j->env->ctx) +
+	       (mono_ms - j->env->mono_ms(j->env->ctx));
+}
+
+/* See dest.h. */
 void
 job_excerpt(struct job *j, const struct http_resp *r)
 {
@@ -186,10 +194,13 @@ run_blocked_until(struct engine *eng, const struct run *r, int64_t now)
 {
 	int64_t until = limits_hold_until(r->account), other;
 
-	/* A 429 another host saw holds this one too (PostgreSQL). */
+	/*
+	 * A 429 another host saw holds this one too (PostgreSQL).  Stored
+	 * on the wall clock (each host's monotonic clock is its own).
+	 */
 	if (store_shared_hosts(eng->st) &&
 	    store_hold_get(eng->st, r->account, &other) == GC_OK &&
-	    other > until) {
+	    (other = job_mono_at(&r->job, other)) > until) {
 		limits_hold(r->account, other);
 		until = other;
 	}
@@ -202,13 +213,29 @@ run_blocked_until(struct engine *eng, const struct run *r, int64_t now)
 	return until > now ? until : 0;
 }
 
-/* Reserve r's pacing slot within its wait horizon (limits_pace). */
-static int
-engine_pace(const struct run *r, int64_t now, int64_t *slot)
+/* See engine_priv.h. */
+int
+run_pace_slot(struct engine *eng, const struct run *r, int64_t now,
+              int64_t horizon, int64_t *slot)
 {
-	int64_t horizon = job_wait_horizon(&r->job) - now;
+	int per_minute = limits_per_minute(r->account), reserved;
+	int64_t wall;
 
-	return limits_pace(r->account, now, horizon > 0 ? horizon : 0, slot);
+	if (horizon < 0)
+		horizon = 0;
+	/*
+	 * Hosts sharing a PostgreSQL store pace the account together, in
+	 * the store (on the wall clock), at the limit this host learned,
+	 * less 10% as limits_pace does.
+	 */
+	if (per_minute > 0 && store_shared_hosts(eng->st) &&
+	    store_pace_slot(eng->st, r->account, 66000 / per_minute,
+	                    job_wall_at(&r->job, now), horizon, &wall,
+	                    &reserved) == GC_OK) {
+		*slot = job_mono_at(&r->job, wall);
+		return reserved;
+	}
+	return limits_pace(r->account, now, horizon, slot);
 }
 
 /*
@@ -217,13 +244,14 @@ engine_pace(const struct run *r, int64_t now, int64_t *slot)
  * handed back, and 0.
  */
 static int
-run_paced(struct run *r, int64_t now)
+run_paced(struct engine *eng, struct run *r, int64_t now)
 {
 	int64_t slot;
 
 	if (r->paced)
 		return 1;
-	if (!engine_pace(r, now, &slot)) {
+	if (!run_pace_slot(eng, r, now, job_wait_horizon(&r->job) - now,
+	                   &slot)) {
 		run_give_up(r, "paced to the account's rate limit", slot);
 		return 0;
 	}
@@ -281,7 +309,7 @@ run_send(struct engine *eng, struct run *r)
 	j->reply_code[0] = j->excerpt[0] = '\0';
 	if (eng->dispatcher && !r->solo && !r->paced && batch_park(eng, r))
 		return;
-	if (!run_paced(r, now))
+	if (!run_paced(eng, r, now))
 		return;
 	r->paced = 0;
 	if (j->req.timeout_ms == 0)
@@ -338,7 +366,7 @@ run_feed_limits(struct engine *eng, struct run *r, const struct http_resp *rp)
 		limits_hold(r->account, j->hold_until_ms);
 		if (store_shared_hosts(eng->st))
 			(void)store_hold_put(eng->st, r->account,
-			                     j->hold_until_ms);
+			                     job_wall_at(j, j->hold_until_ms));
 		j->hold_until_ms = 0;
 	}
 	if (j->rate_limit > 0 || j->rate_remaining >= 0)

@@ -36,6 +36,11 @@ enum db_dialect { DB_SQLITE, DB_PG, DB__MAX };
 
 struct db_ops {
 	enum db_dialect dialect;
+	/*
+	 * An acknowledged commit outlives this connection (a server); 0:
+	 * it is only as good as the file it went to (store_kept).
+	 */
+	int durable_commits;
 	/* Connect per cfg; why filled on failure.  *out owned (close). */
 	enum gc_err (*open)(const struct app_config *cfg, struct db **out,
 	                    char *why, size_t whysz);
@@ -89,6 +94,18 @@ struct db_ops {
 	const char *(*fault_text)(int code);
 	/* Housekeeping after a purge (WAL checkpoint); may do nothing. */
 	enum gc_err (*checkpoint)(struct db *db);
+	/*
+	 * Wake-ups across hosts (NULL where the backend has none: SQLite's
+	 * hosts are one).  listen: from now on (and again after each
+	 * reconnect) this connection hears notify from any connection;
+	 * wake_fd: readable when something may have been heard (-1: none
+	 * now); wake_drain: how many were heard, consumed; notify: tell
+	 * every listener, once the current transaction (if any) commits.
+	 */
+	enum gc_err (*listen)(struct db *db);
+	int (*wake_fd)(struct db *db);
+	int (*wake_drain)(struct db *db);
+	enum gc_err (*notify)(struct db *db);
 };
 
 extern const struct db_ops db_sqlite_ops;

@@ -17,11 +17,14 @@
 /* Keys for pg_advisory_lock: the migration, and (store_sql.c) writes. */
 #define PG_MIGRATE_LOCK 4741521
 #define PG_MAXPARAMS    16
+/* What a dispatcher listens on for work recorded by any host. */
+#define PG_WAKE_CHANNEL "gcrelay_due"
 
 struct db {
 	PGconn *conn;
 	int lock_timeout_ms; /* store.busy_timeout_ms, as with SQLite */
-	unsigned gen; /* bumped on every reconnect: statements re-prepare */
+	unsigned gen;  /* bumped on every reconnect: statements re-prepare */
+	int listening; /* LISTEN PG_WAKE_CHANNEL, again on reconnect */
 	char err[512];
 };
 
@@ -85,7 +88,10 @@ pg_session(struct db *db)
 
 	snprintf(sql, sizeof(sql), "SET lock_timeout = %d",
 	         db->lock_timeout_ms);
-	return pg_exec(db, sql);
+	if (pg_exec(db, sql) != GC_OK)
+		return GC_ESTORE;
+	/* What was notified while disconnected is found by the poll. */
+	return db->listening ? pg_exec(db, "LISTEN " PG_WAKE_CHANNEL) : GC_OK;
 }
 
 static void
@@ -430,8 +436,55 @@ pg_checkpoint(struct db *db)
 	return GC_OK;
 }
 
+static enum gc_err
+pg_listen(struct db *db)
+{
+	db->listening = 1;
+	return pg_exec(db, "LISTEN " PG_WAKE_CHANNEL);
+}
+
+/* The socket, while connected: a notification makes it readable. */
+static int
+pg_wake_fd(struct db *db)
+{
+	if (!db->listening || PQstatus(db->conn) != CONNECTION_OK)
+		return -1;
+	return PQsocket(db->conn);
+}
+
+/*
+ * Read what arrived and count the notifications, also those libpq kept
+ * while running other statements.  A connection found broken here
+ * counts as one: the caller then looks at the store, which reconnects.
+ */
+static int
+pg_wake_drain(struct db *db)
+{
+	PGnotify *n;
+	int count = 0;
+
+	if (!db->listening || PQstatus(db->conn) != CONNECTION_OK)
+		return 0;
+	if (!PQconsumeInput(db->conn)) {
+		pg_note(db, "listen");
+		return 1;
+	}
+	while ((n = PQnotifies(db->conn)) != NULL) {
+		PQfreemem(n);
+		count++;
+	}
+	return count;
+}
+
+static enum gc_err
+pg_notify(struct db *db)
+{
+	return pg_exec(db, "NOTIFY " PG_WAKE_CHANNEL);
+}
+
 const struct db_ops db_pg_ops = {
     .dialect = DB_PG,
+    .durable_commits = 1,
     .open = pg_open,
     .close = pg_close,
     .prepare = pg_prepare,
@@ -457,4 +510,8 @@ const struct db_ops db_pg_ops = {
     .fault = pg_fault,
     .fault_text = pg_fault_text,
     .checkpoint = pg_checkpoint,
+    .listen = pg_listen,
+    .wake_fd = pg_wake_fd,
+    .wake_drain = pg_wake_drain,
+    .notify = pg_notify,
 };

@@ -340,6 +340,44 @@ store_checkpoint(struct store *st)
 }
 
 /* See store.h. */
+enum gc_err
+store_wake_listen(struct store *st)
+{
+	if (st->ops->listen == NULL || st->db == NULL)
+		return GC_OK;
+	return st->ops->listen(st->db);
+}
+
+/* See store.h. */
+int
+store_wake_fd(struct store *st)
+{
+	if (st->ops->wake_fd == NULL || st->db == NULL)
+		return -1;
+	return st->ops->wake_fd(st->db);
+}
+
+/* See store.h. */
+int
+store_wake_drain(struct store *st)
+{
+	if (st->ops->wake_drain == NULL || st->db == NULL)
+		return 0;
+	return st->ops->wake_drain(st->db);
+}
+
+/* See store.h. */
+void
+store_wake_others(struct store *st)
+{
+	if (st->ops->notify == NULL || st->db == NULL)
+		return;
+	if (st->ops->notify(st->db) != GC_OK)
+		log_warnx("store: could not wake the other hosts' "
+		          "dispatchers; they find the work at their next poll");
+}
+
+/* See store.h. */
 int
 store_schema_version(struct store *st)
 {

@@ -181,3 +181,12 @@ store_health(struct store *st, char *why, size_t whysz)
 	st->unhealthy = h != HEALTH_OK;
 	return h == HEALTH_OK ? GC_OK : GC_ESTORE;
 }
+
+/* See store.h. */
+enum gc_err
+store_kept(struct store *st, char *why, size_t whysz)
+{
+	if (st->ops->durable_commits)
+		return GC_OK;
+	return store_health(st, why, whysz);
+}

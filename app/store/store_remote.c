@@ -380,7 +380,16 @@ store_throttle_slot(struct store *st, const char *brand, int max_rps,
                     int *reserved)
 {
 	/* 10% margin: a call can leave a little after its slot. */
-	int64_t interval = 1100 / (max_rps > 0 ? max_rps : 1);
+	return store_pace_slot(st, brand, 1100 / (max_rps > 0 ? max_rps : 1),
+	                       now_ms, horizon_ms, slot_ms, reserved);
+}
+
+/* See store.h. */
+enum gc_err
+store_pace_slot(struct store *st, const char *key, int64_t interval_ms,
+                int64_t now_ms, int64_t horizon_ms, int64_t *slot_ms,
+                int *reserved)
+{
 	struct db_stmt *s;
 	enum db_rc rc;
 
@@ -388,9 +397,9 @@ store_throttle_slot(struct store *st, const char *brand, int max_rps,
 	*reserved = 0;
 	if ((s = store_stmt(st, STMT_THROTTLE)) == NULL)
 		return GC_ESTORE;
-	store_bind_text(s, 1, brand);
+	store_bind_text(s, 1, key);
 	store_bind_int(s, 2, now_ms);
-	store_bind_int(s, 3, interval);
+	store_bind_int(s, 3, interval_ms > 0 ? interval_ms : 1);
 	store_bind_int(s, 4, horizon_ms);
 	store_bind_int(s, 5, THROTTLE_STEPPED_MS);
 	if ((rc = store_row(st, s)) == DB_ROW) {
@@ -404,7 +413,7 @@ store_throttle_slot(struct store *st, const char *brand, int max_rps,
 	/* The next free slot is beyond the horizon: say when, keep it. */
 	if ((s = store_stmt(st, STMT_THROTTLE_PEEK)) == NULL)
 		return GC_ESTORE;
-	store_bind_text(s, 1, brand);
+	store_bind_text(s, 1, key);
 	if ((rc = store_row(st, s)) == DB_ROW)
 		*slot_ms = store_col_int(s, 0);
 	if (!store_end(st, s, rc, "throttle peek") || rc != DB_ROW)

@@ -18,6 +18,7 @@ import pwd
 import shutil
 import subprocess
 import tempfile
+import threading
 import time
 
 
@@ -103,6 +104,10 @@ class Cluster:
         self.psql("postgres", 'CREATE DATABASE "%s"' % db)
 
     def drop_db(self, db):
+        with _sessions_lock:
+            sess = _sessions.pop((self.dir, db), None)
+        if sess is not None:
+            sess.close()
         self.psql("postgres", 'DROP DATABASE IF EXISTS "%s" WITH (FORCE)'
                   % db)
 
@@ -110,12 +115,79 @@ class Cluster:
         """Rows of a query as tuples (types kept through JSON)."""
         s = sql.strip().rstrip(";")
         if not s.lower().startswith(("select", "with", "values")):
-            self.psql(db, s)
+            self.session(db).run(s)
             return []
-        out = self.psql(db, "SELECT row_to_json(q)::text FROM (%s) q" % s)
+        out = self.session(db).run("SELECT row_to_json(q)::text FROM (%s) q"
+                                   % s)
         return [tuple(v for _, v in json.loads(
             line, object_pairs_hook=lambda p: p))
-            for line in out.splitlines() if line]
+            for line in out if line]
+
+    def session(self, db):
+        """One psql per database for the tests' queries (a psql per query
+        made the PostgreSQL pass of the suites several times slower)."""
+        with _sessions_lock:
+            key = (self.dir, db)
+            if key not in _sessions:
+                _sessions[key] = _Session(self, db)
+            return _sessions[key]
+
+
+_sessions = {}
+_sessions_lock = threading.Lock()
+_END = "__gcrelay_tests_end__"
+
+
+class _Session:
+    """A psql reading statements from a pipe; each statement commits on
+    its own.  Started again when the server dropped it (a restart, a
+    dropped database), and the statement sent again once."""
+
+    def __init__(self, cluster, db):
+        self.cluster, self.db = cluster, db
+        self.lock = threading.Lock()
+        self.p = None
+
+    def _start(self):
+        self.p = subprocess.Popen(
+            ["psql", "-X", "-q", "-v", "ON_ERROR_STOP=0", "-h",
+             self.cluster.dir, "-U", "postgres", "-d", self.db, "-At"],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT, text=True, bufsize=1)
+
+    def _once(self, sql):
+        if self.p is None or self.p.poll() is not None:
+            self._start()
+        self.p.stdin.write("%s;\n\\echo %s\n" % (sql, _END))
+        self.p.stdin.flush()
+        out, err = [], []
+        for line in self.p.stdout:
+            line = line.rstrip("\n")
+            if line == _END:
+                return out, err
+            if line.startswith(("psql:", "ERROR:", "FATAL:")):
+                err.append(line)
+            else:
+                out.append(line)
+        raise BrokenPipeError("psql ended: %s" % " ".join(out + err))
+
+    def close(self):
+        with self.lock:
+            if self.p is not None:
+                self.p.stdin.close()
+                self.p.wait(10)
+                self.p = None
+
+    def run(self, sql):
+        with self.lock:
+            try:
+                out, err = self._once(sql)
+            except (BrokenPipeError, OSError):
+                self.p = None
+                out, err = self._once(sql)
+        if err:
+            raise RuntimeError("psql: %s: %s" % (sql[:200], " ".join(err)))
+        return out
 
 
 def literal(v):

@@ -4,10 +4,13 @@ connection is re-established on its own.  Runs in the runner's PostgreSQL
 pass only (it stops the shared throwaway cluster for a moment)."""
 
 import os
+import sys
+import threading
 import time
 import unittest
 
 from stack import Stack, sample_event
+from test_twohost import awards_by_token, post_load, triggers_by_token
 
 
 class DatabaseRestart(unittest.TestCase):
@@ -67,6 +70,88 @@ class DatabaseRestart(unittest.TestCase):
                 what="every accepted event delivered")
         finally:
             s.close()
+
+
+class DatabaseRestartUnderLoad(unittest.TestCase):
+    """PostgreSQL restarted while events keep arriving and being delivered
+    (at intake and by the dispatcher): every event answered 2xx is
+    delivered once, every one answered 503 is not recorded."""
+
+    def test_restart_under_load(self):
+        # budget_ms 2000: a lease lost with the connection expires in 17 s.
+        s = Stack(workers=3, budget_ms=2000,
+                  retry_schedule="[%s]" % ", ".join(["1"] * 30))
+        try:
+            self.run_restart(s)
+        finally:
+            s.close()
+
+    def run_restart(self, s):
+        s.put_brand("acme", {"name": "Acme", "emarsys": {
+            "client_id": "demo_client", "client_secret": "demo_secret"},
+            "yotpo": {"guid": "demo_guid", "api_key": "demo_api_key",
+                      "max_rps": 100}})
+        s.yotpo.config({"rate_limit_per_s": 1000})
+        r = s.post_event(sample_event("consent_intent"))
+        self.assertEqual(r.status, 200, r)
+        # Replies slow enough that calls are in flight at the restart.
+        s.emarsys.fault("delay", ms=150, method="POST",
+                        path_prefix="/api/v3/event/", count=-1)
+        s.yotpo.fault("delay", ms=150, method="POST",
+                      path_prefix="/api/v2/actions", count=-1)
+        events = [sample_event("offer_claimed") for _ in range(600)]
+        answers = [None] * len(events)
+        stop = threading.Event()
+        ts = post_load(s, events, 4, answers, stop, backoff=0.2)
+        try:
+            s.wait(lambda: sum(1 for x in answers if x) >= 20, timeout=30,
+                   what="load running")
+            before = sum(1 for x in answers if x)
+            t0 = time.monotonic()
+            s.pg.stop()
+            s.pg.start()
+            restarted = time.monotonic() - t0
+            # The load goes on until 30 events more were answered 2xx.
+            s.wait(lambda: sum(1 for x in answers[before:] if x and
+                               x[1] in (200, 202)) >= 30, timeout=60,
+                   what="2xx answers again after the restart")
+        except AssertionError:
+            raise AssertionError("answers after the restart: %r\nlog:\n%s"
+                                 % (answers[before:before + 40],
+                                    s.log()[-5000:]))
+        finally:
+            stop.set()
+            for t in ts:
+                t.join(120)
+        done = [(x, e) for x, e in zip(answers, events) if x is not None]
+        statuses = {}
+        for (_, st), _ in done:
+            statuses[st] = statuses.get(st, 0) + 1
+        sys.stderr.write("restart took %.1f s; answers %r\n"
+                         % (restarted, statuses))
+        self.assertEqual(set(statuses) - {200, 202, 503}, set(),
+                         statuses)
+        ok = [(w, e) for (w, st), e in done if st in (200, 202)]
+        refused = [w for (w, st), _ in done if st == 503]
+        t1 = time.monotonic()
+        s.wait(lambda: s.query(
+            "SELECT count(*) FROM deliveries WHERE status NOT IN "
+            "('delivered', 'skipped')") == [(0,)], timeout=17 + 30,
+            interval=0.2, what="every accepted event delivered")
+        sys.stderr.write("all delivered %.1f s after the load ended\n"
+                         % (time.monotonic() - t1))
+        recorded = {w for w, in s.query("SELECT id FROM events")}
+        self.assertEqual([w for w, _ in ok if w not in recorded], [])
+        self.assertEqual([w for w in refused if w in recorded], [])
+        time.sleep(0.5)
+        trig, awards = triggers_by_token(s), awards_by_token(s)
+        tokens = [e["token"] for _, e in ok]
+        self.assertEqual({t: trig.get(t) for t in tokens},
+                         {t: 1 for t in tokens})
+        self.assertEqual({t: awards.get(t) for t in tokens},
+                         {t: 1 for t in tokens})
+        self.assertEqual([t for t, n in trig.items() if n > 1], [])
+        self.assertEqual([t for t, n in awards.items() if n > 1], [])
 
 
 if __name__ == "__main__":
