@@ -252,8 +252,8 @@ class PgBench:
         if self.stack.STORE != "sqlite":
             print("WARNING: GCRELAY_STORE=%s: the baselines are not SQLite"
                   % self.stack.STORE)
-        print("PostgreSQL cluster in %s: %s; one bench query (psql "
-              "session) = %.1f transaction(s)%s" % (
+        print("PostgreSQL cluster in %s: %s; one bench query (its "
+              "psql) = %.1f transaction(s)%s" % (
             c.dir, c.settings(), self.session_xacts,
             "" if BenchCluster.fsync else
             "  -- NOT durable: figures labelled [fsync OFF]"), flush=True)
