@@ -186,6 +186,13 @@ run_give_up(struct run *r, const char *why, int64_t defer_at)
 }
 
 /*
+ * The clients hold an account at most an hour after a 429 (a remote's
+ * reset is capped there): a stored hold further off was written before
+ * the wall clock stepped back, and is not waited for.
+ */
+#define STORED_HOLD_MAX_MS ((3600 + 60) * 1000LL)
+
+/*
  * Until when the job's account may not be called (0: now): a 429's
  * shared hold and, in the dispatcher, an open circuit.
  */
@@ -200,7 +207,8 @@ run_blocked_until(struct engine *eng, const struct run *r, int64_t now)
 	 */
 	if (store_shared_hosts(eng->st) &&
 	    store_hold_get(eng->st, r->account, &other) == GC_OK &&
-	    (other = job_mono_at(&r->job, other)) > until) {
+	    (other = job_mono_at(&r->job, other)) > until &&
+	    other - now <= STORED_HOLD_MAX_MS) {
 		limits_hold(r->account, other);
 		until = other;
 	}
