@@ -454,11 +454,15 @@ class PaceAcrossHosts(unittest.TestCase):
         a.wait(lambda: settled(a), timeout=40, what="every delivery")
         calls = sorted(q["mono"] for q in a.emarsys.requests()
                        if q["path"].startswith("/api/v3/"))
-        self.assertGreaterEqual(len(calls), 4, calls)
+        self.assertGreaterEqual(len(calls), 7, calls)
         # One every 550 ms between them (each host alone would send one
         # every 550 ms, 275 ms together).  A call that left late shortens
         # the next gap, so look at the mean and at spans of two gaps
         # (1.1 s, less what a loaded machine delays a call).
+        # A host paces an account only once a reply of its own told it
+        # the limit, and the other host's dispatcher may have delivered
+        # its warm-up event (LISTEN/NOTIFY): leave its first calls out.
+        calls = calls[3:]
         mean = (calls[-1] - calls[0]) / (len(calls) - 1)
         spans = [round(z - x, 3) for x, z in zip(calls, calls[2:])]
         self.assertGreaterEqual(mean, 0.5, spans)
