@@ -433,14 +433,25 @@ brand_load(struct store *st, const uint8_t key[CRYPTO_KEY_LEN],
            const char *slug, struct brand *b)
 {
 	char *text = NULL;
-	json_t *doc, *sec;
 	enum gc_err err;
 
 	memset(b, 0, sizeof(*b));
 	if ((err = store_brand_get(st, slug, &text)) != GC_OK)
 		return err;
-	doc = json_loads(text, 0, NULL);
+	err = brand_from_doc(key, slug, text, b);
 	free(text);
+	return err;
+}
+
+/* See brand.h. */
+enum gc_err
+brand_from_doc(const uint8_t key[CRYPTO_KEY_LEN], const char *slug,
+               const char *text, struct brand *b)
+{
+	json_t *doc = json_loads(text, 0, NULL), *sec;
+	enum gc_err err = GC_OK;
+
+	memset(b, 0, sizeof(*b));
 	if (doc == NULL)
 		return GC_ESTORE;
 	b->slug = strdup(slug);

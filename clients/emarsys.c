@@ -432,11 +432,23 @@ em_cached_ids(struct job *j)
 {
 	struct em_state *s = j->state;
 	const struct dest_env *e = j->env;
+	struct em_id ids[4];
+	size_t n = 0;
+	int sms = s->want_sms && s->sms_id[0] == '\0';
 
-	if (s->want_sms && s->sms_id[0] == '\0' &&
-	    e->id_get(e->ctx, s->scope, "field", SMS_FIELD_NAME, s->sms_id) ==
-	        GC_OK &&
-	    strncmp(s->sms_id, NO_SUCH_FIELD, 4) == 0) {
+	/* Every id still unknown, in one look-up. */
+	if (sms)
+		ids[n++] = (struct em_id){"field", SMS_FIELD_NAME, s->sms_id};
+	for (int i = 0; i < s->nvf; i++)
+		if (s->vf[i].id[0] == '\0')
+			ids[n++] =
+			    (struct em_id){"field", s->vf[i].name, s->vf[i].id};
+	if (s->ev_id[0] == '\0')
+		ids[n++] = (struct em_id){"event", s->ev_name, s->ev_id};
+	/* On a failure the ids it filled are still good; the rest unknown. */
+	if (n > 0)
+		(void)e->ids_get(e->ctx, s->scope, ids, n);
+	if (sms && strncmp(s->sms_id, NO_SUCH_FIELD, 4) == 0) {
 		/* "none:<when>"; a bare "none" counts as long ago. */
 		long long when =
 		    s->sms_id[4] == ':' ? strtoll(s->sms_id + 5, NULL, 10) : 0;
@@ -445,12 +457,6 @@ em_cached_ids(struct job *j)
 		else
 			s->sms_id[0] = '\0'; /* list the fields again */
 	}
-	for (int i = 0; i < s->nvf; i++)
-		if (s->vf[i].id[0] == '\0')
-			e->id_get(e->ctx, s->scope, "field", s->vf[i].name,
-			          s->vf[i].id);
-	if (s->ev_id[0] == '\0')
-		e->id_get(e->ctx, s->scope, "event", s->ev_name, s->ev_id);
 }
 
 static enum job_next

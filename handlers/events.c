@@ -113,7 +113,7 @@ events_brand(struct request *req, const struct gc_event *ev, struct brand *b)
 }
 
 /*
- * Answer 503 when the store would not keep the event (store_health), or
+ * Answer 503 when the store would not keep the event (store_usable), or
  * once recorded did not keep it (store_kept), so the sender retries; 0
  * when it is healthy.
  */
@@ -122,7 +122,7 @@ events_store_down(struct request *req, int recorded)
 {
 	char why[256], detail[400];
 
-	if ((recorded ? store_kept : store_health)(req->st, why, sizeof(why)) ==
+	if ((recorded ? store_kept : store_usable)(req->st, why, sizeof(why)) ==
 	    GC_OK)
 		return 0;
 	snprintf(detail, sizeof(detail),

@@ -65,6 +65,9 @@ json_t *brand_doc_public(const json_t *sealed,
  */
 enum gc_err brand_load(struct store *st, const uint8_t key[CRYPTO_KEY_LEN],
                        const char *slug, struct brand *b);
+/* brand_load from the stored document text, read already. */
+enum gc_err brand_from_doc(const uint8_t key[CRYPTO_KEY_LEN], const char *slug,
+                           const char *text, struct brand *b);
 void brand_fini(struct brand *b);
 
 /*

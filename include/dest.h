@@ -111,10 +111,13 @@ struct dest_env {
 	enum gc_err (*token_unlease)(void *ctx, const char *brand,
 	                             const char *client_id, const char *owner);
 
-	/* Emarsys field and event ids by name (store_em_id_get, _put,
-	 * _forget); GC_ENOTFOUND when not cached. */
-	enum gc_err (*id_get)(void *ctx, const char *scope, const char *kind,
-	                      const char *name, char out[32]);
+	/*
+	 * Emarsys field and event ids by name (store_em_ids_get, _id_put,
+	 * _id_forget): ids_get fills the out of each of ids[] cached for
+	 * scope, in one look-up, and leaves the others as they were.
+	 */
+	enum gc_err (*ids_get)(void *ctx, const char *scope, struct em_id *ids,
+	                       size_t n);
 	enum gc_err (*id_put)(void *ctx, const char *scope, const char *kind,
 	                      const char *name, const char *id);
 	enum gc_err (*id_forget)(void *ctx, const char *scope,

@@ -75,6 +75,13 @@ enum gc_err store_shared_init(void);
  * gcrelay restarts).
  */
 enum gc_err store_health(struct store *st, char *why, size_t whysz);
+/*
+ * store_health for a caller about to use the store (intake before it
+ * records, the dispatcher before it claims): on PostgreSQL it does not
+ * ask the server a query, as the caller's own statement fails if the
+ * server is gone (the connection is still checked and re-established).
+ */
+enum gc_err store_usable(struct store *st, char *why, size_t whysz);
 
 /*
  * Whether a write this process committed is still in the store, for
@@ -153,11 +160,14 @@ enum gc_err store_event_outcome(struct store *st, const char *id, json_t **out,
                                 int *final_ok);
 
 /*
- * Stored brand and normalised body of an event (caller frees each), and
- * when it was received.  GC_ENOTFOUND when unknown or the body was purged.
+ * Stored brand and normalised body of an event (caller frees each), when
+ * it was received, and the brand's document as store_brand_get gives it
+ * (NULL when the brand is no longer configured), in one query.
+ * GC_ENOTFOUND when unknown or the body was purged.
  */
 enum gc_err store_event_body(struct store *st, const char *id, char **brand,
-                             char **body, int64_t *received_ms);
+                             char **body, int64_t *received_ms,
+                             char **brand_doc);
 
 /* How many runs a delivery has had (for the retry schedule). */
 enum gc_err store_delivery_attempts(struct store *st, const char *event_id,
@@ -274,10 +284,17 @@ enum gc_err store_checkpoint(struct store *st);
 
 /* ---- Emarsys id and token caches (store_remote.c) ---- */
 
-/* Cached remote id of a field or event by name within scope (brand and
- * client id) into out; GC_ENOTFOUND when not cached. */
-enum gc_err store_em_id_get(struct store *st, const char *scope,
-                            const char *kind, const char *name, char out[32]);
+/* An Emarsys id wanted by kind ("field", "event") and name. */
+struct em_id {
+	const char *kind, *name;
+	char *out; /* 32 bytes: filled when the id is cached */
+};
+/*
+ * The cached remote ids of ids[] within scope (brand and client id), in
+ * one query: each one's out filled when cached, else left as it was.
+ */
+enum gc_err store_em_ids_get(struct store *st, const char *scope,
+                             struct em_id *ids, size_t n);
 /* Cache an id (replacing any); GC_ESTORE on failure. */
 enum gc_err store_em_id_put(struct store *st, const char *scope,
                             const char *kind, const char *name, const char *id);
@@ -404,9 +421,14 @@ enum gc_err store_pace_slot(struct store *st, const char *key,
  * here.
  */
 int store_shared_hosts(struct store *st);
-/* Until when a 429 holds account back (0: no hold recorded). */
-enum gc_err store_hold_get(struct store *st, const char *account,
-                           int64_t *until_ms);
+/*
+ * Every hold a 429 put on an account that lasts beyond now_ms: each(arg,
+ * account, until_ms) per account.
+ */
+enum gc_err store_holds_ahead(struct store *st, int64_t now_ms,
+                              void (*each)(void *arg, const char *account,
+                                           int64_t until_ms),
+                              void *arg);
 /* Hold account until until_ms (a later hold wins). */
 enum gc_err store_hold_put(struct store *st, const char *account,
                            int64_t until_ms);

@@ -251,12 +251,11 @@ env_token_unlease(void *ctx, const char *brand, const char *client_id,
 }
 
 static enum gc_err
-env_id_get(void *ctx, const char *scope, const char *kind, const char *name,
-           char out[32])
+env_ids_get(void *ctx, const char *scope, struct em_id *ids, size_t n)
 {
 	struct env_ctx *c = ctx;
 
-	return store_em_id_get(c->st, scope, kind, name, out);
+	return store_em_ids_get(c->st, scope, ids, n);
 }
 
 static enum gc_err
@@ -291,7 +290,7 @@ caches_env_init(struct dest_env *env)
 	env->token_forget = env_token_forget;
 	env->token_lease = env_token_lease;
 	env->token_unlease = env_token_unlease;
-	env->id_get = env_id_get;
+	env->ids_get = env_ids_get;
 	env->id_put = env_id_put;
 	env->id_forget = env_id_forget;
 }

@@ -88,7 +88,7 @@ dispatcher_main(const struct app_config *cfg)
 		 * unusable store: claim nothing, look again in a second.
 		 */
 		if (!worker_stop && (woken || mono_ms() >= next_look))
-			next_look = store_health(st, why, sizeof(why)) == GC_OK
+			next_look = store_usable(st, why, sizeof(why)) == GC_OK
 			                ? dispatcher_fill(eng, cfg)
 			                : mono_ms() + 1000;
 		long wait = (long)(next_look - mono_ms());

@@ -512,13 +512,13 @@ engine_cannot_run(struct engine *eng, const char *id,
 static int
 erun_load(struct engine *eng, struct erun *er, const int want[M_DEST__MAX])
 {
-	char *brand = NULL, *body = NULL;
+	char *brand = NULL, *body = NULL, *doc = NULL;
 	json_t *obj = NULL;
 	enum gc_err err;
 	int ok = 0;
 
 	if ((err = store_event_body(eng->st, er->id, &brand, &body,
-	                            &er->received_ms)) != GC_OK)
+	                            &er->received_ms, &doc)) != GC_OK)
 		engine_cannot_run(eng, er->id, want, &er->lease,
 		                  err == GC_ENOTFOUND ? "dead" : NULL,
 		                  err == GC_ENOTFOUND
@@ -528,8 +528,10 @@ erun_load(struct engine *eng, struct erun *er, const int want[M_DEST__MAX])
 	         event_from_json(obj, &er->ev_own) != GC_OK)
 		engine_cannot_run(eng, er->id, want, &er->lease, "failed",
 		                  "stored event is unreadable");
-	else if ((err = brand_load(eng->st, eng->cfg->secrets_key, brand,
-	                           &er->b_own)) != GC_OK)
+	else if ((err = doc == NULL
+	                    ? GC_ENOTFOUND
+	                    : brand_from_doc(eng->cfg->secrets_key, brand, doc,
+	                                     &er->b_own)) != GC_OK)
 		engine_cannot_run(
 		    eng, er->id, want, &er->lease,
 		    err == GC_ESTORE ? NULL : "failed",
@@ -547,6 +549,7 @@ erun_load(struct engine *eng, struct erun *er, const int want[M_DEST__MAX])
 	json_decref(obj);
 	free(brand);
 	free(body);
+	free(doc);
 	return ok ? 0 : -1;
 }
 

@@ -100,7 +100,8 @@ struct engine {
 	int dispatcher;        /* this process is a dispatcher */
 	struct batch *batches; /* open or on the wire */
 	int nbatches;
-	int parked; /* jobs waiting in batches */
+	int parked;            /* jobs waiting in batches */
+	int64_t holds_read_at; /* monotonic: other hosts' holds last read */
 };
 
 /* engine.c */

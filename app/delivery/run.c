@@ -193,25 +193,49 @@ run_give_up(struct run *r, const char *why, int64_t defer_at)
 #define STORED_HOLD_MAX_MS ((3600 + 60) * 1000LL)
 
 /*
+ * Other hosts' holds (PostgreSQL) are read at most this often, all at
+ * once, into this host's (delivery_limits.h): a 429 one host sees holds
+ * the others back within this long, at no store round trip per call.
+ */
+#define HOLDS_READ_EVERY_MS 250
+
+struct holds_seen {
+	int64_t now, wall_to_mono; /* monotonic now; wall + this: monotonic */
+};
+
+/* store_holds_ahead's callback: one stored hold, on the wall clock. */
+static void
+run_hold_seen(void *arg, const char *account, int64_t until_wall)
+{
+	const struct holds_seen *hs = arg;
+	int64_t until = until_wall + hs->wall_to_mono;
+
+	if (until - hs->now <= STORED_HOLD_MAX_MS)
+		limits_hold(account, until);
+}
+
+/*
  * Until when the job's account may not be called (0: now): a 429's
  * shared hold and, in the dispatcher, an open circuit.
  */
 int64_t
 run_blocked_until(struct engine *eng, const struct run *r, int64_t now)
 {
-	int64_t until = limits_hold_until(r->account), other;
+	struct holds_seen hs = {now, job_mono_at(&r->job, 0)};
+	int64_t until;
 
 	/*
-	 * A 429 another host saw holds this one too (PostgreSQL).  Stored
-	 * on the wall clock (each host's monotonic clock is its own).
+	 * A 429 another host saw holds this one too.  Stored on the wall
+	 * clock (each host's monotonic clock is its own).
 	 */
 	if (store_shared_hosts(eng->st) &&
-	    store_hold_get(eng->st, r->account, &other) == GC_OK &&
-	    (other = job_mono_at(&r->job, other)) > until &&
-	    other - now <= STORED_HOLD_MAX_MS) {
-		limits_hold(r->account, other);
-		until = other;
+	    (eng->holds_read_at == 0 ||
+	     now - eng->holds_read_at >= HOLDS_READ_EVERY_MS)) {
+		if (store_holds_ahead(eng->st, job_wall_at(&r->job, now),
+		                      run_hold_seen, &hs) == GC_OK)
+			eng->holds_read_at = now;
 	}
+	until = limits_hold_until(r->account);
 	if (eng->dispatcher &&
 	    limits_circuit(r->er->b->slug, r->job.dest, now) == CIRCUIT_OPEN) {
 		int64_t open = now + eng->cfg->circuit_open_ms / 4;

@@ -88,7 +88,7 @@ store_event_insert(struct store *st, const char *id, const char *brand,
 	int64_t now = store_now_ms();
 	struct db_stmt *s;
 
-	if (store_begin(st) != GC_OK)
+	if (store_begin_on(st, id) != GC_OK)
 		return GC_ESTORE;
 	if ((s = store_stmt(st, STMT_EVENT_INSERT)) == NULL)
 		goto fail;
@@ -166,22 +166,30 @@ store_event_outcome(struct store *st, const char *id, json_t **out,
                     int *final_ok)
 {
 	struct db_stmt *s;
-	json_t *dl;
+	json_t *dl = json_array();
 	char status[16] = "";
 	enum db_rc rc;
 
+	/* The event's status and its deliveries in one query. */
 	*out = NULL;
-	if ((s = store_stmt(st, STMT_EVENT_STATUS)) == NULL)
-		return GC_ESTORE;
+	if (dl == NULL || (s = store_stmt(st, STMT_EVENT_OUTCOME)) == NULL) {
+		json_decref(dl);
+		return dl == NULL ? GC_ENOMEM : GC_ESTORE;
+	}
 	store_bind_text(s, 1, id);
-	if ((rc = store_row(st, s)) == DB_ROW)
-		snprintf(status, sizeof(status), "%s", store_col(s, 0));
-	if (!store_end(st, s, rc, "event outcome"))
+	while ((rc = store_row(st, s)) == DB_ROW) {
+		snprintf(status, sizeof(status), "%s", store_col(s, 6));
+		if (!store_col_null(s, 0))
+			json_array_append_new(dl, delivery_json(s, 1));
+	}
+	if (!store_end(st, s, rc, "event outcome")) {
+		json_decref(dl);
 		return GC_ESTORE;
-	if (rc == DB_DONE)
+	}
+	if (status[0] == '\0') {
+		json_decref(dl);
 		return GC_ENOTFOUND;
-	if ((dl = deliveries_of(st, id, 1)) == NULL)
-		return GC_ESTORE;
+	}
 	*final_ok = strcmp(status, "delivered") == 0;
 	*out =
 	    json_pack("{s:s, s:s, s:o}", "id", id, "status",
@@ -192,12 +200,13 @@ store_event_outcome(struct store *st, const char *id, json_t **out,
 /* See store.h. */
 enum gc_err
 store_event_body(struct store *st, const char *id, char **brand, char **body,
-                 int64_t *received_ms)
+                 int64_t *received_ms, char **brand_doc)
 {
 	struct db_stmt *s;
 	enum db_rc rc;
+	int ok;
 
-	*brand = *body = NULL;
+	*brand = *body = *brand_doc = NULL;
 	*received_ms = 0;
 	if ((s = store_stmt(st, STMT_EVENT_BODY)) == NULL)
 		return GC_ESTORE;
@@ -206,16 +215,15 @@ store_event_body(struct store *st, const char *id, char **brand, char **body,
 		*brand = store_col_text(s, 0);
 		*received_ms = store_col_int(s, 1);
 		*body = store_col_text(s, 2);
+		*brand_doc = store_col_text(s, 3);
 	}
-	if (!store_end(st, s, rc, "event body"))
-		return GC_ESTORE;
-	if (rc == DB_DONE)
-		return GC_ENOTFOUND;
-	if (*brand == NULL || *body == NULL) {
+	ok = store_end(st, s, rc, "event body");
+	if (!ok || rc == DB_DONE || *brand == NULL || *body == NULL) {
 		free(*brand);
 		free(*body);
-		*brand = *body = NULL;
-		return GC_ENOTFOUND; /* purged */
+		free(*brand_doc);
+		*brand = *body = *brand_doc = NULL;
+		return ok ? GC_ENOTFOUND : GC_ESTORE; /* unknown or purged */
 	}
 	return GC_OK;
 }
@@ -258,8 +266,13 @@ enum gc_err
 store_deliveries_finish(struct store *st, struct delivery_result *r, size_t n)
 {
 	int64_t now = store_now_ms();
+	const char *key = n > 0 ? r[0].event_id : NULL;
 
-	if (store_begin(st) != GC_OK)
+	/* One event's results (as an erun's are): that event's key. */
+	for (size_t i = 1; i < n && key != NULL; i++)
+		if (strcmp(r[i].event_id, key) != 0)
+			key = NULL;
+	if (store_begin_on(st, key) != GC_OK)
 		return GC_ESTORE;
 	for (size_t i = 0; i < n; i++) {
 		if (!result_update(st, &r[i], now))
@@ -373,7 +386,7 @@ store_event_take(struct store *st, const char *event_id, int64_t now_ms,
 	int exists;
 
 	*taken = NULL;
-	if (store_begin(st) != GC_OK)
+	if (store_begin_on(st, event_id) != GC_OK)
 		return GC_ESTORE;
 	if ((exists = event_exists(st, event_id)) < 0)
 		goto fail;

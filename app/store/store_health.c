@@ -108,9 +108,12 @@ enum health {
 	HEALTH_SILENT, /* it does not answer a query */
 };
 
-/* What is wrong with the file or the connection, without recovering. */
+/*
+ * What is wrong with the file or the connection, without recovering;
+ * ask: whether to ask the database a query too.
+ */
 static enum health
-health_check(struct store *st, char *why, size_t whysz)
+health_check(struct store *st, char *why, size_t whysz, int ask)
 {
 	switch (st->ops->check(st->db, why, whysz)) {
 	case DB_HEALTH_OK:
@@ -126,7 +129,7 @@ health_check(struct store *st, char *why, size_t whysz)
 		             &shared->fault_code, __ATOMIC_RELAXED)));
 		return HEALTH_PROBE;
 	}
-	if (store_schema_version(st) < 0) {
+	if (ask && store_schema_version(st) < 0) {
 		snprintf(why, whysz, "database does not answer: %s",
 		         st->ops->errmsg(st->db));
 		return HEALTH_SILENT;
@@ -154,11 +157,11 @@ health_probe(struct store *st)
 		store_note_ok();
 }
 
-/* See store.h. */
-enum gc_err
-store_health(struct store *st, char *why, size_t whysz)
+/* store_health, asking the database a query when ask. */
+static enum gc_err
+health(struct store *st, char *why, size_t whysz, int ask)
 {
-	enum health h = health_check(st, why, whysz);
+	enum health h = health_check(st, why, whysz, ask);
 	int64_t now = health_mono_ms();
 
 	if (h != HEALTH_OK && h != HEALTH_WAIT &&
@@ -166,12 +169,12 @@ store_health(struct store *st, char *why, size_t whysz)
 		st->recover_ms = now;
 		if (h == HEALTH_REOPEN) {
 			health_reopen(st);
-			h = health_check(st, why, whysz);
+			h = health_check(st, why, whysz, ask);
 		}
 		/* Only on the file at the path: never on an unlinked one. */
 		if (h == HEALTH_PROBE) {
 			health_probe(st);
-			h = health_check(st, why, whysz);
+			h = health_check(st, why, whysz, ask);
 		}
 	}
 	if (h != HEALTH_OK && !st->unhealthy)
@@ -180,6 +183,25 @@ store_health(struct store *st, char *why, size_t whysz)
 		log_info("store: available again");
 	st->unhealthy = h != HEALTH_OK;
 	return h == HEALTH_OK ? GC_OK : GC_ESTORE;
+}
+
+/* See store.h. */
+enum gc_err
+store_health(struct store *st, char *why, size_t whysz)
+{
+	return health(st, why, whysz, 1);
+}
+
+/* See store.h. */
+enum gc_err
+store_usable(struct store *st, char *why, size_t whysz)
+{
+	/*
+	 * A database server refuses the caller's next statement when it is
+	 * gone: asking it first would be one more round trip per use.  A
+	 * file (SQLite) may take writes it will not keep: ask it.
+	 */
+	return health(st, why, whysz, !st->ops->durable_commits);
 }
 
 /* See store.h. */

@@ -19,7 +19,6 @@ enum stmt {
 	STMT_BEGIN,
 	STMT_COMMIT,
 	STMT_ROLLBACK,
-	STMT_WRITE_LOCK,
 	STMT_USER_VERSION,
 	/* brands (store.c) */
 	STMT_BRAND_EXISTS,
@@ -34,7 +33,7 @@ enum stmt {
 	STMT_EVENT_INSERT,
 	STMT_DELIVERY_INSERT,
 	STMT_EVENT_REFRESH,
-	STMT_EVENT_STATUS,
+	STMT_EVENT_OUTCOME,
 	STMT_EVENT_BODY,
 	STMT_EVENT_EXISTS,
 	STMT_EVENT_DETAIL,
@@ -47,6 +46,7 @@ enum stmt {
 	STMT_ATTEMPTS_OF,
 	STMT_CLAIM_SELECT,
 	STMT_CLAIM_ONE,
+	STMT_CLAIM_BATCH, /* PostgreSQL only */
 	STMT_OLDEST_DUE,
 	STMT_EVENT_TAKE,
 	STMT_BRAND_REQUEUE,
@@ -56,7 +56,7 @@ enum stmt {
 	STMT_PURGE_LEDGER,
 	STMT_PURGE_BODIES,
 	/* remote API state (store_remote.c) */
-	STMT_EM_ID_GET,
+	STMT_EM_IDS_OF,
 	STMT_EM_ID_PUT,
 	STMT_EM_ID_FORGET,
 	STMT_EM_TOKEN_GET,
@@ -68,13 +68,14 @@ enum stmt {
 	STMT_LEDGER_GET,
 	STMT_LEDGER_RECONCILE,
 	STMT_LEDGER_INSERT,
+	STMT_LEDGER_INSERT_NEW,
 	STMT_LEDGER_SET,
 	STMT_LEDGER_SENDING,
 	STMT_LEDGER_MISS,
 	STMT_LEDGER_RELEASE,
 	STMT_THROTTLE,
 	STMT_THROTTLE_PEEK,
-	STMT_HOLD_GET,
+	STMT_HOLDS_AHEAD,
 	STMT_HOLD_PUT,
 	STMT__MAX
 };
@@ -157,6 +158,13 @@ int store_col_null(struct db_stmt *s, int col);
  * ROLLBACK (only when one is open).
  */
 enum gc_err store_begin(struct store *st);
+/*
+ * Begin a write transaction that reads and writes only rows tied to key
+ * (an event's, one Yotpo ledger entry's) or rows it locks itself (FOR
+ * UPDATE SKIP LOCKED): on PostgreSQL it waits only for transactions on
+ * the same key and for store_begin's; on SQLite it is store_begin.
+ */
+enum gc_err store_begin_on(struct store *st, const char *key);
 enum gc_err store_commit(struct store *st);
 void store_rollback(struct store *st);
 

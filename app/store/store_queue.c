@@ -10,11 +10,10 @@
 #include "store.h"
 #include "store_priv.h"
 
-/* The claimed event for id in arr, added (with its own owner) if new. */
+/* The claimed event for id in arr, added (leased to owner) if new. */
 static json_t *
-claim_event(json_t *arr, const char *id, const struct lease *l)
+claim_event(json_t *arr, const char *id, const char *owner)
 {
-	char owner[sizeof(l->owner) + 16];
 	json_t *c;
 	size_t i;
 
@@ -22,13 +21,22 @@ claim_event(json_t *arr, const char *id, const struct lease *l)
 		if (strcmp(jsonutil_str(c, "id"), id) == 0)
 			return c;
 	}
-	/* One owner per event: two runs must never share a Yotpo claim. */
-	snprintf(owner, sizeof(owner), "%s.%zu", l->owner, i);
 	c = json_pack("{s:s, s:s, s:[], s:{}}", "id", id, "owner", owner,
 	              "destinations", "progress");
 	if (c == NULL || json_array_append_new(arr, c) != 0)
 		return NULL;
 	return c;
+}
+
+/* Add a leased delivery (dest, its progress or NULL) to its event c. */
+static void
+claim_add(json_t *c, const char *dest, const char *progress)
+{
+	json_array_append_new(json_object_get(c, "destinations"),
+	                      json_string(dest));
+	if (progress != NULL)
+		json_object_set_new(json_object_get(c, "progress"), dest,
+		                    json_string(progress));
 }
 
 /* Lease one due delivery to owner: 1 when taken, 0 when gone, -1 error. */
@@ -83,6 +91,7 @@ static enum gc_err
 claim_rows(struct store *st, json_t *rows, int64_t now_ms,
            const struct lease *l, int max_events, json_t *arr)
 {
+	char owner[sizeof(l->owner) + 16];
 	json_t *row, *c;
 	size_t i;
 	int got;
@@ -92,7 +101,10 @@ claim_rows(struct store *st, json_t *rows, int64_t now_ms,
 		const char *dest = json_string_value(json_array_get(row, 1));
 		if (id == NULL || dest == NULL)
 			continue;
-		if ((c = claim_event(arr, id, l)) == NULL)
+		/* One owner per event: two runs must never share a claim. */
+		snprintf(owner, sizeof(owner), "%s.%zu", l->owner,
+		         json_array_size(arr));
+		if ((c = claim_event(arr, id, owner)) == NULL)
 			return GC_ENOMEM;
 		if ((int)json_array_size(arr) > max_events) {
 			json_array_remove(arr, json_array_size(arr) - 1);
@@ -102,15 +114,43 @@ claim_rows(struct store *st, json_t *rows, int64_t now_ms,
 		                l->until_ms);
 		if (got < 0)
 			return GC_ESTORE;
-		if (!got)
-			continue;
-		json_array_append_new(json_object_get(c, "destinations"),
-		                      json_string(dest));
-		if (json_is_string(json_array_get(row, 2)))
-			json_object_set(json_object_get(c, "progress"), dest,
-			                json_array_get(row, 2));
+		if (got)
+			claim_add(c, dest,
+			          json_string_value(json_array_get(row, 2)));
 	}
 	return GC_OK;
+}
+
+/* PostgreSQL: select and lease in one statement (STMT_CLAIM_BATCH). */
+static enum gc_err
+claim_batch(struct store *st, int64_t now_ms, const struct lease *l,
+            int max_events, json_t *arr)
+{
+	struct db_stmt *s = store_stmt(st, STMT_CLAIM_BATCH);
+	enum gc_err err = GC_OK;
+	enum db_rc rc;
+	json_t *c;
+
+	if (s == NULL)
+		return GC_ESTORE;
+	store_bind_int(s, 1, l->until_ms);
+	store_bind_text(s, 2, l->owner);
+	store_bind_int(s, 3, now_ms);
+	store_bind_int(s, 4, (int64_t)max_events * 2);
+	store_bind_int(s, 5, max_events);
+	while ((rc = store_row(st, s)) == DB_ROW) {
+		if ((c = claim_event(arr, store_col(s, 0), store_col(s, 3))) ==
+		    NULL) {
+			err = GC_ENOMEM; /* rolled back: nothing leased */
+			rc = DB_DONE;
+			break;
+		}
+		claim_add(c, store_col(s, 1),
+		          store_col_null(s, 2) ? NULL : store_col(s, 2));
+	}
+	if (!store_end(st, s, rc, "claim batch"))
+		return GC_ESTORE;
+	return err;
 }
 
 /* See store.h. */
@@ -122,11 +162,14 @@ store_claim_batch(struct store *st, int64_t now_ms, const struct lease *l,
 	enum gc_err err = GC_ESTORE;
 
 	*claimed = NULL;
-	if (arr == NULL || store_begin(st) != GC_OK) {
+	/* Rows it locks itself (SKIP LOCKED), leased only when free. */
+	if (arr == NULL || store_begin_on(st, "claim") != GC_OK) {
 		json_decref(arr);
 		return arr == NULL ? GC_ENOMEM : GC_ESTORE;
 	}
-	if ((rows = claim_due_rows(st, now_ms, max_events)) != NULL)
+	if (store_shared_hosts(st))
+		err = claim_batch(st, now_ms, l, max_events, arr);
+	else if ((rows = claim_due_rows(st, now_ms, max_events)) != NULL)
 		err = claim_rows(st, rows, now_ms, l, max_events, arr);
 	json_decref(rows);
 	if (err != GC_OK || store_commit(st) != GC_OK) {

@@ -12,23 +12,21 @@
 
 /* See store.h. */
 enum gc_err
-store_em_id_get(struct store *st, const char *scope, const char *kind,
-                const char *name, char out[32])
+store_em_ids_get(struct store *st, const char *scope, struct em_id *ids,
+                 size_t n)
 {
 	struct db_stmt *s;
 	enum db_rc rc;
 
-	out[0] = '\0';
-	if ((s = store_stmt(st, STMT_EM_ID_GET)) == NULL)
+	if ((s = store_stmt(st, STMT_EM_IDS_OF)) == NULL)
 		return GC_ESTORE;
 	store_bind_text(s, 1, scope);
-	store_bind_text(s, 2, kind);
-	store_bind_text(s, 3, name);
-	if ((rc = store_row(st, s)) == DB_ROW)
-		snprintf(out, 32, "%s", store_col(s, 0));
-	if (!store_end(st, s, rc, "emarsys id"))
-		return GC_ESTORE;
-	return rc == DB_ROW ? GC_OK : GC_ENOTFOUND;
+	while ((rc = store_row(st, s)) == DB_ROW)
+		for (size_t i = 0; i < n; i++)
+			if (strcmp(ids[i].kind, store_col(s, 0)) == 0 &&
+			    strcmp(ids[i].name, store_col(s, 1)) == 0)
+				snprintf(ids[i].out, 32, "%s", store_col(s, 2));
+	return store_end(st, s, rc, "emarsys ids") ? GC_OK : GC_ESTORE;
 }
 
 /* See store.h. */
@@ -228,14 +226,15 @@ ledger_existing(struct store *st, struct db_stmt *row, const char *brand,
 	return GC_OK;
 }
 
+/* Insert the key's row as claimed (id: the plain or the new-only form). */
 static enum gc_err
-ledger_insert(struct store *st, const char *brand, const char *token,
-              const char *action, const char *event_id, const char *email,
-              int64_t now_ms, const struct lease *l)
+ledger_insert(struct store *st, enum stmt id, const char *brand,
+              const char *token, const char *action, const char *event_id,
+              const char *email, int64_t now_ms, const struct lease *l)
 {
 	struct db_stmt *s;
 
-	s = ledger_stmt(st, STMT_LEDGER_INSERT, brand, token, action);
+	s = ledger_stmt(st, id, brand, token, action);
 	if (s != NULL) {
 		store_bind_text(s, 4, event_id);
 		store_bind_text(s, 5, email);
@@ -244,6 +243,16 @@ ledger_insert(struct store *st, const char *brand, const char *token,
 		store_bind_int(s, 8, now_ms);
 	}
 	return store_step(st, s, "ledger insert") ? GC_OK : GC_ESTORE;
+}
+
+/* The key is claimed for event_id now. */
+static void
+ledger_claimed(enum ledger_claim *res, struct ledger_view *view,
+               const char *event_id, const char *email)
+{
+	*res = LEDGER_CLAIMED;
+	snprintf(view->event_id, sizeof(view->event_id), "%s", event_id);
+	snprintf(view->email, sizeof(view->email), "%s", email);
 }
 
 /* See store.h. */
@@ -256,9 +265,25 @@ store_ledger_claim(struct store *st, const char *brand, const char *token,
 	struct db_stmt *s;
 	enum gc_err err = GC_OK;
 	enum db_rc rc;
+	char key[512];
 
 	memset(view, 0, sizeof(*view));
-	if (store_begin(st) != GC_OK)
+	/*
+	 * A key never seen (the common case): its row inserted on its own,
+	 * which the primary key settles against any other claim.
+	 */
+	err = ledger_insert(st, STMT_LEDGER_INSERT_NEW, brand, token, action,
+	                    event_id, email, now_ms, l);
+	if (err != GC_OK)
+		return err;
+	if (store_changes(st) > 0) {
+		ledger_claimed(res, view, event_id, email);
+		return GC_OK;
+	}
+	/* Read, then insert or take over: one entry's transactions queue. */
+	snprintf(key, sizeof(key), "ledger\x1f%s\x1f%s\x1f%s", brand, token,
+	         action);
+	if (store_begin_on(st, key) != GC_OK)
 		return GC_ESTORE;
 	if ((s = ledger_stmt(st, STMT_LEDGER_GET, brand, token, action)) ==
 	    NULL)
@@ -269,12 +294,9 @@ store_ledger_claim(struct store *st, const char *brand, const char *token,
 	if (!store_end(st, s, rc, "ledger claim"))
 		goto fail;
 	if (rc == DB_DONE) {
-		err = ledger_insert(st, brand, token, action, event_id, email,
-		                    now_ms, l);
-		*res = LEDGER_CLAIMED;
-		snprintf(view->event_id, sizeof(view->event_id), "%s",
-		         event_id);
-		snprintf(view->email, sizeof(view->email), "%s", email);
+		err = ledger_insert(st, STMT_LEDGER_INSERT, brand, token,
+		                    action, event_id, email, now_ms, l);
+		ledger_claimed(res, view, event_id, email);
 	}
 	if (err != GC_OK || store_commit(st) != GC_OK)
 		goto fail;
@@ -430,18 +452,20 @@ store_shared_hosts(struct store *st)
 
 /* See store.h. */
 enum gc_err
-store_hold_get(struct store *st, const char *account, int64_t *until_ms)
+store_holds_ahead(struct store *st, int64_t now_ms,
+                  void (*each)(void *arg, const char *account,
+                               int64_t until_ms),
+                  void *arg)
 {
 	struct db_stmt *s;
 	enum db_rc rc;
 
-	*until_ms = 0;
-	if ((s = store_stmt(st, STMT_HOLD_GET)) == NULL)
+	if ((s = store_stmt(st, STMT_HOLDS_AHEAD)) == NULL)
 		return GC_ESTORE;
-	store_bind_text(s, 1, account);
-	if ((rc = store_row(st, s)) == DB_ROW)
-		*until_ms = store_col_int(s, 0);
-	return store_end(st, s, rc, "hold get") ? GC_OK : GC_ESTORE;
+	store_bind_int(s, 1, now_ms);
+	while ((rc = store_row(st, s)) == DB_ROW)
+		each(arg, store_col(s, 0), store_col_int(s, 1));
+	return store_end(st, s, rc, "holds ahead") ? GC_OK : GC_ESTORE;
 }
 
 /* See store.h. */

@@ -21,7 +21,6 @@ static const char *const stmts[] = {
     [STMT_BEGIN] = "BEGIN IMMEDIATE",
     [STMT_COMMIT] = "COMMIT",
     [STMT_ROLLBACK] = "ROLLBACK",
-    [STMT_WRITE_LOCK] = "",
     [STMT_USER_VERSION] = "PRAGMA user_version",
     [STMT_BRAND_EXISTS] = "SELECT 1 FROM brands WHERE slug = ?",
     [STMT_BRAND_PUT] = "INSERT INTO brands(slug, doc, created_at, "
@@ -50,9 +49,13 @@ static const char *const stmts[] = {
         " WHEN EXISTS (SELECT 1 FROM deliveries WHERE event_id = ?1"
         "  AND status IN ('failed','dead')) THEN 'failed'"
         " ELSE 'delivered' END WHERE id = ?1",
-    [STMT_EVENT_STATUS] = "SELECT status FROM events WHERE id = ?",
-    [STMT_EVENT_BODY] = "SELECT brand, received_at, body FROM events "
-                        "WHERE id = ?",
+    [STMT_EVENT_OUTCOME] =
+        "SELECT d.destination, d.status, d.reason, d.warning, d.attempts, "
+        "d.next_at, e.status FROM events e LEFT JOIN deliveries d ON "
+        "d.event_id = e.id WHERE e.id = ? ORDER BY d.destination",
+    [STMT_EVENT_BODY] = "SELECT e.brand, e.received_at, e.body, b.doc "
+                        "FROM events e LEFT JOIN brands b ON b.slug = "
+                        "e.brand WHERE e.id = ?",
     [STMT_EVENT_EXISTS] = "SELECT 1 FROM events WHERE id = ?",
     [STMT_EVENT_DETAIL] = "SELECT id, brand, kind, status, received_at, "
                           "body FROM events WHERE id = ?",
@@ -139,8 +142,8 @@ static const char *const stmts[] = {
     [STMT_PURGE_BODIES] = "UPDATE events SET body = NULL, purged = 1 WHERE "
                           "received_at < ?1 AND body IS NOT NULL AND "
                           "status != 'pending'",
-    [STMT_EM_ID_GET] = "SELECT remote_id FROM emarsys_ids "
-                       "WHERE brand = ? AND kind = ? AND name = ?",
+    [STMT_EM_IDS_OF] = "SELECT kind, name, remote_id FROM emarsys_ids "
+                       "WHERE brand = ?",
     [STMT_EM_ID_PUT] =
         "INSERT INTO emarsys_ids(brand, kind, name, remote_id, "
         "updated_at) VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT(brand, "
@@ -180,6 +183,11 @@ static const char *const stmts[] = {
         "event_id, reference, email, lease_until, lease_owner, "
         "updated_at) VALUES (?1, ?2, ?3, 'sending', ?4, ?2, ?5, ?6, ?7, "
         "?8)",
+    [STMT_LEDGER_INSERT_NEW] =
+        "INSERT INTO yotpo_ledger(brand, token, action, state, "
+        "event_id, reference, email, lease_until, lease_owner, "
+        "updated_at) VALUES (?1, ?2, ?3, 'sending', ?4, ?2, ?5, ?6, ?7, "
+        "?8) ON CONFLICT(brand, token, action) DO NOTHING",
     [STMT_LEDGER_SET] =
         "UPDATE yotpo_ledger SET state = ?4, sent_at = ?5, "
         "lease_until = 0, lease_owner = NULL, updated_at = ?6 WHERE "
@@ -204,7 +212,8 @@ static const char *const stmts[] = {
         "+ ?3 WHERE next_ms <= ?2 + ?4 OR next_ms > ?2 + ?5 "
         "RETURNING next_ms - ?3",
     [STMT_THROTTLE_PEEK] = "SELECT next_ms FROM throttle WHERE brand = ?",
-    [STMT_HOLD_GET] = "SELECT until_ms FROM account_holds WHERE account = ?",
+    [STMT_HOLDS_AHEAD] = "SELECT account, until_ms FROM account_holds "
+                         "WHERE until_ms > ?",
     [STMT_HOLD_PUT] = "INSERT INTO account_holds(account, until_ms) VALUES "
                       "(?1, ?2) ON CONFLICT(account) DO UPDATE SET "
                       "until_ms = ?2 WHERE account_holds.until_ms < ?2",
@@ -214,14 +223,12 @@ _Static_assert(sizeof(stmts) / sizeof(stmts[0]) == STMT__MAX,
 
 /*
  * PostgreSQL's own text where the dialects differ: no BEGIN IMMEDIATE
- * (a transaction advisory lock keeps SQLite's one writer at a time, on
- * every host), no rowid (events.seq), greatest() for the two-argument
- * max(), parameters whose type nothing around them decides, and claims
- * that skip the rows another host is claiming.
+ * (pg_begin below takes transaction advisory locks instead), no rowid
+ * (events.seq), greatest() for the two-argument max(), parameters whose type
+ * nothing around them decides, and claims that skip the rows another host is
+ * claiming.
  */
 static const char *const pg_stmts[STMT__MAX] = {
-    [STMT_BEGIN] = "BEGIN",
-    [STMT_WRITE_LOCK] = "SELECT pg_advisory_xact_lock(4741520)",
     [STMT_USER_VERSION] = "SELECT version FROM gcrelay_schema",
     [STMT_EVENTS_LIST] = "SELECT id, brand, kind, status, received_at, "
                          "seq FROM events WHERE ($1::text IS NULL OR "
@@ -234,11 +241,23 @@ static const char *const pg_stmts[STMT__MAX] = {
         "attempts = greatest(attempts - 1, 0), updated_at = $3, "
         "progress = coalesce($7, progress) WHERE event_id = $4 AND "
         "destination = $5 AND lease_owner = $6",
-    [STMT_CLAIM_SELECT] = "SELECT event_id, destination, progress "
-                          "FROM deliveries "
-                          "WHERE status IN ('pending','retrying') AND "
-                          "next_at <= $1 AND lease_until < $1 "
-                          "ORDER BY next_at LIMIT $2 FOR UPDATE SKIP LOCKED",
+    /*
+     * The due rows no other claim holds, locked; the earliest-due $5
+     * events of them numbered; those leased, each event to its own
+     * owner ($2.n), in one statement.
+     */
+    [STMT_CLAIM_BATCH] =
+        "UPDATE deliveries d SET lease_until = $1, lease_owner = $2::text "
+        "|| '.' || q.n, attempts = d.attempts + 1, updated_at = $3 FROM ("
+        "SELECT event_id, destination, dense_rank() OVER (ORDER BY "
+        "first_at, event_id) - 1 AS n FROM (SELECT event_id, "
+        "destination, min(next_at) OVER (PARTITION BY event_id) AS "
+        "first_at FROM (SELECT event_id, destination, next_at FROM "
+        "deliveries WHERE status IN ('pending','retrying') AND next_at "
+        "<= $3 AND lease_until < $3 ORDER BY next_at LIMIT $4 FOR "
+        "UPDATE SKIP LOCKED) due) w) q WHERE q.n < $5 AND d.event_id = "
+        "q.event_id AND d.destination = q.destination RETURNING "
+        "d.event_id, d.destination, d.progress, d.lease_owner",
     [STMT_THROTTLE] =
         "INSERT INTO throttle(brand, next_ms) VALUES ($1, $2::bigint + "
         "$3::bigint) ON CONFLICT(brand) DO UPDATE SET next_ms = "
@@ -464,18 +483,66 @@ store_txn(struct store *st, enum stmt id, const char *what)
 	return store_end(st, s, s->ops->step(s), what) ? GC_OK : GC_ESTORE;
 }
 
+/*
+ * PostgreSQL's transaction advisory locks for writes: one key for the
+ * whole store, and a key space whose keys are hashes of store_begin_on's
+ * keys (a collision only makes two transactions wait for each other).
+ */
+#define PG_STORE_LOCK 4741520
+#define PG_KEY_LOCKS  4741521
+
+/* FNV-1a, 31 bits: a non-negative int4 for pg_advisory_xact_lock. */
+static int
+lock_key_hash(const char *key)
+{
+	uint32_t h = 2166136261u;
+
+	for (const unsigned char *p = (const unsigned char *)key; *p; p++)
+		h = (h ^ *p) * 16777619u;
+	return (int)(h & 0x7fffffff);
+}
+
+/*
+ * PostgreSQL: BEGIN and its lock in one message (one round trip): the
+ * store's key alone, or shared with the key's own.
+ */
+static enum gc_err
+pg_begin(struct store *st, const char *key)
+{
+	char sql[160];
+
+	if (key == NULL)
+		snprintf(sql, sizeof(sql),
+		         "BEGIN; SELECT pg_advisory_xact_lock(%d)",
+		         PG_STORE_LOCK);
+	else
+		snprintf(sql, sizeof(sql),
+		         "BEGIN; SELECT pg_advisory_xact_lock_shared(%d), "
+		         "pg_advisory_xact_lock(%d, %d)",
+		         PG_STORE_LOCK, PG_KEY_LOCKS, lock_key_hash(key));
+	return store_exec(st, sql);
+}
+
+/* See store_priv.h. */
+enum gc_err
+store_begin_on(struct store *st, const char *key)
+{
+	enum gc_err err = st->ops->dialect == DB_PG
+	                      ? pg_begin(st, key)
+	                      : store_txn(st, STMT_BEGIN, "begin");
+
+	if (err != GC_OK)
+		store_rollback(st);
+	else
+		st->stats.begun++;
+	return err;
+}
+
 /* See store_priv.h. */
 enum gc_err
 store_begin(struct store *st)
 {
-	enum gc_err err = store_txn(st, STMT_BEGIN, "begin");
-
-	if (err == GC_OK &&
-	    (err = store_txn(st, STMT_WRITE_LOCK, "write lock")) != GC_OK)
-		store_rollback(st);
-	if (err == GC_OK)
-		st->stats.begun++;
-	return err;
+	return store_begin_on(st, NULL);
 }
 
 /* See store_priv.h. */

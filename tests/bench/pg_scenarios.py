@@ -23,9 +23,9 @@ fast) is printed beside when those ran.
               Round trips to the database per delivered event, from
               PostgreSQL's own statistics over the window from wrk's start
               until the canned upstream has been quiet for 1 s:
-              round trips (pg_stat_statements calls, plus BEGIN and
-              COMMIT/ROLLBACK: 2 per write-lock call, as PostgreSQL 15's
-              pg_stat_statements does not count gcrelay's prepared ones),
+              round trips (pg_stat_statements calls: gcrelay's BEGIN
+              and write lock go in one message, counted as two, and its
+              prepared COMMIT/ROLLBACK, one per lock, is not counted),
               transactions (pg_stat_database xact_commit + xact_rollback
               of the stack's database) and WAL flushes (pg_stat_wal, with
               track_wal_io_timing) / events fully delivered.
@@ -117,21 +117,18 @@ class Window:
         self.own = sum(n for q, n in self.calls.items() if OWN_QUERY in q)
         self.statements = sum(n for q, n in self.calls.items()
                               if OWN_QUERY not in q)
-        # gcrelay's BEGIN and COMMIT (or ROLLBACK) are prepared
-        # statements, which PostgreSQL 15's pg_stat_statements does not
-        # count; every one of its transactions takes the write lock once
-        # (store_begin), so they are 2 per lock call, added when missing.
+        # gcrelay sends BEGIN and its advisory lock(s) as one message
+        # (one round trip, two statements counted) and ends with a
+        # prepared COMMIT or ROLLBACK, which PostgreSQL 15's
+        # pg_stat_statements does not count: one of each per lock call,
+        # so the round trips are the statements counted.
         self.locks = sum(n for q, n in self.calls.items()
                          if "pg_advisory_xact_lock" in q)
-        self.txn_counted = any(q.lstrip().upper().startswith(("BEGIN",
-                                                               "COMMIT"))
-                               for q in self.calls)
-        self.round_trips = self.statements + (
-            0 if self.txn_counted else 2 * self.locks)
+        self.round_trips = self.statements
         self.own_xacts = int(round(self.own * session_xacts))
         self.xacts = b.xacts - a.xacts - self.own_xacts
 
-    def top(self, n=8):
+    def top(self, n=16):
         rows = sorted(((c, q) for q, c in self.calls.items()
                        if OWN_QUERY not in q), reverse=True)
         return rows[:n]
@@ -192,12 +189,12 @@ class PgMeter:
                                           w.locks / events),
                  "report; fewer is better", None)
         r.notes.append("round trips = statements counted by "
-                       "pg_stat_statements (%d)%s" % (
-                           w.statements, "" if w.txn_counted else
-                           " + 2 x the %d write-lock calls (gcrelay's "
-                           "BEGIN and COMMIT/ROLLBACK, prepared statements "
-                           "PostgreSQL 15's pg_stat_statements does not "
-                           "count)" % w.locks))
+                       "pg_stat_statements (%d): gcrelay's BEGIN goes with "
+                       "its write lock in one message (two statements, one "
+                       "round trip), and its COMMIT/ROLLBACK (%d, one per "
+                       "write lock) is a prepared statement PostgreSQL 15's "
+                       "pg_stat_statements does not count" % (
+                           w.statements, w.locks))
         r.figure("WAL flushes per " + what,
                  "%.2f, %.2f ms each on average (%d in the window; "
                  "pg_stat_wal, track_wal_io_timing)" % (
@@ -212,7 +209,7 @@ class PgMeter:
                        "autovacuum)" % (ix, irt))
         r.notes.append("bench's own queries in the window (subtracted): %d "
                        "statements, %d transactions" % (w.own, w.own_xacts))
-        r.notes.append("statements per %s by kind (top 8 of %d):" % (
+        r.notes.append("statements per %s by kind (top 16 of %d):" % (
             what, len(w.calls)))
         for n, q in w.top():
             r.notes.append("  %6.2f  %s" % (n / events, short(q)))

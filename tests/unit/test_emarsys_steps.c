@@ -38,6 +38,7 @@ struct fake {
 	} ids[MAX_IDS];
 	int nids;
 	int id_puts, id_forgets;
+	int id_lookups; /* ids_get calls */
 };
 
 static struct fake fk;
@@ -92,19 +93,18 @@ f_token_forget(void *ctx, const char *brand, const char *client_id,
 }
 
 static enum gc_err
-f_id_get(void *ctx, const char *scope, const char *kind, const char *name,
-         char out[32])
+f_ids_get(void *ctx, const char *scope, struct em_id *ids, size_t n)
 {
 	struct fake *f = ctx;
 
 	assert_string_equal(scope, SCOPE);
-	for (int i = 0; i < f->nids; i++)
-		if (strcmp(f->ids[i].kind, kind) == 0 &&
-		    strcmp(f->ids[i].name, name) == 0) {
-			snprintf(out, 32, "%s", f->ids[i].id);
-			return GC_OK;
-		}
-	return GC_ENOTFOUND;
+	f->id_lookups++;
+	for (size_t k = 0; k < n; k++)
+		for (int i = 0; i < f->nids; i++)
+			if (strcmp(f->ids[i].kind, ids[k].kind) == 0 &&
+			    strcmp(f->ids[i].name, ids[k].name) == 0)
+				snprintf(ids[k].out, 32, "%s", f->ids[i].id);
+	return GC_OK;
 }
 
 static enum gc_err
@@ -145,7 +145,7 @@ static const struct dest_env env = {
     .token_get = f_token_get,
     .token_put = f_token_put,
     .token_forget = f_token_forget,
-    .id_get = f_id_get,
+    .ids_get = f_ids_get,
     .id_put = f_id_put,
     .id_forget = f_id_forget,
 };
@@ -308,6 +308,8 @@ test_plan_cached(void **state)
 		/* Nothing fetched, so nothing taught to the caches. */
 		assert_int_equal(
 		    fk.puts + fk.forgets + fk.id_puts + fk.id_forgets, 0);
+		/* Every id the job needed, in one look-up. */
+		assert_int_equal(fk.id_lookups, 1);
 		j.ops->finish(&j);
 	}
 	json_decref(payload);

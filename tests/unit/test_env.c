@@ -173,6 +173,25 @@ test_token_lease(void **state)
 	                 GC_OK);
 }
 
+/*
+ * One id through env e's ids_get, or the store's when e is NULL: GC_OK
+ * when cached, else GC_ENOTFOUND.
+ */
+static enum gc_err
+id_get(struct dest_env *e, struct store *st, const char *scope,
+       const char *kind, const char *name, char out[32])
+{
+	struct em_id id = {kind, name, out};
+	enum gc_err err;
+
+	out[0] = '\0';
+	err = e != NULL ? e->ids_get(e->ctx, scope, &id, 1)
+	                : store_em_ids_get(st, scope, &id, 1);
+	if (err != GC_OK)
+		return err;
+	return out[0] != '\0' ? GC_OK : GC_ENOTFOUND;
+}
+
 static void
 test_ids(void **state)
 {
@@ -180,33 +199,45 @@ test_ids(void **state)
 	struct dest_env *a = f->a, *b = f->b;
 	char out[32];
 
-	assert_int_equal(a->id_get(a->ctx, SCOPE, "field", "f1", out),
+	assert_int_equal(id_get(a, NULL, SCOPE, "field", "f1", out),
 	                 GC_ENOTFOUND);
 	assert_int_equal(a->id_put(a->ctx, SCOPE, "field", "f1", "101"), GC_OK);
 	assert_int_equal(a->id_put(a->ctx, SCOPE, "event", "e1", "4001"),
 	                 GC_OK);
-	assert_int_equal(b->id_get(b->ctx, SCOPE, "field", "f1", out), GC_OK);
+	assert_int_equal(id_get(b, NULL, SCOPE, "field", "f1", out), GC_OK);
 	assert_string_equal(out, "101");
 	/* A put replaces, here and in the store. */
 	assert_int_equal(a->id_put(a->ctx, SCOPE, "field", "f1", "102"), GC_OK);
-	assert_int_equal(a->id_get(a->ctx, SCOPE, "field", "f1", out), GC_OK);
+	assert_int_equal(id_get(a, NULL, SCOPE, "field", "f1", out), GC_OK);
 	assert_string_equal(out, "102");
-	assert_int_equal(store_em_id_get(f->st, SCOPE, "field", "f1", out),
-	                 GC_OK);
+	assert_int_equal(id_get(NULL, f->st, SCOPE, "field", "f1", out), GC_OK);
 	assert_string_equal(out, "102");
 
 	/* a forgets the fields: gone for both; events stay. */
 	assert_int_equal(a->id_forget(a->ctx, SCOPE, "field"), GC_OK);
-	assert_int_equal(a->id_get(a->ctx, SCOPE, "field", "f1", out),
+	assert_int_equal(id_get(a, NULL, SCOPE, "field", "f1", out),
 	                 GC_ENOTFOUND);
-	assert_int_equal(store_em_id_get(f->st, SCOPE, "field", "f1", out),
+	assert_int_equal(id_get(NULL, f->st, SCOPE, "field", "f1", out),
 	                 GC_ENOTFOUND);
-	assert_int_equal(a->id_get(a->ctx, SCOPE, "event", "e1", out), GC_OK);
+	assert_int_equal(id_get(a, NULL, SCOPE, "event", "e1", out), GC_OK);
 	assert_string_equal(out, "4001");
-	assert_int_equal(b->id_get(b->ctx, SCOPE, "field", "f1", out),
+	assert_int_equal(id_get(b, NULL, SCOPE, "field", "f1", out),
 	                 GC_ENOTFOUND);
+	/* Several in one look-up: those cached filled, the rest left. */
+	{
+		char f1[32] = "", e1[32] = "", e2[32] = "keep";
+		struct em_id ids[] = {{"field", "f1", f1},
+		                      {"event", "e1", e1},
+		                      {"event", "e2", e2}};
+		assert_int_equal(a->id_put(a->ctx, SCOPE, "field", "f1", "103"),
+		                 GC_OK);
+		assert_int_equal(b->ids_get(b->ctx, SCOPE, ids, 3), GC_OK);
+		assert_string_equal(f1, "103");
+		assert_string_equal(e1, "4001");
+		assert_string_equal(e2, "keep");
+	}
 	/* Another scope is another account. */
-	assert_int_equal(a->id_get(a->ctx, "other:cid", "event", "e1", out),
+	assert_int_equal(id_get(a, NULL, "other:cid", "event", "e1", out),
 	                 GC_ENOTFOUND);
 }
 
