@@ -906,6 +906,10 @@ def main():
                     help="the PostgreSQL scenarios' cluster: fsync and "
                     "synchronous_commit (default on, as in production; "
                     "off labels every figure [fsync OFF])")
+    ap.add_argument("--dispatchers", type=int, default=None,
+                    help="delivery.dispatchers of the canned and "
+                    "PostgreSQL scenarios' stacks, on both backends "
+                    "(default: gcrelay's, 1); printed with the figures")
     ap.add_argument("--quick", action="store_true",
                     help="scale the canned scenarios' counts and caps down "
                     "(development)")
@@ -976,6 +980,9 @@ def main():
               a.build, a.workers, a.nginx_workers, a.threads, a.connections,
               a.duration, a.warmup, os.cpu_count(),
               " ".join("%.2f" % x for x in os.getloadavg())))
+    if a.dispatchers is not None:
+        print("delivery.dispatchers = %d in the canned and PostgreSQL "
+              "scenarios' stacks (both backends)" % a.dispatchers)
     if wrk_version:
         print(wrk_version[0].strip())
     cls = bench_stack_class()

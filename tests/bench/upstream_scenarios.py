@@ -227,6 +227,7 @@ class CannedBench:
                    reconcile_after_s=10, sync_budget_ms=SYNC_BUDGET_MS,
                    sync_workers=max(1, self.a.workers - 1),
                    circuit_open_s=5, concurrency=CONCURRENCY,
+                   dispatchers=self.a.dispatchers,
                    webhook_secrets=list(self.b.s.webhook_secrets))
         cfg.update(kw)
         s = self.cls(**cfg)

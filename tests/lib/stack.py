@@ -199,7 +199,8 @@ class Stack:
                  retry_schedule="[1, 1, 1]", reconcile_after_s=1,
                  http_timeout_ms=3000, base_dir=None, port=None,
                  sync_budget_ms=None, sync_workers=None, circuit_open_s=1,
-                 concurrency=64, peer=None, store=None, pg_db=None):
+                 concurrency=64, peer=None, store=None, pg_db=None,
+                 dispatchers=None):
         # peer: another Stack whose database (PostgreSQL) and simulators
         # this one shares: a second host of the same installation.
         # store: "sqlite" or "postgresql" (default: GCRELAY_STORE);
@@ -223,6 +224,7 @@ class Stack:
         self.sync_workers = workers if sync_workers is None else sync_workers
         self.circuit_open_s = circuit_open_s
         self.concurrency = concurrency
+        self.dispatchers = dispatchers  # None: gcrelay's default
         self.retry_schedule = retry_schedule
         self.reconcile_after_s = reconcile_after_s
         self.http_timeout_ms = http_timeout_ms
@@ -340,7 +342,8 @@ http = { connect_timeout_ms = 2000; timeout_ms = %(http_timeout)d;
          ca_file = "%(ca)s"; };
 delivery = { budget_ms = %(budget)d; retry_schedule = %(sched)s;
              sync_budget_ms = %(sync_budget)d; sync_workers = %(sync_workers)d;
-             circuit_open_s = %(circuit_open)d; concurrency = %(conc)d; };
+             circuit_open_s = %(circuit_open)d; concurrency = %(conc)d;
+             %(dispatchers)s};
 retrier = { interval_ms = 200; };
 emarsys = { token_url = "%(em)s/oauth2/token"; api_base = "%(em)s/api/v3/"; };
 yotpo = { api_base = "%(yo)s/api/v2"; reconcile_after_s = %(recon)d; };
@@ -357,6 +360,8 @@ yotpo = { api_base = "%(yo)s/api/v2"; reconcile_after_s = %(recon)d; };
             "sync_budget": self.sync_budget_ms,
             "sync_workers": self.sync_workers,
             "circuit_open": self.circuit_open_s, "conc": self.concurrency,
+            "dispatchers": "" if self.dispatchers is None else
+            "dispatchers = %d; " % self.dispatchers,
             "recon": self.reconcile_after_s,
             "http_timeout": self.http_timeout_ms,
             "extra": self.config_extra if extra is None else extra,
