@@ -224,7 +224,10 @@ enum gc_err store_attempt_add(struct store *st, const struct attempt *a);
  * first, counting a run for each, in one transaction.  Each event gets its
  * own owner (l->owner plus a suffix), all until l->until_ms.  *claimed is
  * an array of {"id","owner","destinations":[names],"progress":{name:
- * progress}} (new reference).
+ * progress}} (new reference).  Where the backend reads them in the same
+ * statement (PostgreSQL), each also has "stored": {"brand","received_ms",
+ * "body","doc"}, as store_event_body gives them (body and doc null when
+ * purged or gone).
  */
 enum gc_err store_claim_batch(struct store *st, int64_t now_ms,
                               const struct lease *l, int max_events,

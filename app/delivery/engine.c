@@ -508,17 +508,44 @@ engine_cannot_run(struct engine *eng, const char *id,
 	engine_store(eng, res, n);
 }
 
+/*
+ * A claimed event's brand, body and brand document (as store_event_body):
+ * from the claim when it read them (stored), else from the store.
+ */
+static enum gc_err
+erun_stored(struct engine *eng, struct erun *er, const json_t *stored,
+            char **brand, char **body, char **doc)
+{
+	const char *b = jsonutil_str(stored, "brand");
+	const char *t = jsonutil_str(stored, "body");
+	const char *d = jsonutil_str(stored, "doc");
+
+	if (stored == NULL)
+		return store_event_body(eng->st, er->id, brand, body,
+		                        &er->received_ms, doc);
+	if (b == NULL || t == NULL)
+		return GC_ENOTFOUND; /* purged */
+	er->received_ms =
+	    json_integer_value(json_object_get(stored, "received_ms"));
+	*brand = strdup(b);
+	*body = strdup(t);
+	*doc = d != NULL ? strdup(d) : NULL;
+	if (*brand == NULL || *body == NULL || (d != NULL && *doc == NULL))
+		return GC_ENOMEM;
+	return GC_OK;
+}
+
 /* Load a claimed event and its brand into er; 0 when it can run. */
 static int
-erun_load(struct engine *eng, struct erun *er, const int want[M_DEST__MAX])
+erun_load(struct engine *eng, struct erun *er, const json_t *stored,
+          const int want[M_DEST__MAX])
 {
 	char *brand = NULL, *body = NULL, *doc = NULL;
 	json_t *obj = NULL;
 	enum gc_err err;
 	int ok = 0;
 
-	if ((err = store_event_body(eng->st, er->id, &brand, &body,
-	                            &er->received_ms, &doc)) != GC_OK)
+	if ((err = erun_stored(eng, er, stored, &brand, &body, &doc)) != GC_OK)
 		engine_cannot_run(eng, er->id, want, &er->lease,
 		                  err == GC_ENOTFOUND ? "dead" : NULL,
 		                  err == GC_ENOTFOUND
@@ -582,7 +609,7 @@ engine_start_claimed(struct engine *eng, const json_t *c, int64_t until_ms)
 	er->lease.until_ms = until_ms;
 	engine_wanted(json_object_get(c, "destinations"), want);
 	er->progress = json_incref(json_object_get(c, "progress"));
-	if (erun_load(eng, er, want) != 0) {
+	if (erun_load(eng, er, json_object_get(c, "stored"), want) != 0) {
 		erun_free(er);
 		return;
 	}

@@ -140,7 +140,15 @@ claim_batch(struct store *st, int64_t now_ms, const struct lease *l,
 	store_bind_int(s, 5, max_events);
 	while ((rc = store_row(st, s)) == DB_ROW) {
 		if ((c = claim_event(arr, store_col(s, 0), store_col(s, 3))) ==
-		    NULL) {
+		        NULL ||
+		    (json_object_get(c, "stored") == NULL &&
+		     json_object_set_new(
+		         c, "stored",
+		         json_pack("{s:s, s:I, s:s?, s:s?}", "brand",
+		                   store_col(s, 4), "received_ms",
+		                   (json_int_t)store_col_int(s, 5), "body",
+		                   store_col(s, 6), "doc", store_col(s, 7))) !=
+		         0)) {
 			err = GC_ENOMEM; /* rolled back: nothing leased */
 			rc = DB_DONE;
 			break;

@@ -244,7 +244,8 @@ static const char *const pg_stmts[STMT__MAX] = {
     /*
      * The due rows no other claim holds, locked; the earliest-due $5
      * events of them numbered; those leased, each event to its own
-     * owner ($2.n), in one statement.
+     * owner ($2.n), and returned with the event's body and its brand's
+     * document, in one statement.
      */
     [STMT_CLAIM_BATCH] =
         "UPDATE deliveries d SET lease_until = $1, lease_owner = $2::text "
@@ -255,9 +256,11 @@ static const char *const pg_stmts[STMT__MAX] = {
         "first_at FROM (SELECT event_id, destination, next_at FROM "
         "deliveries WHERE status IN ('pending','retrying') AND next_at "
         "<= $3 AND lease_until < $3 ORDER BY next_at LIMIT $4 FOR "
-        "UPDATE SKIP LOCKED) due) w) q WHERE q.n < $5 AND d.event_id = "
-        "q.event_id AND d.destination = q.destination RETURNING "
-        "d.event_id, d.destination, d.progress, d.lease_owner",
+        "UPDATE SKIP LOCKED) due) w) q JOIN events e ON e.id = "
+        "q.event_id LEFT JOIN brands b ON b.slug = e.brand WHERE q.n < "
+        "$5 AND d.event_id = q.event_id AND d.destination = "
+        "q.destination RETURNING d.event_id, d.destination, d.progress, "
+        "d.lease_owner, e.brand, e.received_at, e.body, b.doc",
     [STMT_THROTTLE] =
         "INSERT INTO throttle(brand, next_ms) VALUES ($1, $2::bigint + "
         "$3::bigint) ON CONFLICT(brand) DO UPDATE SET next_ms = "

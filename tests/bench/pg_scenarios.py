@@ -454,8 +454,8 @@ class PgBench:
                            "hosts' gcrelay and nginx, PostgreSQL, the canned "
                            "upstream and wrk: it cannot show scaling; the "
                            "figure shows what a second host costs or gives "
-                           "when nothing is added but contention (the "
-                           "write lock, SKIP LOCKED claims)"
+                           "when nothing is added but contention "
+                           "(SKIP LOCKED claims, CPU)"
                            % os.cpu_count())
             meter.figures(r, all_done, "delivered event")
             r.notes.append("canned upstream: " + us.canned.summarize_calls(
