@@ -228,6 +228,49 @@ store_event_body(struct store *st, const char *id, char **brand, char **body,
 	return GC_OK;
 }
 
+/* Bind attempt a as row k (from 0) of an attempts insert. */
+static void
+attempt_bind(struct db_stmt *s, int k, const struct attempt *a)
+{
+	int p = k * 9;
+
+	store_bind_text(s, p + 1, a->event_id);
+	store_bind_text(s, p + 2, a->destination);
+	store_bind_int(s, p + 3, a->at_ms > 0 ? a->at_ms : store_now_ms());
+	store_bind_text(s, p + 4, a->step);
+	store_bind_text(s, p + 5, a->outcome);
+	store_bind_pos(s, p + 6, a->http_status);
+	store_bind_text(s, p + 7, a->reply_code);
+	store_bind_text(s, p + 8, a->excerpt);
+	store_bind_int(s, p + 9, a->latency_ms);
+}
+
+/* Insert atts[0..n), in order, up to ATTEMPT_ROWS_MAX per statement. */
+static enum gc_err
+attempts_add(struct store *st, const struct attempt *const *atts, size_t n)
+{
+	struct db_stmt *s;
+	size_t k;
+
+	for (; n > 0; atts += k, n -= k) {
+		k = n < ATTEMPT_ROWS_MAX ? n : ATTEMPT_ROWS_MAX;
+		if ((s = store_stmt(st, STMT_ATTEMPT_ADD + (int)k - 1)) == NULL)
+			return GC_ESTORE;
+		for (size_t i = 0; i < k; i++)
+			attempt_bind(s, (int)i, atts[i]);
+		if (!store_step(st, s, "attempts add"))
+			return GC_ESTORE;
+	}
+	return GC_OK;
+}
+
+/* See store.h. */
+enum gc_err
+store_attempt_add(struct store *st, const struct attempt *a)
+{
+	return attempts_add(st, &a, 1);
+}
+
 /* One result's update; 1 done (r->err set), 0 on a store failure. */
 static int
 result_update(struct store *st, struct delivery_result *r, int64_t now)
@@ -267,30 +310,44 @@ store_deliveries_finish(struct store *st, struct delivery_result *r, size_t n)
 {
 	int64_t now = store_now_ms();
 	const char *key = n > 0 ? r[0].event_id : NULL;
+	const struct attempt **atts = NULL;
+	size_t natts = 0;
 
 	/* One event's results (as an erun's are): that event's key. */
-	for (size_t i = 1; i < n && key != NULL; i++)
-		if (strcmp(r[i].event_id, key) != 0)
-			key = NULL;
-	if (store_begin_on(st, key) != GC_OK)
-		return GC_ESTORE;
 	for (size_t i = 0; i < n; i++) {
+		if (key != NULL && strcmp(r[i].event_id, key) != 0)
+			key = NULL;
+		natts += r[i].nattempts;
+	}
+	/* Every result's attempts, in order, inserted a few rows at once. */
+	if (natts > 0 && (atts = calloc(natts, sizeof(*atts))) == NULL)
+		return GC_ENOMEM;
+	natts = 0;
+	for (size_t i = 0; i < n; i++)
+		for (size_t k = 0; k < r[i].nattempts; k++)
+			atts[natts++] = r[i].attempts[k];
+	if (store_begin_on(st, key) != GC_OK) {
+		free(atts);
+		return GC_ESTORE;
+	}
+	for (size_t i = 0; i < n; i++)
 		if (!result_update(st, &r[i], now))
 			goto fail;
-		for (size_t k = 0; k < r[i].nattempts; k++)
-			if (store_attempt_add(st, r[i].attempts[k]) != GC_OK)
-				goto fail;
-		/* One status refresh per event (results come grouped). */
+	if (attempts_add(st, atts, natts) != GC_OK)
+		goto fail;
+	/* One status refresh per event (results come grouped). */
+	for (size_t i = 0; i < n; i++)
 		if ((i + 1 == n ||
 		     strcmp(r[i + 1].event_id, r[i].event_id) != 0) &&
 		    !event_refresh(st, r[i].event_id))
 			goto fail;
-	}
 	if (store_commit(st) != GC_OK)
 		goto fail;
+	free(atts);
 	return GC_OK;
 fail:
 	store_rollback(st);
+	free(atts);
 	return GC_ESTORE;
 }
 
@@ -312,26 +369,6 @@ store_delivery_attempts(struct store *st, const char *event_id,
 	if (!store_end(st, s, rc, "delivery runs"))
 		return GC_ESTORE;
 	return rc == DB_ROW ? GC_OK : GC_ENOTFOUND;
-}
-
-/* See store.h. */
-enum gc_err
-store_attempt_add(struct store *st, const struct attempt *a)
-{
-	struct db_stmt *s;
-
-	if ((s = store_stmt(st, STMT_ATTEMPT_ADD)) == NULL)
-		return GC_ESTORE;
-	store_bind_text(s, 1, a->event_id);
-	store_bind_text(s, 2, a->destination);
-	store_bind_int(s, 3, a->at_ms > 0 ? a->at_ms : store_now_ms());
-	store_bind_text(s, 4, a->step);
-	store_bind_text(s, 5, a->outcome);
-	store_bind_pos(s, 6, a->http_status);
-	store_bind_text(s, 7, a->reply_code);
-	store_bind_text(s, 8, a->excerpt);
-	store_bind_int(s, 9, a->latency_ms);
-	return store_step(st, s, "attempt add") ? GC_OK : GC_ESTORE;
 }
 
 /*

@@ -15,6 +15,9 @@
  * (store_sql.c).  Each is prepared on first use and kept until
  * store_close.
  */
+/* Attempts one statement inserts at most (STMT_ATTEMPT_ADD_4). */
+#define ATTEMPT_ROWS_MAX 4
+
 enum stmt {
 	STMT_BEGIN,
 	STMT_COMMIT,
@@ -42,7 +45,10 @@ enum stmt {
 	STMT_RESULT_FINISH,
 	STMT_RESULT_POSTPONE,
 	STMT_DELIVERY_RUNS,
-	STMT_ATTEMPT_ADD,
+	STMT_ATTEMPT_ADD, /* one row; then 2, 3 and ATTEMPT_ROWS_MAX rows */
+	STMT_ATTEMPT_ADD_2,
+	STMT_ATTEMPT_ADD_3,
+	STMT_ATTEMPT_ADD_4,
 	STMT_ATTEMPTS_OF,
 	STMT_CLAIM_SELECT,
 	STMT_CLAIM_ONE,

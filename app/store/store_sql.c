@@ -17,6 +17,12 @@
 #include "store.h"
 #include "store_priv.h"
 
+/* An attempts row (ATTEMPT_COLS values), for statements of 1 to 4 rows. */
+#define ATTEMPT_INSERT                                                         \
+	"INSERT INTO attempts(event_id, destination, at, step, outcome, "      \
+	"http_status, reply_code, excerpt, latency_ms) VALUES "
+#define ATTEMPT_ROW "(?, ?, ?, ?, ?, ?, ?, ?, ?)"
+
 static const char *const stmts[] = {
     [STMT_BEGIN] = "BEGIN IMMEDIATE",
     [STMT_COMMIT] = "COMMIT",
@@ -83,10 +89,12 @@ static const char *const stmts[] = {
         "lease_owner = ?6",
     [STMT_DELIVERY_RUNS] = "SELECT attempts FROM deliveries "
                            "WHERE event_id = ? AND destination = ?",
-    [STMT_ATTEMPT_ADD] =
-        "INSERT INTO attempts(event_id, destination, at, step, "
-        "outcome, http_status, reply_code, excerpt, latency_ms) "
-        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+    [STMT_ATTEMPT_ADD] = ATTEMPT_INSERT ATTEMPT_ROW,
+    [STMT_ATTEMPT_ADD_2] = ATTEMPT_INSERT ATTEMPT_ROW ", " ATTEMPT_ROW,
+    [STMT_ATTEMPT_ADD_3] =
+        ATTEMPT_INSERT ATTEMPT_ROW ", " ATTEMPT_ROW ", " ATTEMPT_ROW,
+    [STMT_ATTEMPT_ADD_4] = ATTEMPT_INSERT ATTEMPT_ROW
+    ", " ATTEMPT_ROW ", " ATTEMPT_ROW ", " ATTEMPT_ROW,
     [STMT_ATTEMPTS_OF] = "SELECT destination, at, step, outcome, http_status, "
                          "reply_code, excerpt, latency_ms FROM attempts "
                          "WHERE event_id = ? ORDER BY id",

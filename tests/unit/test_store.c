@@ -32,6 +32,7 @@ enum op {
 	OP_INSERT,      /* id, two deliveries: emarsys pending, yotpo arg */
 	OP_ATTEMPT,     /* id, destination arg */
 	OP_FINISH,      /* id, destination arg: delivered, with an attempt */
+	OP_FINISH_5,    /* the same with five attempts */
 	OP_CLAIM,       /* whatever is due, in one batch */
 	OP_OUTCOME,     /* id */
 	OP_SETTLED_NEW, /* id, every delivery skipped */
@@ -65,6 +66,8 @@ static const struct cost_row cost_rows[] = {
 	ROW(OP_FINISH, "e1", "yotpo",	GC_OK,		0, 3, 3, 1, 1, 0),
 	/* Lease gone: the update changes nothing; the attempt still counts. */
 	ROW(OP_FINISH, "e1", "yotpo",	GC_EEXISTS,	0, 3, 3, 1, 1, 0),
+	/* Five attempts: four rows in one statement (prepared now), one. */
+	ROW(OP_FINISH_5, "e1", "yotpo",	GC_EEXISTS,	1, 4, 4, 1, 1, 0),
 	/* e2's one pending delivery: select (a row, then done), lease it. */
 	ROW(OP_CLAIM, NULL, NULL,	GC_OK,		2, 2, 3, 1, 1, 0),
 	ROW(OP_CLAIM, NULL, NULL,	GC_OK,		0, 1, 1, 1, 1, 0),
@@ -135,7 +138,7 @@ run_op(struct store *st, const struct cost_row *r)
 	};
 	struct attempt a = {r->id, r->arg, "upsert", "ok", 200,
 	                    NULL,  NULL,   5,        0};
-	const struct attempt *atts[] = {&a};
+	const struct attempt *atts[] = {&a, &a, &a, &a, &a};
 	struct delivery_result res = {
 	    .event_id = r->id,
 	    .destination = r->arg,
@@ -160,6 +163,9 @@ run_op(struct store *st, const struct cost_row *r)
 	case OP_ATTEMPT:
 		err = store_attempt_add(st, &a);
 		break;
+	case OP_FINISH_5:
+		res.nattempts = 5;
+		/* FALLTHROUGH */
 	case OP_FINISH:
 		err = store_deliveries_finish(st, &res, 1);
 		if (err == GC_OK)
