@@ -17,11 +17,17 @@
 #include "store.h"
 #include "store_priv.h"
 
-/* An attempts row (ATTEMPT_COLS values), for statements of 1 to 4 rows. */
+/* The attempts insert and one row of it, for statements of 1 to 4 rows. */
 #define ATTEMPT_INSERT                                                         \
 	"INSERT INTO attempts(event_id, destination, at, step, outcome, "      \
 	"http_status, reply_code, excerpt, latency_ms) VALUES "
 #define ATTEMPT_ROW "(?, ?, ?, ?, ?, ?, ?, ?, ?)"
+
+/* A Yotpo ledger key claimed: "sending", leased, its reference the token. */
+#define LEDGER_INSERT                                                          \
+	"INSERT INTO yotpo_ledger(brand, token, action, state, event_id, "     \
+	"reference, email, lease_until, lease_owner, updated_at) VALUES "      \
+	"(?1, ?2, ?3, 'sending', ?4, ?2, ?5, ?6, ?7, ?8)"
 
 static const char *const stmts[] = {
     [STMT_BEGIN] = "BEGIN IMMEDIATE",
@@ -186,16 +192,9 @@ static const char *const stmts[] = {
                               "WHERE brand = ?1 AND token = ?2 AND action = ?3 "
                               "RETURNING sent_at, coalesce(email, ''), "
                               "misses",
-    [STMT_LEDGER_INSERT] =
-        "INSERT INTO yotpo_ledger(brand, token, action, state, "
-        "event_id, reference, email, lease_until, lease_owner, "
-        "updated_at) VALUES (?1, ?2, ?3, 'sending', ?4, ?2, ?5, ?6, ?7, "
-        "?8)",
+    [STMT_LEDGER_INSERT] = LEDGER_INSERT,
     [STMT_LEDGER_INSERT_NEW] =
-        "INSERT INTO yotpo_ledger(brand, token, action, state, "
-        "event_id, reference, email, lease_until, lease_owner, "
-        "updated_at) VALUES (?1, ?2, ?3, 'sending', ?4, ?2, ?5, ?6, ?7, "
-        "?8) ON CONFLICT(brand, token, action) DO NOTHING",
+        LEDGER_INSERT " ON CONFLICT(brand, token, action) DO NOTHING",
     [STMT_LEDGER_SET] =
         "UPDATE yotpo_ledger SET state = ?4, sent_at = ?5, "
         "lease_until = 0, lease_owner = NULL, updated_at = ?6 WHERE "
