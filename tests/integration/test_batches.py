@@ -14,7 +14,6 @@ what makes batches (a trickle of events gives batches of one or two).
 """
 
 import contextlib
-import json
 import os
 import secrets
 import signal
@@ -114,16 +113,8 @@ class BatchCase(unittest.TestCase):
     def dispatcher_pid(self):
         """The live dispatcher: a child of the master whose pid logs with
         role "dispatcher"."""
-        children = set(self.s.worker_pids())
-        pid = None
-        for line in self.s.log().splitlines():
-            if '"role":"dispatcher"' in line:
-                try:
-                    p = json.loads(line).get("pid")
-                except ValueError:
-                    continue
-                if p in children:
-                    pid = p
+        pids = self.s.dispatcher_pids()
+        pid = pids[-1] if pids else None
         self.assertIsNotNone(pid, "no dispatcher pid in the log:\n" +
                              self.log_tail())
         return pid

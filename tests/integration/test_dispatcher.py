@@ -152,17 +152,8 @@ class DispatcherCase(unittest.TestCase):
     def dispatcher_pid(self):
         """The live dispatcher: a child of the master whose pid logs with
         role "dispatcher" (the latest such pid)."""
-        children = set(self.s.worker_pids())
-        pid = None
-        for line in self.s.log().splitlines():
-            if '"role":"dispatcher"' in line:
-                try:
-                    p = json.loads(line).get("pid")
-                except ValueError:
-                    continue
-                if p in children:
-                    pid = p
-        return pid
+        pids = self.s.dispatcher_pids()
+        return pids[-1] if pids else None
 
     # ---- the simulators ---------------------------------------------------
 

@@ -659,6 +659,24 @@ http {
                              capture_output=True, text=True).stdout
         return [int(p) for p in out.split()]
 
+    def dispatcher_pids(self):
+        """The live dispatchers: children of the master whose pid logs
+        with role "dispatcher", the one that logged last at the end."""
+        children = set(self.worker_pids())
+        pids = []
+        for line in self.log().splitlines():
+            if '"role":"dispatcher"' not in line:
+                continue
+            try:
+                p = json.loads(line).get("pid")
+            except ValueError:
+                continue
+            if p in children:
+                if p in pids:
+                    pids.remove(p)
+                pids.append(p)
+        return pids
+
     def wait(self, predicate, timeout=10.0, interval=0.05, what="condition"):
         deadline = time.monotonic() + timeout
         while True:

@@ -54,28 +54,11 @@ def slow_poll(stack, interval_ms=10000):
                              % interval_ms))
 
 
-def dispatcher_pids(stack):
-    """The live dispatchers of stack: children of its master whose pid
-    logs with role "dispatcher"."""
-    children = set(stack.worker_pids())
-    pids = set()
-    for line in stack.log().splitlines():
-        if '"role":"dispatcher"' in line:
-            try:
-                p = json.loads(line).get("pid")
-            except ValueError:
-                continue
-            if p in children:
-                pids.add(p)
-    return sorted(pids)
-
-
 def settled(stack, wid):
     """Every delivery of wid delivered or skipped."""
     rows = stack.query("SELECT status FROM deliveries WHERE event_id = ?",
                        wid)
     return rows and all(r[0] in ("delivered", "skipped") for r in rows)
-
 
 
 def triggers_by_token(stack, account="demo_client"):
@@ -98,6 +81,21 @@ def awards_by_token(stack, guid="demo_guid"):
         tok = m.group(1) if m else None
         out[tok] = out.get(tok, 0) + 1
     return out
+
+
+def assert_each_once(test, stack, ok):
+    """Every answered event of ok [(webhook id, event)] triggered and
+    awarded exactly once, and nothing at all made twice, answered or not
+    (after half a second for the last calls to land)."""
+    time.sleep(0.5)
+    trig, awards = triggers_by_token(stack), awards_by_token(stack)
+    tokens = [e["token"] for _, e in ok]
+    test.assertEqual({t: trig.get(t) for t in tokens},
+                     {t: 1 for t in tokens})
+    test.assertEqual({t: awards.get(t) for t in tokens},
+                     {t: 1 for t in tokens})
+    test.assertEqual([t for t, n in trig.items() if n > 1], [])
+    test.assertEqual([t for t, n in awards.items() if n > 1], [])
 
 
 def post_load(stack, events, threads, answers, stop=None, backoff=0):
@@ -222,9 +220,9 @@ class WakeAcrossHosts(unittest.TestCase):
 
     def run_wake(self, a, b):
         a.demo_brand()
-        a.wait(lambda: len(dispatcher_pids(b)) == 1, timeout=10,
+        a.wait(lambda: len(b.dispatcher_pids()) == 1, timeout=10,
                what="B's dispatcher started")
-        (stopped,) = dispatcher_pids(b)
+        (stopped,) = b.dispatcher_pids()
         # Let B's dispatcher finish its first (start-up) look, so that it
         # is stopped holding no transaction.
         time.sleep(0.5)
@@ -353,16 +351,7 @@ class HostLost(unittest.TestCase):
         recorded = {w for w, in b.query("SELECT id FROM events")}
         for w, _ in ok:
             self.assertIn(w, recorded)
-        time.sleep(0.5)
-        trig, awards = triggers_by_token(a), awards_by_token(a)
-        tokens = [e["token"] for _, e in ok]
-        self.assertEqual({t: trig.get(t) for t in tokens},
-                         {t: 1 for t in tokens})
-        self.assertEqual({t: awards.get(t) for t in tokens},
-                         {t: 1 for t in tokens})
-        # Nothing at all made twice, answered or not.
-        self.assertEqual([t for t, n in trig.items() if n > 1], [])
-        self.assertEqual([t for t, n in awards.items() if n > 1], [])
+        assert_each_once(self, a, ok)
         for w, e in ok:
             self.assertEqual(b.query("SELECT state, event_id FROM "
                                      "yotpo_ledger WHERE token = ?",
