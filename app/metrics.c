@@ -81,6 +81,7 @@ struct m_shared {
 	uint64_t child_restarts;
 	int64_t children[M_CHILD__MAX][2]; /* live, configured */
 	uint64_t reconcile[2];
+	uint64_t store_round_trips;
 };
 
 static struct m_shared *shm;
@@ -185,6 +186,13 @@ void
 metrics_yotpo_reconcile(int found)
 {
 	ADD(m()->reconcile[found ? 1 : 0]);
+}
+
+/* See metrics.h. */
+void
+metrics_store_round_trip(void)
+{
+	ADD(m()->store_round_trips);
 }
 
 /*
@@ -353,11 +361,17 @@ render_misc(struct buf *out, long outbox_depth)
 	           "outcomes checked against the customer history.\n"
 	           "# TYPE gcrelay_yotpo_reconciliations_total counter\n"
 	           "gcrelay_yotpo_reconciliations_total{found=\"false\"} %llu\n"
-	           "gcrelay_yotpo_reconciliations_total{found=\"true\"} %llu\n",
+	           "gcrelay_yotpo_reconciliations_total{found=\"true\"} %llu\n"
+	           "# HELP gcrelay_store_round_trips_total Requests sent to "
+	           "the store's server and waited for (PostgreSQL; SQLite is "
+	           "in-process: 0).\n"
+	           "# TYPE gcrelay_store_round_trips_total counter\n"
+	           "gcrelay_store_round_trips_total %llu\n",
 	           (unsigned long long)admin, outbox_depth,
 	           (unsigned long long)GET(s->child_restarts),
 	           (unsigned long long)GET(s->reconcile[0]),
-	           (unsigned long long)GET(s->reconcile[1]));
+	           (unsigned long long)GET(s->reconcile[1]),
+	           (unsigned long long)GET(s->store_round_trips));
 }
 
 /* Set by the master, so a dead pool shows even while /metrics answers. */

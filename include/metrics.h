@@ -51,6 +51,8 @@ void metrics_child_restart(void);
 /* The master's count of children of a kind: running now, and wanted. */
 void metrics_children(enum m_child kind, int live, int configured);
 void metrics_yotpo_reconcile(int found);
+/* One request sent to the store's server and waited for (PostgreSQL). */
+void metrics_store_round_trip(void);
 
 /*
  * Append the text exposition to out; route_names has nroutes labels and

@@ -31,6 +31,9 @@ enum db_health {
 	DB_HEALTH_REOPEN, /* replaced, or this connection is read-only */
 };
 
+/* Messages one batch may hold (batch_begin), prepares included. */
+#define DB_BATCH_MAX 32
+
 /* Dialects, indexing the SQL tables (store_sql.c, store.c). */
 enum db_dialect { DB_SQLITE, DB_PG, DB__MAX };
 
@@ -106,6 +109,22 @@ struct db_ops {
 	int (*wake_fd)(struct db *db);
 	int (*wake_drain)(struct db *db);
 	enum gc_err (*notify)(struct db *db);
+	/*
+	 * Statements sent without waiting for each answer, then answered
+	 * together: one round trip (NULL where the backend has no such
+	 * mode; SQLite is in-process).  batch_begin sends the head (SQL
+	 * text, one statement per string); until batch_end, step() sends
+	 * its statement and returns DB_DONE at once, with no rows and its
+	 * changes unknown.  batch_end sends tail (NULL: none) and waits for
+	 * every answer: changes[] gets the statements' changes in order (at
+	 * most max; *n of them).  GC_ESTORE when anything failed: the rest
+	 * was skipped, and an open transaction is left to roll back.  Every
+	 * statement a batch steps must have been prepared before it.
+	 */
+	enum gc_err (*batch_begin)(struct db *db, const char *const *head,
+	                           size_t n);
+	enum gc_err (*batch_end)(struct db *db, const char *tail, long *changes,
+	                         size_t max, size_t *n);
 };
 
 extern const struct db_ops db_sqlite_ops;

@@ -13,6 +13,7 @@
 
 #include "db.h"
 #include "log.h"
+#include "metrics.h"
 
 /* Keys for pg_advisory_lock: the migration, and (store_sql.c) writes. */
 #define PG_MIGRATE_LOCK 4741521
@@ -25,6 +26,9 @@ struct db {
 	int lock_timeout_ms; /* store.busy_timeout_ms, as with SQLite */
 	unsigned gen;  /* bumped on every reconnect: statements re-prepare */
 	int listening; /* LISTEN PG_WAKE_CHANNEL, again on reconnect */
+	/* A batch (pipeline mode): what was sent, whose changes to keep. */
+	int batching, batch_failed, nsent;
+	unsigned char counted[DB_BATCH_MAX];
 	char err[512];
 };
 
@@ -56,6 +60,18 @@ pg_note(struct db *db, const char *what)
 
 static enum gc_err pg_session(struct db *db);
 
+/* A new connection in place of this one: statements prepare again. */
+static void
+pg_reconnect(struct db *db)
+{
+	PQreset(db->conn);
+	db->gen++;
+	if (PQstatus(db->conn) != CONNECTION_OK)
+		pg_note(db, "reconnect");
+	else
+		(void)pg_session(db);
+}
+
 /*
  * After a failure: when the connection itself is gone, reconnect once,
  * so the next statement finds a live one (this one has failed anyway).
@@ -66,12 +82,7 @@ pg_recover(struct db *db)
 	if (PQstatus(db->conn) == CONNECTION_OK)
 		return;
 	log_warnx("store: connection to PostgreSQL lost; reconnecting");
-	PQreset(db->conn);
-	db->gen++;
-	if (PQstatus(db->conn) != CONNECTION_OK)
-		pg_note(db, "reconnect");
-	else
-		(void)pg_session(db);
+	pg_reconnect(db);
 }
 
 static enum gc_err pg_exec(struct db *db, const char *sql);
@@ -104,9 +115,13 @@ pg_quiet(void *arg, const char *msg)
 static enum gc_err
 pg_exec(struct db *db, const char *sql)
 {
-	PGresult *r = PQexec(db->conn, sql);
-	ExecStatusType rs = PQresultStatus(r);
 	enum gc_err err = GC_OK;
+	ExecStatusType rs;
+	PGresult *r;
+
+	metrics_store_round_trip();
+	r = PQexec(db->conn, sql);
+	rs = PQresultStatus(r);
 
 	if (rs != PGRES_COMMAND_OK && rs != PGRES_TUPLES_OK) {
 		pg_note(db, NULL);
@@ -173,10 +188,12 @@ pg_prepare_on(struct pg_stmt *ps)
 	int ok;
 
 	snprintf(name, sizeof(name), "s%d", ps->id);
+	metrics_store_round_trip();
 	r = PQprepare(db->conn, name, ps->sql, 0, NULL);
 	ok = PQresultStatus(r) == PGRES_COMMAND_OK;
 	PQclear(r);
 	if (ok) {
+		metrics_store_round_trip();
 		r = PQdescribePrepared(db->conn, name);
 		ok = PQresultStatus(r) == PGRES_COMMAND_OK;
 		ps->nparams = ok ? PQnparams(r) : 0;
@@ -263,6 +280,55 @@ pg_bind_null(struct db_stmt *s, int i)
 		PS(s)->vals[i - 1] = NULL;
 }
 
+/* Send one message of a batch; counted: its changes go to batch_end's. */
+static int
+pg_batch_sent(struct db *db, int ok, int counted)
+{
+	if (!ok) {
+		pg_note(db, "batch");
+		db->batch_failed = 1;
+		return 0;
+	}
+	db->counted[db->nsent++] = (unsigned char)counted;
+	return 1;
+}
+
+static int
+pg_batch_text(struct db *db, const char *sql)
+{
+	if (db->batch_failed || db->nsent >= DB_BATCH_MAX)
+		return db->batch_failed = 1, 0;
+	return pg_batch_sent(
+	    db, PQsendQueryParams(db->conn, sql, 0, NULL, NULL, NULL, NULL, 0),
+	    0);
+}
+
+/* A statement in a batch: sent, not waited for (prepared again first
+ * when the connection is new since). */
+static enum db_rc
+pg_batch_stmt(struct pg_stmt *ps, const char *name)
+{
+	struct db *db = ps->db;
+
+	if (db->batch_failed || db->nsent + 2 > DB_BATCH_MAX) {
+		db->batch_failed = 1;
+		return DB_ERROR;
+	}
+	if (ps->gen != db->gen) {
+		if (!pg_batch_sent(
+		        db, PQsendPrepare(db->conn, name, ps->sql, 0, NULL), 0))
+			return DB_ERROR;
+		ps->gen = db->gen;
+	}
+	if (!pg_batch_sent(db,
+	                   PQsendQueryPrepared(db->conn, name, ps->nparams,
+	                                       ps->vals, NULL, NULL, 0),
+	                   1))
+		return DB_ERROR;
+	ps->changes = -1;
+	return DB_DONE;
+}
+
 /* Run the statement: its rows are then stepped through from memory. */
 static enum db_rc
 pg_run(struct pg_stmt *ps)
@@ -271,9 +337,14 @@ pg_run(struct pg_stmt *ps)
 	char name[16];
 	ExecStatusType rs;
 
+	if (db->batching) {
+		snprintf(name, sizeof(name), "s%d", ps->id);
+		return pg_batch_stmt(ps, name);
+	}
 	if (ps->gen != db->gen && !pg_prepare_on(ps))
 		return DB_ERROR;
 	snprintf(name, sizeof(name), "s%d", ps->id);
+	metrics_store_round_trip();
 	ps->res = PQexecPrepared(db->conn, name, ps->nparams, ps->vals, NULL,
 	                         NULL, 0);
 	rs = PQresultStatus(ps->res);
@@ -476,6 +547,79 @@ pg_wake_drain(struct db *db)
 	return count;
 }
 
+/* See db.h: pipeline mode, one Sync. */
+static enum gc_err
+pg_batch_begin(struct db *db, const char *const *head, size_t n)
+{
+	db->nsent = db->batch_failed = 0;
+	if (!PQenterPipelineMode(db->conn)) {
+		pg_note(db, "pipeline");
+		return GC_ESTORE;
+	}
+	db->batching = 1;
+	for (size_t i = 0; i < n; i++)
+		(void)pg_batch_text(db, head[i]);
+	return GC_OK;
+}
+
+/* See db.h. */
+static enum gc_err
+pg_batch_end(struct db *db, const char *tail, long *changes, size_t max,
+             size_t *n)
+{
+	int ok = 1, i = 0, nulls = 0;
+	PGresult *r;
+
+	*n = 0;
+	if (tail != NULL)
+		(void)pg_batch_text(db, tail);
+	if (db->batch_failed || PQpipelineSync(db->conn) != 1) {
+		pg_note(db, "batch");
+		ok = 0;
+	} else
+		metrics_store_round_trip(); /* every answer comes in one go */
+	/*
+	 * Every answer in order, up to the Sync's: one result per message
+	 * and a NULL after each; after a failure the rest come back
+	 * PGRES_PIPELINE_ABORTED.  A connection gone ends it early.
+	 */
+	while (PQstatus(db->conn) == CONNECTION_OK &&
+	       PQpipelineStatus(db->conn) != PQ_PIPELINE_OFF) {
+		ExecStatusType rs;
+
+		if ((r = PQgetResult(db->conn)) == NULL) {
+			if (++nulls > db->nsent)
+				break; /* nothing was synced */
+			continue;
+		}
+		rs = PQresultStatus(r);
+		if (rs == PGRES_PIPELINE_SYNC) {
+			PQclear(r);
+			break;
+		}
+		if (rs != PGRES_COMMAND_OK && rs != PGRES_TUPLES_OK) {
+			if (ok && rs != PGRES_PIPELINE_ABORTED)
+				pg_note(db, NULL); /* the one that failed */
+			ok = 0;
+		} else if (i < db->nsent && db->counted[i] && *n < max)
+			changes[(*n)++] = strtol(PQcmdTuples(r), NULL, 10);
+		i++;
+		PQclear(r);
+	}
+	db->batching = 0;
+	if (PQexitPipelineMode(db->conn) != 1) {
+		/* Answers left unread: this connection cannot go on. */
+		pg_note(db, "batch");
+		pg_reconnect(db);
+		ok = 0;
+	}
+	if (!ok) {
+		log_warnx("store: batch: %s", db->err);
+		pg_recover(db);
+	}
+	return ok ? GC_OK : GC_ESTORE;
+}
+
 static enum gc_err
 pg_notify(struct db *db)
 {
@@ -514,4 +658,6 @@ const struct db_ops db_pg_ops = {
     .wake_fd = pg_wake_fd,
     .wake_drain = pg_wake_drain,
     .notify = pg_notify,
+    .batch_begin = pg_batch_begin,
+    .batch_end = pg_batch_end,
 };

@@ -215,6 +215,18 @@ static const char *const migrations[][DB__MAX] = {
     {"", "ALTER TABLE throttle SET UNLOGGED;"
          "ALTER TABLE account_holds SET UNLOGGED;"
          "ALTER TABLE emarsys_token_leases SET UNLOGGED;"},
+    /* 9: the work still to do, in due order, in an index of its own:
+     * on (status, next_at) a claim in a backlog read every pending row
+     * and sorted them (PostgreSQL cannot merge the two statuses' runs),
+     * and a planner that had seen few pending rows combined it with the
+     * primary key for one event's status, reading them all again.  The
+     * partial index holds only the rows still to do, next_at first. */
+    {"DROP INDEX deliveries_due;"
+     "CREATE INDEX deliveries_todo ON deliveries(next_at) "
+     "WHERE status IN ('pending','retrying');",
+     "DROP INDEX deliveries_due;"
+     "CREATE INDEX deliveries_todo ON deliveries(next_at) "
+     "WHERE status IN ('pending','retrying');"},
 };
 #define NMIGRATIONS ((int)(sizeof(migrations) / sizeof(migrations[0])))
 const int store_nmigrations = NMIGRATIONS;
@@ -315,6 +327,7 @@ store_open(const struct app_config *cfg, struct store **out, char *why,
 		return GC_ENOMEM;
 	st->ops = cfg->store_backend == STORE_POSTGRESQL ? &db_pg_ops
 	                                                 : &db_sqlite_ops;
+	st->lazy_commits = cfg->durability == DURABILITY_NORMAL;
 	if (st->ops->open(cfg, &st->db, why, whysz) != GC_OK) {
 		store_close(st);
 		return GC_ESTORE;

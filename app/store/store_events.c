@@ -55,27 +55,75 @@ event_status_of(const struct delivery_init *d, size_t n)
 	return status;
 }
 
+/*
+ * Bind delivery d of a new event at k, k+1, ... (destination, status,
+ * reason, attempts, next_at, lease_until, lease_owner).
+ */
+static void
+delivery_bind(struct db_stmt *s, int k, const struct delivery_init *d,
+              int64_t now, const struct lease *l)
+{
+	int pending = strcmp(d->status, "pending") == 0;
+	int leased = pending && l->until_ms > 0; /* else the dispatcher's */
+
+	store_bind_text(s, k, d->destination);
+	store_bind_text(s, k + 1, d->status);
+	store_bind_text(s, k + 2, d->reason);
+	store_bind_int(s, k + 3, leased);
+	store_bind_pos(s, k + 4, pending ? now : 0);
+	store_bind_int(s, k + 5, leased ? l->until_ms : 0);
+	store_bind_text(s, k + 6, leased ? l->owner : NULL);
+}
+
 /* Insert one delivery of a new event (inside its transaction). */
 static int
 delivery_insert(struct store *st, const char *id, const struct delivery_init *d,
                 int64_t now, const struct lease *l)
 {
 	struct db_stmt *s = store_stmt(st, STMT_DELIVERY_INSERT);
-	int pending = strcmp(d->status, "pending") == 0;
-	int leased = pending && l->until_ms > 0; /* else the dispatcher's */
 
 	if (s == NULL)
 		return 0;
 	store_bind_text(s, 1, id);
-	store_bind_text(s, 2, d->destination);
-	store_bind_text(s, 3, d->status);
-	store_bind_text(s, 4, d->reason);
-	store_bind_int(s, 5, leased);
-	store_bind_pos(s, 6, pending ? now : 0);
-	store_bind_int(s, 7, leased ? l->until_ms : 0);
-	store_bind_int(s, 8, now);
-	store_bind_text(s, 9, leased ? l->owner : NULL);
+	delivery_bind(s, 2, d, now, l);
+	store_bind_int(s, 9, now);
 	return store_step(st, s, "delivery insert");
+}
+
+/* Bind the event's own columns of an insert (?1..?6). */
+static void
+event_bind(struct db_stmt *s, const char *id, const char *brand,
+           const char *kind, const char *body, int64_t now, const char *status)
+{
+	store_bind_text(s, 1, id);
+	store_bind_text(s, 2, brand);
+	store_bind_text(s, 3, kind);
+	store_bind_text(s, 4, body);
+	store_bind_int(s, 5, now);
+	store_bind_text(s, 6, status);
+}
+
+/*
+ * PostgreSQL: the event and its two deliveries in one statement, which
+ * the id's unique key settles against the same id arriving elsewhere.
+ */
+static enum gc_err
+event_insert_2(struct store *st, const char *id, const char *brand,
+               const char *kind, const char *body,
+               const struct delivery_init *d, int64_t now,
+               const struct lease *l)
+{
+	struct db_stmt *s = store_stmt(st, STMT_EVENT_INSERT_2);
+
+	if (s == NULL)
+		return GC_ESTORE;
+	event_bind(s, id, brand, kind, body, now, event_status_of(d, 2));
+	delivery_bind(s, 7, &d[0], now, l);
+	delivery_bind(s, 14, &d[1], now, l);
+	if (!store_step(st, s, "event insert"))
+		return GC_ESTORE;
+	store_note_ok();
+	return store_changes(st) == 0 ? GC_EEXISTS : GC_OK;
 }
 
 /* See store.h. */
@@ -88,16 +136,13 @@ store_event_insert(struct store *st, const char *id, const char *brand,
 	int64_t now = store_now_ms();
 	struct db_stmt *s;
 
+	if (st->ops->dialect == DB_PG && n == 2)
+		return event_insert_2(st, id, brand, kind, body, d, now, l);
 	if (store_begin_on(st, id) != GC_OK)
 		return GC_ESTORE;
 	if ((s = store_stmt(st, STMT_EVENT_INSERT)) == NULL)
 		goto fail;
-	store_bind_text(s, 1, id);
-	store_bind_text(s, 2, brand);
-	store_bind_text(s, 3, kind);
-	store_bind_text(s, 4, body);
-	store_bind_int(s, 5, now);
-	store_bind_text(s, 6, event_status_of(d, n));
+	event_bind(s, id, brand, kind, body, now, event_status_of(d, n));
 	if (!store_step(st, s, "event insert"))
 		goto fail;
 	if (store_changes(st) == 0) {
@@ -304,6 +349,47 @@ result_update(struct store *st, struct delivery_result *r, int64_t now)
 	return 1;
 }
 
+/* The statements a finish may run, prepared before a batch sends them. */
+static int
+finish_prepared(struct store *st)
+{
+	static const enum stmt ids[] = {
+	    STMT_RESULT_FINISH, STMT_RESULT_POSTPONE, STMT_ATTEMPT_ADD,
+	    STMT_ATTEMPT_ADD_2, STMT_ATTEMPT_ADD_3,   STMT_ATTEMPT_ADD_4,
+	    STMT_EVENT_REFRESH,
+	};
+	struct db_stmt *s;
+
+	for (size_t i = 0; i < sizeof(ids) / sizeof(ids[0]); i++) {
+		if ((s = store_stmt(st, ids[i])) == NULL)
+			return 0;
+		store_stmt_done(s);
+	}
+	return 1;
+}
+
+/*
+ * Begin the finish's transaction: as one batch (one round trip on
+ * PostgreSQL) when the backend has them and it fits, else statement by
+ * statement.  Returns 1 batched, 0 not, -1 on failure.
+ */
+static int
+finish_begin(struct store *st, const char *key, size_t n, size_t natts)
+{
+	/* head, results, attempt rows, refreshes, COMMIT, prepares */
+	size_t msgs = 3 + n +
+	              (natts + ATTEMPT_ROWS_MAX - 1) / ATTEMPT_ROWS_MAX + n +
+	              1 + 7;
+	int b = 0;
+
+	if (key != NULL && st->ops->batch_begin != NULL &&
+	    msgs <= DB_BATCH_MAX && finish_prepared(st))
+		b = store_batch_begin(st, key, 1);
+	if (b == 0 && store_begin_lazy(st, key) != GC_OK)
+		return -1;
+	return b;
+}
+
 /* See store.h. */
 enum gc_err
 store_deliveries_finish(struct store *st, struct delivery_result *r, size_t n)
@@ -311,7 +397,9 @@ store_deliveries_finish(struct store *st, struct delivery_result *r, size_t n)
 	int64_t now = store_now_ms();
 	const char *key = n > 0 ? r[0].event_id : NULL;
 	const struct attempt **atts = NULL;
-	size_t natts = 0;
+	size_t natts = 0, got = 0;
+	long changes[DB_BATCH_MAX];
+	int batched;
 
 	/* One event's results (as an erun's are): that event's key. */
 	for (size_t i = 0; i < n; i++) {
@@ -326,7 +414,7 @@ store_deliveries_finish(struct store *st, struct delivery_result *r, size_t n)
 	for (size_t i = 0; i < n; i++)
 		for (size_t k = 0; k < r[i].nattempts; k++)
 			atts[natts++] = r[i].attempts[k];
-	if (store_begin_on(st, key) != GC_OK) {
+	if ((batched = finish_begin(st, key, n, natts)) < 0) {
 		free(atts);
 		return GC_ESTORE;
 	}
@@ -341,8 +429,12 @@ store_deliveries_finish(struct store *st, struct delivery_result *r, size_t n)
 		     strcmp(r[i + 1].event_id, r[i].event_id) != 0) &&
 		    !event_refresh(st, r[i].event_id))
 			goto fail;
-	if (store_commit(st) != GC_OK)
+	if (batched ? store_batch_commit(st, changes, DB_BATCH_MAX, &got)
+	            : store_commit(st))
 		goto fail;
+	/* A batch's results: whether each update found its lease. */
+	for (size_t i = 0; batched && i < n; i++)
+		r[i].err = i < got && changes[i] > 0 ? GC_OK : GC_EEXISTS;
 	free(atts);
 	return GC_OK;
 fail:

@@ -52,7 +52,8 @@ enum stmt {
 	STMT_ATTEMPTS_OF,
 	STMT_CLAIM_SELECT,
 	STMT_CLAIM_ONE,
-	STMT_CLAIM_BATCH, /* PostgreSQL only */
+	STMT_CLAIM_BATCH,    /* PostgreSQL only */
+	STMT_EVENT_INSERT_2, /* PostgreSQL only */
 	STMT_OLDEST_DUE,
 	STMT_EVENT_TAKE,
 	STMT_BRAND_REQUEUE,
@@ -93,6 +94,7 @@ struct store {
 	long changes;       /* rows the last finished write changed */
 	int64_t recover_ms; /* monotonic time of the last recovery try */
 	int unhealthy;      /* last store_health failed (logged once) */
+	int lazy_commits;   /* store.durability normal (store_begin_lazy) */
 	struct store_stats stats;
 };
 
@@ -171,6 +173,28 @@ enum gc_err store_begin(struct store *st);
  * the same key and for store_begin's; on SQLite it is store_begin.
  */
 enum gc_err store_begin_on(struct store *st, const char *key);
+/*
+ * store_begin_on for a transaction whose loss in a crash of the database
+ * costs only what a gcrelay crash at that moment would: deliveries'
+ * leases and results, which a later run redoes (an Emarsys call may be
+ * repeated; a Yotpo award never is, its ledger entry is durable).  With
+ * store.durability = normal its commit does not wait for PostgreSQL's
+ * WAL flush (SQLite's normal does not wait for any).  Never for an
+ * accepted event, a ledger entry or an operator's change.
+ */
+enum gc_err store_begin_lazy(struct store *st, const char *key);
+/* store_begin_lazy for the claim, with its planner setting. */
+enum gc_err store_begin_claim(struct store *st);
+/*
+ * A write transaction on key sent as one batch (db.h), where the backend
+ * has batches: 1 when begun, 0 when it has none (use store_begin_on or
+ * store_begin_lazy: lazy says which), -1 on failure.  Its statements are
+ * then sent unanswered (store_changes unknown) until store_batch_commit,
+ * which commits and gives their changes in order, or rolls back.
+ */
+int store_batch_begin(struct store *st, const char *key, int lazy);
+enum gc_err store_batch_commit(struct store *st, long *changes, size_t max,
+                               size_t *n);
 enum gc_err store_commit(struct store *st);
 void store_rollback(struct store *st);
 

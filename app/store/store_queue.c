@@ -171,7 +171,7 @@ store_claim_batch(struct store *st, int64_t now_ms, const struct lease *l,
 
 	*claimed = NULL;
 	/* Rows it locks itself (SKIP LOCKED), leased only when free. */
-	if (arr == NULL || store_begin_on(st, "claim") != GC_OK) {
+	if (arr == NULL || store_begin_claim(st) != GC_OK) {
 		json_decref(arr);
 		return arr == NULL ? GC_ENOMEM : GC_ESTORE;
 	}

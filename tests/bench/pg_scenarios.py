@@ -20,15 +20,16 @@ fast) is printed beside when those ran.
               brands, canned upstreams answering at once, the whole
               offer_claimed path) on SQLite, then on PostgreSQL: delivered
               events/s, PostgreSQL / SQLite.  Goal >= 0.5.
-              Round trips to the database per delivered event, from
-              PostgreSQL's own statistics over the window from wrk's start
-              until the canned upstream has been quiet for 1 s:
-              round trips (pg_stat_statements calls: gcrelay's BEGIN
-              and write lock go in one message, counted as two, and its
-              prepared COMMIT/ROLLBACK, one per lock, is not counted),
-              transactions (pg_stat_database xact_commit + xact_rollback
-              of the stack's database) and WAL flushes (pg_stat_wal, with
-              track_wal_io_timing) / events fully delivered.
+              Round trips to the database per delivered event over the
+              window from wrk's start until the canned upstream has been
+              quiet for 1 s: gcrelay's own count
+              (gcrelay_store_round_trips_total on /metrics: a BEGIN with
+              its locks in one message is one, a pipelined batch is one);
+              from PostgreSQL's own statistics, statements
+              (pg_stat_statements calls), transactions (pg_stat_database
+              xact_commit + xact_rollback of the stack's database), WAL
+              flushes (pg_stat_wal, with track_wal_io_timing) and server
+              time by statement kind, each / events fully delivered.
               The bench's own queries (psql, recognisable by the
               row_to_json wrapper of pgcluster.rows) are subtracted; the
               stack's idle rate (retrier and dispatcher polls, measured
@@ -88,19 +89,35 @@ class BenchCluster(pgcluster.Cluster):
                                     .strip()) for n in names)
 
 
+def round_trips(stack):
+    """gcrelay's own count of requests sent to PostgreSQL and waited for
+    (gcrelay_store_round_trips_total on /metrics; a pipelined batch of
+    statements is one)."""
+    text = stack.request("GET", "/metrics").raw.decode()
+    for line in text.splitlines():
+        if line.startswith("gcrelay_store_round_trips_total "):
+            return int(line.split()[1])
+    raise RuntimeError("no gcrelay_store_round_trips_total on /metrics")
+
+
 class Snap:
-    def __init__(self, c, db):
+    def __init__(self, c, db, stacks=()):
         self.t = time.monotonic()
+        # each /metrics read is itself a round trip or two (store check)
+        self.rts = sum(round_trips(s) for s in stacks)
         self.xacts = c.rows("postgres", "SELECT xact_commit + xact_rollback "
                             "FROM pg_stat_database WHERE datname = %s"
                             % pgcluster.literal(db))[0][0]
         # WAL flushes (cluster-wide: only the one stack measured runs)
         self.wal_sync, self.wal_sync_ms = c.rows(
             "postgres", "SELECT wal_sync, wal_sync_time FROM pg_stat_wal")[0]
-        self.calls = dict(c.rows(
-            "postgres", "SELECT s.query, sum(s.calls)::bigint FROM "
+        rows = c.rows(
+            "postgres", "SELECT s.query, sum(s.calls)::bigint, "
+            "sum(s.total_exec_time)::float8 FROM "
             "pg_stat_statements s JOIN pg_database d ON d.oid = s.dbid "
-            "WHERE d.datname = %s GROUP BY 1" % pgcluster.literal(db)))
+            "WHERE d.datname = %s GROUP BY 1" % pgcluster.literal(db))
+        self.calls = {q: n for q, n, _ in rows}
+        self.exec_ms = {q: float(ms) for q, _, ms in rows}
 
 
 class Window:
@@ -114,6 +131,8 @@ class Window:
         self.wal_sync_ms = b.wal_sync_ms - a.wal_sync_ms
         calls = {q: n - a.calls.get(q, 0) for q, n in b.calls.items()}
         self.calls = {q: n for q, n in calls.items() if n > 0}
+        self.exec_ms = {q: ms - a.exec_ms.get(q, 0.0)
+                        for q, ms in b.exec_ms.items() if q in self.calls}
         self.own = sum(n for q, n in self.calls.items() if OWN_QUERY in q)
         self.statements = sum(n for q, n in self.calls.items()
                               if OWN_QUERY not in q)
@@ -124,12 +143,17 @@ class Window:
         # so the round trips are the statements counted.
         self.locks = sum(n for q, n in self.calls.items()
                          if "pg_advisory_xact_lock" in q)
-        self.round_trips = self.statements
+        self.round_trips = b.rts - a.rts
         self.own_xacts = int(round(self.own * session_xacts))
         self.xacts = b.xacts - a.xacts - self.own_xacts
 
     def top(self, n=16):
         rows = sorted(((c, q) for q, c in self.calls.items()
+                       if OWN_QUERY not in q), reverse=True)
+        return rows[:n]
+
+    def top_time(self, n=8):
+        rows = sorted(((ms, q) for q, ms in self.exec_ms.items()
                        if OWN_QUERY not in q), reverse=True)
         return rows[:n]
 
@@ -156,16 +180,19 @@ class PgMeter:
         self.idle_s = idle_s
         self.idle = self.window = None
 
-    def __call__(self, phase, s, r):
+    def __call__(self, phase, s, r, hosts=None):
+        """hosts: every stack on the database (default: s alone), whose
+        round trips are summed."""
+        hosts = hosts or [s]
         if phase == "begin":
             time.sleep(self.SETTLE_S)   # the warm-up's statistics
-            a = Snap(self.c, s.pg_db)
+            a = Snap(self.c, s.pg_db, hosts)
             time.sleep(self.idle_s)
-            self.begin = Snap(self.c, s.pg_db)
+            self.begin = Snap(self.c, s.pg_db, hosts)
             self.idle = Window(a, self.begin, self.session_xacts)
         else:
             time.sleep(self.SETTLE_S)
-            self.window = Window(self.begin, Snap(self.c, s.pg_db),
+            self.window = Window(self.begin, Snap(self.c, s.pg_db, hosts),
                                  self.session_xacts)
 
     def figures(self, r, events, what):
@@ -188,13 +215,18 @@ class PgMeter:
                  "transactions: %.2f)" % (w.xacts / events, w.xacts, net_x,
                                           w.locks / events),
                  "report; fewer is better", None)
-        r.notes.append("round trips = statements counted by "
-                       "pg_stat_statements (%d): gcrelay's BEGIN goes with "
-                       "its write lock in one message (two statements, one "
-                       "round trip), and its COMMIT/ROLLBACK (%d, one per "
-                       "write lock) is a prepared statement PostgreSQL 15's "
-                       "pg_stat_statements does not count" % (
-                           w.statements, w.locks))
+        r.figure("statements per " + what,
+                 "%.2f (%d; pg_stat_statements)" % (
+                     w.statements / events, w.statements),
+                 "report", None)
+        r.notes.append("round trips = gcrelay_store_round_trips_total on "
+                       "the stack's /metrics: requests gcrelay sent to "
+                       "PostgreSQL and waited for (a BEGIN with its write "
+                       "locks in one message is one; a pipelined batch of "
+                       "statements, BEGIN to COMMIT, is one); statements = "
+                       "pg_stat_statements calls (a simple-protocol "
+                       "COMMIT/ROLLBACK, %d here at most, is not counted)"
+                       % w.locks)
         r.figure("WAL flushes per " + what,
                  "%.2f, %.2f ms each on average (%d in the window; "
                  "pg_stat_wal, track_wal_io_timing)" % (
@@ -213,6 +245,11 @@ class PgMeter:
             what, len(w.calls)))
         for n, q in w.top():
             r.notes.append("  %6.2f  %s" % (n / events, short(q)))
+        r.notes.append("server time per %s by kind, ms (pg_stat_statements "
+                       "total_exec_time; top 8; all kinds: %.3f):" % (
+                           what, sum(w.exec_ms.values()) / events))
+        for ms, q in w.top_time():
+            r.notes.append("  %7.3f  %s" % (ms / events, short(q)))
 
 
 class PgBench:
@@ -399,7 +436,8 @@ class PgBench:
                                                   for c in cmd)))
                 runs.append((s, items, prefix, cmd))
             off = s1.canned.log_offset()
-            meter("begin", s1, r)
+            hosts = [run[0] for run in runs]
+            meter("begin", s1, r, hosts)
             procs = [subprocess.Popen(
                 cmd, env=dict(os.environ, GCRELAY_BENCH_POOL=prefix),
                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
@@ -408,7 +446,7 @@ class PgBench:
                     for p in procs]
             t1 = int(time.time() * 1000)
             us.wait_quiet(s1.canned, off)
-            meter("end", s1, r)
+            meter("end", s1, r, hosts)
             datas = []
             for p, out in zip(procs, outs):
                 d = None

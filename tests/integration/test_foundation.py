@@ -896,6 +896,27 @@ class Observability(unittest.TestCase):
                      "gcrelay_upstream_latency_seconds_bucket"]:
             self.assertIn(name, text)
 
+    def store_round_trips(self):
+        text = self.s.request("GET", "/metrics").raw.decode()
+        m = re.search(r"(?m)^gcrelay_store_round_trips_total (\d+)$", text)
+        self.assertIsNotNone(m, text)
+        return int(m.group(1))
+
+    def test_metrics_count_store_round_trips(self):
+        self.s.put_brand("bare", {"name": "Bare"})
+        before = self.store_round_trips()
+        r = self.s.post_event(sample_event(brand_slug="bare"),
+                              webhook_id="msg_round_trips")
+        self.assertEqual(r.status, 200, r)
+        after = self.store_round_trips()
+        if self.s.pg is None:
+            # SQLite is in-process: nothing is sent anywhere.
+            self.assertEqual((before, after), (0, 0))
+        else:
+            # Intake's brand read, its one-statement insert and its
+            # answer at least, besides the /metrics read itself.
+            self.assertGreaterEqual(after - before, 3)
+
     def test_unknown_route_is_problem_json(self):
         r = self.s.request("GET", "/v2/nothing")
         self.assertEqual(r.status, 404)

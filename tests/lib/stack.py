@@ -606,8 +606,9 @@ http {
 
     def lock_store(self):
         """A context manager holding the store's write lock from another
-        connection (SQLite: BEGIN IMMEDIATE; PostgreSQL: the transaction
-        advisory lock every gcrelay write transaction takes)."""
+        connection (SQLite: BEGIN IMMEDIATE; PostgreSQL: a lock on the
+        events table that every insert waits for, as a migration or a
+        CREATE INDEX by hand would hold)."""
         import contextlib
 
         @contextlib.contextmanager
@@ -626,7 +627,7 @@ http {
                 ["psql", "-X", "-q", "-h", self.pg.dir, "-U", "postgres",
                  "-d", self.pg_db, "-At"], stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE, text=True)
-            p.stdin.write("BEGIN; SELECT pg_advisory_xact_lock(4741520);\n"
+            p.stdin.write("BEGIN; LOCK TABLE events IN SHARE MODE;\n"
                           "SELECT 'locked';\n")
             p.stdin.flush()
             try:

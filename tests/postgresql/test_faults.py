@@ -10,7 +10,8 @@ import time
 import unittest
 
 from stack import Stack, sample_event
-from test_twohost import assert_each_once, post_load
+from test_twohost import (assert_each_once, awards_by_token, post_load,
+                          triggers_by_token)
 
 
 class DatabaseRestart(unittest.TestCase):
@@ -144,6 +145,57 @@ class DatabaseRestartUnderLoad(unittest.TestCase):
         self.assertEqual([w for w, _ in ok if w not in recorded], [])
         self.assertEqual([w for w in refused if w in recorded], [])
         assert_each_once(self, s, ok)
+
+
+class FailedBatch(unittest.TestCase):
+    """A run's results, attempts and event status go to PostgreSQL as one
+    pipelined batch (BEGIN to COMMIT in one round trip).  When one of its
+    statements fails, none of it is applied: the run's lease expires and
+    a later run finishes the delivery, awarding nothing twice."""
+
+    REFUSE = ("CREATE FUNCTION gc_refuse() RETURNS trigger LANGUAGE plpgsql "
+              "AS $$ BEGIN RAISE EXCEPTION 'refused by the test'; END $$; "
+              "CREATE TRIGGER gc_refuse BEFORE INSERT ON attempts "
+              "FOR EACH ROW EXECUTE FUNCTION gc_refuse()")
+
+    def test_failed_statement_applies_nothing_then_finishes_once(self):
+        # budget 1 s: leases last 16 s; sync_workers 0: the dispatcher
+        # delivers
+        s = Stack(workers=2, budget_ms=1000, sync_workers=0)
+        try:
+            s.demo_brand()
+            s.pg.psql(s.pg_db, self.REFUSE)
+            ev = sample_event("offer_claimed")
+            r = s.post_event(ev, webhook_id="msg_batch")
+            self.assertEqual(r.status, 202, r)
+            s.wait(lambda: "could not store the outcome of msg_batch"
+                   in s.log(), timeout=15, what="the refused finish")
+            # The attempts insert came after the results in the batch:
+            # those were rolled back with it.
+            self.assertEqual(s.query(
+                "SELECT destination, status, progress FROM deliveries "
+                "ORDER BY destination"),
+                [("emarsys", "pending", None), ("yotpo", "pending", None)])
+            self.assertEqual(s.query("SELECT count(*) FROM attempts"),
+                             [(0,)])
+            self.assertEqual(s.query("SELECT status FROM events"),
+                             [("pending",)])
+            self.assertEqual(awards_by_token(s), {ev["token"]: 1})
+            s.pg.psql(s.pg_db, "DROP TRIGGER gc_refuse ON attempts")
+            s.wait(lambda: s.query(
+                "SELECT count(*) FROM deliveries WHERE status = "
+                "'delivered'") == [(2,)], timeout=40,
+                what="delivered by a later run")
+            self.assertEqual(s.query("SELECT status FROM events"),
+                             [("delivered",)])
+            self.assertGreater(s.query(
+                "SELECT count(*) FROM attempts")[0][0], 0)
+            # The ledger kept the award once; Emarsys is at least once.
+            self.assertEqual(awards_by_token(s), {ev["token"]: 1})
+            self.assertGreaterEqual(triggers_by_token(s).get(ev["token"], 0),
+                                    1)
+        finally:
+            s.close()
 
 
 if __name__ == "__main__":
