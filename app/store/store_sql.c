@@ -530,25 +530,33 @@ lock_key_hash(const char *key)
 }
 
 /*
- * PostgreSQL: BEGIN, the transaction's own settings (local: "" or SET
- * LOCAL statements) and its lock in one message (one round trip): the
+ * PostgreSQL: the statement taking a write transaction's locks: the
  * store's key alone, or shared with the key's own.
+ */
+static void
+pg_locks(char *sql, size_t sqlsz, const char *key)
+{
+	if (key == NULL)
+		snprintf(sql, sqlsz, "SELECT pg_advisory_xact_lock(%d)",
+		         PG_STORE_LOCK);
+	else
+		snprintf(sql, sqlsz,
+		         "SELECT pg_advisory_xact_lock_shared(%d), "
+		         "pg_advisory_xact_lock(%d, %d)",
+		         PG_STORE_LOCK, PG_KEY_LOCKS, lock_key_hash(key));
+}
+
+/*
+ * PostgreSQL: BEGIN, the transaction's own settings (local: "" or SET
+ * LOCAL statements) and its locks in one message (one round trip).
  */
 static enum gc_err
 pg_begin(struct store *st, const char *key, const char *local)
 {
-	char sql[256];
+	char locks[128], sql[384];
 
-	if (key == NULL)
-		snprintf(sql, sizeof(sql),
-		         "BEGIN; %sSELECT pg_advisory_xact_lock(%d)", local,
-		         PG_STORE_LOCK);
-	else
-		snprintf(sql, sizeof(sql),
-		         "BEGIN; %sSELECT pg_advisory_xact_lock_shared(%d), "
-		         "pg_advisory_xact_lock(%d, %d)",
-		         local, PG_STORE_LOCK, PG_KEY_LOCKS,
-		         lock_key_hash(key));
+	pg_locks(locks, sizeof(locks), key);
+	snprintf(sql, sizeof(sql), "BEGIN; %s%s", local, locks);
 	return store_exec(st, sql);
 }
 
@@ -615,10 +623,7 @@ store_batch_begin(struct store *st, const char *key, int lazy)
 
 	if (st->ops->batch_begin == NULL)
 		return 0;
-	snprintf(locks, sizeof(locks),
-	         "SELECT pg_advisory_xact_lock_shared(%d), "
-	         "pg_advisory_xact_lock(%d, %d)",
-	         PG_STORE_LOCK, PG_KEY_LOCKS, lock_key_hash(key));
+	pg_locks(locks, sizeof(locks), key);
 	head[n++] = "BEGIN";
 	if (lazy && st->lazy_commits)
 		head[n++] = "SET LOCAL synchronous_commit = off";
