@@ -117,9 +117,11 @@ struct db_ops {
 	 * its statement and returns DB_DONE at once, with no rows and its
 	 * changes unknown.  batch_end sends tail (NULL: none) and waits for
 	 * every answer: changes[] gets the statements' changes in order (at
-	 * most max; *n of them).  GC_ESTORE when anything failed: the rest
-	 * was skipped, and an open transaction is left to roll back.  Every
-	 * statement a batch steps must have been prepared before it.
+	 * most max; *n of them), and a statement that returned rows has
+	 * them to step through afterwards (its last run's), until reset.
+	 * GC_ESTORE when anything failed: the rest was skipped, and an open
+	 * transaction is left to roll back.  Every statement a batch steps
+	 * must have been prepared before it.
 	 */
 	enum gc_err (*batch_begin)(struct db *db, const char *const *head,
 	                           size_t n);

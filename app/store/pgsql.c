@@ -26,9 +26,10 @@ struct db {
 	int lock_timeout_ms; /* store.busy_timeout_ms, as with SQLite */
 	unsigned gen;  /* bumped on every reconnect: statements re-prepare */
 	int listening; /* LISTEN PG_WAKE_CHANNEL, again on reconnect */
-	/* A batch (pipeline mode): what was sent, whose changes to keep. */
+	/* A batch (pipeline mode): each message sent, and the statement
+	 * whose answer it is (NULL: the answer is not kept). */
 	int batching, batch_failed, nsent;
-	unsigned char counted[DB_BATCH_MAX];
+	struct pg_stmt *sent[DB_BATCH_MAX];
 	char err[512];
 };
 
@@ -280,16 +281,16 @@ pg_bind_null(struct db_stmt *s, int i)
 		PS(s)->vals[i - 1] = NULL;
 }
 
-/* Send one message of a batch; counted: its changes go to batch_end's. */
+/* One message of a batch sent (ok), its answer ps's (NULL: not kept). */
 static int
-pg_batch_sent(struct db *db, int ok, int counted)
+pg_batch_sent(struct db *db, int ok, struct pg_stmt *ps)
 {
 	if (!ok) {
 		pg_note(db, "batch");
 		db->batch_failed = 1;
 		return 0;
 	}
-	db->counted[db->nsent++] = (unsigned char)counted;
+	db->sent[db->nsent++] = ps;
 	return 1;
 }
 
@@ -300,7 +301,7 @@ pg_batch_text(struct db *db, const char *sql)
 		return db->batch_failed = 1, 0;
 	return pg_batch_sent(
 	    db, PQsendQueryParams(db->conn, sql, 0, NULL, NULL, NULL, NULL, 0),
-	    0);
+	    NULL);
 }
 
 /* A statement in a batch: sent, not waited for (prepared again first
@@ -316,14 +317,15 @@ pg_batch_stmt(struct pg_stmt *ps, const char *name)
 	}
 	if (ps->gen != db->gen) {
 		if (!pg_batch_sent(
-		        db, PQsendPrepare(db->conn, name, ps->sql, 0, NULL), 0))
+		        db, PQsendPrepare(db->conn, name, ps->sql, 0, NULL),
+		        NULL))
 			return DB_ERROR;
 		ps->gen = db->gen;
 	}
 	if (!pg_batch_sent(db,
 	                   PQsendQueryPrepared(db->conn, name, ps->nparams,
 	                                       ps->vals, NULL, NULL, 0),
-	                   1))
+	                   ps))
 		return DB_ERROR;
 	ps->changes = -1;
 	return DB_DONE;
@@ -562,6 +564,20 @@ pg_batch_begin(struct db *db, const char *const *head, size_t n)
 	return GC_OK;
 }
 
+/*
+ * A batched statement's rows, kept (r is now ps's) for stepping through
+ * once the batch is answered: those of its last run when it ran twice.
+ */
+static void
+pg_batch_rows(struct pg_stmt *ps, PGresult *r)
+{
+	PQclear(ps->res);
+	ps->res = r;
+	ps->nrows = PQntuples(r);
+	ps->row = -1; /* the first step gives row 0 */
+	ps->changes = strtol(PQcmdTuples(r), NULL, 10);
+}
+
 /* See db.h. */
 static enum gc_err
 pg_batch_end(struct db *db, const char *tail, long *changes, size_t max,
@@ -601,8 +617,15 @@ pg_batch_end(struct db *db, const char *tail, long *changes, size_t max,
 			if (ok && rs != PGRES_PIPELINE_ABORTED)
 				pg_note(db, NULL); /* the one that failed */
 			ok = 0;
-		} else if (i < db->nsent && db->counted[i] && *n < max)
-			changes[(*n)++] = strtol(PQcmdTuples(r), NULL, 10);
+		} else if (i < db->nsent && db->sent[i] != NULL) {
+			if (*n < max)
+				changes[(*n)++] =
+				    strtol(PQcmdTuples(r), NULL, 10);
+			if (PQntuples(r) > 0) {
+				pg_batch_rows(db->sent[i], r);
+				r = NULL;
+			}
+		}
 		i++;
 		PQclear(r);
 	}
@@ -614,6 +637,10 @@ pg_batch_end(struct db *db, const char *tail, long *changes, size_t max,
 		ok = 0;
 	}
 	if (!ok) {
+		/* Rows of a batch that failed are not to be read. */
+		for (i = 0; i < db->nsent; i++)
+			if (db->sent[i] != NULL)
+				pg_reset(&db->sent[i]->base);
 		log_warnx("store: batch: %s", db->err);
 		pg_recover(db);
 	}

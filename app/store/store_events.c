@@ -384,7 +384,7 @@ finish_begin(struct store *st, const char *key, size_t n, size_t natts)
 
 	if (key != NULL && st->ops->batch_begin != NULL &&
 	    msgs <= DB_BATCH_MAX && finish_prepared(st))
-		b = store_batch_begin(st, key, 1);
+		b = store_batch_begin(st, key, STORE_LAZY);
 	if (b == 0 && store_begin_lazy(st, key) != GC_OK)
 		return -1;
 	return b;

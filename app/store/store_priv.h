@@ -183,16 +183,18 @@ enum gc_err store_begin_on(struct store *st, const char *key);
  * accepted event, a ledger entry or an operator's change.
  */
 enum gc_err store_begin_lazy(struct store *st, const char *key);
-/* store_begin_lazy for the claim, with its planner setting. */
-enum gc_err store_begin_claim(struct store *st);
+/* How a write transaction begins on PostgreSQL, beyond its locks. */
+#define STORE_LAZY    0x1 /* as store_begin_lazy */
+#define STORE_ORDERED 0x2 /* no bitmap scans (the claim's) */
 /*
- * A write transaction on key sent as one batch (db.h), where the backend
- * has batches: 1 when begun, 0 when it has none (use store_begin_on or
- * store_begin_lazy: lazy says which), -1 on failure.  Its statements are
- * then sent unanswered (store_changes unknown) until store_batch_commit,
- * which commits and gives their changes in order, or rolls back.
+ * A write transaction on key (how: STORE_ flags) sent as one batch
+ * (db.h), where the backend has batches: 1 when begun, 0 when it has
+ * none (begin another way), -1 on failure.  Its statements are then sent
+ * unanswered (store_changes unknown, no rows) until store_batch_commit,
+ * which commits and gives their changes in order, and the rows of those
+ * that return rows to step through, or rolls back.
  */
-int store_batch_begin(struct store *st, const char *key, int lazy);
+int store_batch_begin(struct store *st, const char *key, int how);
 enum gc_err store_batch_commit(struct store *st, long *changes, size_t max,
                                size_t *n);
 enum gc_err store_commit(struct store *st);

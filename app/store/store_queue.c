@@ -121,23 +121,14 @@ claim_rows(struct store *st, json_t *rows, int64_t now_ms,
 	return GC_OK;
 }
 
-/* PostgreSQL: select and lease in one statement (STMT_CLAIM_BATCH). */
+/* The claimed rows of STMT_CLAIM_BATCH (s, answered) into arr. */
 static enum gc_err
-claim_batch(struct store *st, int64_t now_ms, const struct lease *l,
-            int max_events, json_t *arr)
+claim_read(struct store *st, struct db_stmt *s, json_t *arr)
 {
-	struct db_stmt *s = store_stmt(st, STMT_CLAIM_BATCH);
 	enum gc_err err = GC_OK;
 	enum db_rc rc;
 	json_t *c;
 
-	if (s == NULL)
-		return GC_ESTORE;
-	store_bind_int(s, 1, l->until_ms);
-	store_bind_text(s, 2, l->owner);
-	store_bind_int(s, 3, now_ms);
-	store_bind_int(s, 4, (int64_t)max_events * 2);
-	store_bind_int(s, 5, max_events);
 	while ((rc = store_row(st, s)) == DB_ROW) {
 		if ((c = claim_event(arr, store_col(s, 0), store_col(s, 3))) ==
 		        NULL ||
@@ -149,7 +140,7 @@ claim_batch(struct store *st, int64_t now_ms, const struct lease *l,
 		                   (json_int_t)store_col_int(s, 5), "body",
 		                   store_col(s, 6), "doc", store_col(s, 7))) !=
 		         0)) {
-			err = GC_ENOMEM; /* rolled back: nothing leased */
+			err = GC_ENOMEM;
 			rc = DB_DONE;
 			break;
 		}
@@ -161,29 +152,81 @@ claim_batch(struct store *st, int64_t now_ms, const struct lease *l,
 	return err;
 }
 
+/*
+ * PostgreSQL: select and lease in one statement (STMT_CLAIM_BATCH), sent
+ * with its BEGIN and COMMIT as one batch (one round trip); the rows are
+ * read once committed.  Its locks are the claim's own key; its settings
+ * keep the planner to walking the due rows in next_at order, stopping
+ * at the LIMIT: one whose statistics are from quieter times than a
+ * backlog would rather read every due row through a bitmap and sort
+ * them, each claim again (milliseconds per claim in a backlog of
+ * 10,000).  Out of memory reading the rows: those leased wait for their
+ * leases to expire.
+ */
+static enum gc_err
+claim_batch(struct store *st, int64_t now_ms, const struct lease *l,
+            int max_events, json_t *arr)
+{
+	struct db_stmt *s = store_stmt(st, STMT_CLAIM_BATCH);
+	long changes;
+	size_t n;
+
+	if (s == NULL)
+		return GC_ESTORE;
+	store_stmt_done(s); /* prepared: a batch can send it */
+	if (store_batch_begin(st, "claim", STORE_LAZY | STORE_ORDERED) != 1)
+		return GC_ESTORE;
+	store_bind_int(s, 1, l->until_ms);
+	store_bind_text(s, 2, l->owner);
+	store_bind_int(s, 3, now_ms);
+	store_bind_int(s, 4, (int64_t)max_events * 2);
+	store_bind_int(s, 5, max_events);
+	if (!store_step(st, s, "claim batch") ||
+	    store_batch_commit(st, &changes, 1, &n) != GC_OK) {
+		store_rollback(st);
+		return GC_ESTORE;
+	}
+	return claim_read(st, s, arr);
+}
+
+/* SQLite: select the due rows, then lease each, in one transaction. */
+static enum gc_err
+claim_each(struct store *st, int64_t now_ms, const struct lease *l,
+           int max_events, json_t *arr)
+{
+	json_t *rows;
+	enum gc_err err = GC_ESTORE;
+
+	if (store_begin_on(st, "claim") != GC_OK)
+		return GC_ESTORE;
+	if ((rows = claim_due_rows(st, now_ms, max_events)) != NULL)
+		err = claim_rows(st, rows, now_ms, l, max_events, arr);
+	json_decref(rows);
+	if (err != GC_OK || store_commit(st) != GC_OK) {
+		store_rollback(st);
+		return err == GC_OK ? GC_ESTORE : err;
+	}
+	return GC_OK;
+}
+
 /* See store.h. */
 enum gc_err
 store_claim_batch(struct store *st, int64_t now_ms, const struct lease *l,
                   int max_events, json_t **claimed)
 {
-	json_t *arr = json_array(), *rows = NULL;
-	enum gc_err err = GC_ESTORE;
+	json_t *arr = json_array();
+	enum gc_err err;
 
 	*claimed = NULL;
+	if (arr == NULL)
+		return GC_ENOMEM;
 	/* Rows it locks itself (SKIP LOCKED), leased only when free. */
-	if (arr == NULL || store_begin_claim(st) != GC_OK) {
+	err = store_shared_hosts(st)
+	          ? claim_batch(st, now_ms, l, max_events, arr)
+	          : claim_each(st, now_ms, l, max_events, arr);
+	if (err != GC_OK) {
 		json_decref(arr);
-		return arr == NULL ? GC_ENOMEM : GC_ESTORE;
-	}
-	if (store_shared_hosts(st))
-		err = claim_batch(st, now_ms, l, max_events, arr);
-	else if ((rows = claim_due_rows(st, now_ms, max_events)) != NULL)
-		err = claim_rows(st, rows, now_ms, l, max_events, arr);
-	json_decref(rows);
-	if (err != GC_OK || store_commit(st) != GC_OK) {
-		store_rollback(st);
-		json_decref(arr);
-		return err == GC_OK ? GC_ESTORE : err;
+		return err;
 	}
 	/* Events whose every delivery was taken meanwhile: drop them. */
 	for (size_t i = json_array_size(arr); i-- > 0;)

@@ -560,9 +560,9 @@ pg_begin(struct store *st, const char *key, const char *local)
 	return store_exec(st, sql);
 }
 
-/* How a transaction begins on PostgreSQL, beyond its locks. */
-#define BEGIN_LAZY    0x1 /* store_begin_lazy */
-#define BEGIN_ORDERED 0x2 /* store_begin_claim */
+/* The transaction's own settings (how: STORE_ flags), as statements. */
+#define SET_LAZY    "SET LOCAL synchronous_commit = off"
+#define SET_ORDERED "SET LOCAL enable_bitmapscan = off"
 
 static enum gc_err
 begin_with(struct store *st, const char *key, int how)
@@ -571,11 +571,8 @@ begin_with(struct store *st, const char *key, int how)
 	enum gc_err err;
 
 	snprintf(local, sizeof(local), "%s%s",
-	         how & BEGIN_LAZY && st->lazy_commits
-	             ? "SET LOCAL synchronous_commit = off; "
-	             : "",
-	         how & BEGIN_ORDERED ? "SET LOCAL enable_bitmapscan = off; "
-	                             : "");
+	         how & STORE_LAZY && st->lazy_commits ? SET_LAZY "; " : "",
+	         how & STORE_ORDERED ? SET_ORDERED "; " : "");
 	err = st->ops->dialect == DB_PG ? pg_begin(st, key, local)
 	                                : store_txn(st, STMT_BEGIN, "begin");
 	if (err != GC_OK)
@@ -596,37 +593,25 @@ store_begin_on(struct store *st, const char *key)
 enum gc_err
 store_begin_lazy(struct store *st, const char *key)
 {
-	return begin_with(st, key, BEGIN_LAZY);
-}
-
-/*
- * See store_priv.h.  The claim walks the due rows in next_at order and
- * stops at its LIMIT; a planner that has seen few pending rows (its
- * statistics are from quieter times than a backlog) would rather read
- * every due row through a bitmap and sort them, each claim again: in a
- * backlog of 10,000, milliseconds per claim.  The setting keeps it to
- * the ordered scan, for this transaction only.
- */
-enum gc_err
-store_begin_claim(struct store *st)
-{
-	return begin_with(st, "claim", BEGIN_LAZY | BEGIN_ORDERED);
+	return begin_with(st, key, STORE_LAZY);
 }
 
 /* See store_priv.h. */
 int
-store_batch_begin(struct store *st, const char *key, int lazy)
+store_batch_begin(struct store *st, const char *key, int how)
 {
 	char locks[128];
-	const char *head[3];
+	const char *head[4];
 	size_t n = 0;
 
 	if (st->ops->batch_begin == NULL)
 		return 0;
 	pg_locks(locks, sizeof(locks), key);
 	head[n++] = "BEGIN";
-	if (lazy && st->lazy_commits)
-		head[n++] = "SET LOCAL synchronous_commit = off";
+	if (how & STORE_LAZY && st->lazy_commits)
+		head[n++] = SET_LAZY;
+	if (how & STORE_ORDERED)
+		head[n++] = SET_ORDERED;
 	head[n++] = locks;
 	if (st->ops->batch_begin(st->db, head, n) != GC_OK)
 		return -1;
