@@ -50,6 +50,7 @@ struct yo_state {
 	char claimer[260]; /* the event whose call is being reconciled */
 	int64_t slot_ms;   /* throttle slot held (monotonic), 0 when none */
 	int misses;        /* history reads that did not find it yet */
+	int fresh;         /* claimed just now, not waited since */
 	int finished;
 	struct buf body;
 };
@@ -234,6 +235,7 @@ yo_claim(struct job *j)
 	switch (c) {
 	case LEDGER_CLAIMED:
 		s->phase = YO_SEND;
+		s->fresh = 1;
 		return JOB_WAIT; /* proceed at once */
 	case LEDGER_RECONCILE:
 		s->phase = YO_RECONCILE;
@@ -300,6 +302,7 @@ yo_throttle(struct job *j)
 		                 (long long)slot);
 	}
 	j->wait_until_ms = s->slot_ms;
+	s->fresh = 0;
 	return JOB_WAIT;
 }
 
@@ -343,13 +346,21 @@ yo_post_action(struct job *j)
 	json_t *body;
 	char *text;
 
-	/* Mark the start of this call, for this event and customer; send
-	 * only while the claim is still ours. */
+	/*
+	 * Mark the start of this call, for this event and customer; send
+	 * only while the claim is still ours.  A key claimed just now, with
+	 * no wait since, is already marked so (the claim writes "sending",
+	 * leased to this run): checking again would be one more write
+	 * waiting for the store, and no surer than the gap it leaves
+	 * before the call.
+	 */
 	s->sent_at = yo_now(j);
-	if (j->env->ledger_sending(j->env->ctx, j->brand->slug, j->ev->token,
+	if (!s->fresh &&
+	    j->env->ledger_sending(j->env->ctx, j->brand->slug, j->ev->token,
 	                           s->action, j->lease->owner, j->event_id,
 	                           j->ev->email, s->sent_at) != GC_OK)
 		return yo_stop(j, DEST_RETRY, "lost the award claim; not sent");
+	s->fresh = 0;
 	snprintf(s->claimer, sizeof(s->claimer), "%s", j->event_id);
 	gmtime_r(&j->ev->occurred_at, &tm);
 	strftime(created, sizeof(created), "%Y-%m-%dT%H:%M:%SZ", &tm);

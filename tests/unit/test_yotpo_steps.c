@@ -44,7 +44,10 @@ struct fake {
 	char email[128];
 	int64_t sent_at;
 	int misses;
-	int slots; /* throttle slots taken */
+	int slots;          /* throttle slots taken */
+	int64_t slot_delay; /* how far off each slot is */
+	int steal;          /* the slot's wait loses the claim to "L2" */
+	int sendings;       /* "sending" marks after the claim's own */
 };
 
 static int64_t
@@ -73,7 +76,9 @@ f_claim(void *ctx, const char *brand, const char *token, const char *action,
 	}
 	snprintf(f->owner, sizeof(f->owner), "%s", l->owner);
 	if (f->state[0] == '\0') {
+		/* As the store: a new key is inserted "sending", leased. */
 		*res = LEDGER_CLAIMED;
+		snprintf(f->state, sizeof(f->state), "sending");
 		snprintf(f->event_id, sizeof(f->event_id), "%s", event_id);
 		snprintf(f->email, sizeof(f->email), "%s", email);
 	} else
@@ -115,6 +120,7 @@ f_sending(void *ctx, const char *brand, const char *token, const char *action,
 	snprintf(f->email, sizeof(f->email), "%s", email);
 	f->sent_at = now_ms;
 	f->misses = 0;
+	f->sendings++;
 	return GC_OK;
 }
 
@@ -152,8 +158,10 @@ f_slot(void *ctx, const char *brand, int max_rps, int64_t now_ms,
 
 	(void)brand, (void)max_rps, (void)horizon_ms;
 	f->slots++;
-	*slot_ms = now_ms;
+	*slot_ms = now_ms + f->slot_delay;
 	*reserved = 1;
+	if (f->steal)
+		snprintf(f->owner, sizeof(f->owner), "L2");
 	return GC_OK;
 }
 
@@ -302,7 +310,8 @@ test_award(void **state)
 		ok = req_is(w->line, &j, "POST", BASE "/actions", post_headers,
 		            AWARD_BODY) &&
 		     strcmp(j.step, "award") == 0 &&
-		     strcmp(fk.state, "sending") == 0 && fk.sent_at == T0 &&
+		     /* claimed just now: the claim's own mark, no other */
+		     strcmp(fk.state, "sending") == 0 && fk.sendings == 0 &&
 		     fk.slots == 1;
 		job_reply(&j, w->result, w->status, w->headers, "{}");
 		/* A 423 within the budget waits in place: give up after. */
@@ -334,6 +343,44 @@ test_award(void **state)
 	}
 	if (nfail > 0)
 		fail_msg("%zu of %zu rows failed", nfail, i);
+}
+
+/*
+ * A wait for the throttle slot between the claim and the call: the
+ * claim is checked and marked again first, and one lost meanwhile sends
+ * nothing.
+ */
+static void
+test_award_after_wait(void **state)
+{
+	struct job j;
+	struct lease l;
+
+	(void)state;
+	memset(&fk, 0, sizeof(fk));
+	fk.now = T0;
+	fk.slot_delay = 500;
+	assert_int_equal(job_begin(&j, &l, "evt-1", "L1"), JOB_REQUEST);
+	assert_true(req_is(__LINE__, &j, "POST", BASE "/actions", post_headers,
+	                   AWARD_BODY));
+	assert_int_equal(fk.sendings, 1);
+	assert_int_equal(fk.sent_at, T0 + 500);
+	job_reply(&j, HTTP_OK, 200, "", "{}");
+	assert_int_equal(j.ops->next(&j), JOB_DONE);
+	assert_int_equal(j.outcome, DEST_DELIVERED);
+	assert_string_equal(fk.state, "done");
+	j.ops->finish(&j);
+
+	memset(&fk, 0, sizeof(fk));
+	fk.now = T0;
+	fk.slot_delay = 500;
+	fk.steal = 1;
+	assert_int_equal(job_begin(&j, &l, "evt-1", "L1"), JOB_DONE);
+	assert_int_equal(j.outcome, DEST_RETRY);
+	assert_non_null(strstr(j.reason, "lost the award claim"));
+	assert_int_equal(fk.sendings, 0);
+	assert_string_equal(fk.owner, "L2");
+	j.ops->finish(&j);
 }
 
 /* A key already awarded: nothing is sent. */
@@ -493,6 +540,7 @@ main(void)
 {
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(test_award),
+	    cmocka_unit_test(test_award_after_wait),
 	    cmocka_unit_test(test_award_done_before),
 	    cmocka_unit_test(test_reconcile_miss),
 	    cmocka_unit_test(test_reconcile_not_due),
