@@ -294,11 +294,26 @@ pg_batch_sent(struct db *db, int ok, struct pg_stmt *ps)
 	return 1;
 }
 
+/* Room for k more messages in the batch (none after a failure). */
+static int
+pg_batch_room(struct db *db, int k)
+{
+	if (db->batch_failed)
+		return 0;
+	if (db->nsent + k > DB_BATCH_MAX) {
+		snprintf(db->err, sizeof(db->err),
+		         "batch: more than %d messages", DB_BATCH_MAX);
+		db->batch_failed = 1;
+		return 0;
+	}
+	return 1;
+}
+
 static int
 pg_batch_text(struct db *db, const char *sql)
 {
-	if (db->batch_failed || db->nsent >= DB_BATCH_MAX)
-		return db->batch_failed = 1, 0;
+	if (!pg_batch_room(db, 1))
+		return 0;
 	return pg_batch_sent(
 	    db, PQsendQueryParams(db->conn, sql, 0, NULL, NULL, NULL, NULL, 0),
 	    NULL);
@@ -311,10 +326,8 @@ pg_batch_stmt(struct pg_stmt *ps, const char *name)
 {
 	struct db *db = ps->db;
 
-	if (db->batch_failed || db->nsent + 2 > DB_BATCH_MAX) {
-		db->batch_failed = 1;
+	if (!pg_batch_room(db, 2))
 		return DB_ERROR;
-	}
 	if (ps->gen != db->gen) {
 		if (!pg_batch_sent(
 		        db, PQsendPrepare(db->conn, name, ps->sql, 0, NULL),
@@ -583,23 +596,26 @@ static enum gc_err
 pg_batch_end(struct db *db, const char *tail, long *changes, size_t max,
              size_t *n)
 {
-	int ok = 1, i = 0, nulls = 0;
+	int ok, synced, i = 0, nulls = 0;
 	PGresult *r;
 
 	*n = 0;
 	if (tail != NULL)
 		(void)pg_batch_text(db, tail);
-	if (db->batch_failed || PQpipelineSync(db->conn) != 1) {
+	/* Synced even when a send failed: what was sent is answered. */
+	ok = !db->batch_failed;
+	if ((synced = PQpipelineSync(db->conn) == 1))
+		metrics_store_round_trip(); /* every answer comes in one go */
+	else {
 		pg_note(db, "batch");
 		ok = 0;
-	} else
-		metrics_store_round_trip(); /* every answer comes in one go */
+	}
 	/*
 	 * Every answer in order, up to the Sync's: one result per message
 	 * and a NULL after each; after a failure the rest come back
 	 * PGRES_PIPELINE_ABORTED.  A connection gone ends it early.
 	 */
-	while (PQstatus(db->conn) == CONNECTION_OK &&
+	while (synced && PQstatus(db->conn) == CONNECTION_OK &&
 	       PQpipelineStatus(db->conn) != PQ_PIPELINE_OFF) {
 		ExecStatusType rs;
 
