@@ -59,6 +59,15 @@ int engine_step(struct engine *eng, long max_wait_ms);
 int engine_jobs(const struct engine *eng);
 
 /*
+ * Dispatcher: how many more jobs it may take now.  Up to
+ * delivery.concurrency requests are on the wire at once; jobs waiting
+ * for their account's pacing slot or in a batch hold no transfer, so it
+ * keeps up to ENGINE_HAND_PER_TRANSFER times that many jobs in hand.
+ */
+#define ENGINE_HAND_PER_TRANSFER 8
+int engine_room(const struct engine *eng);
+
+/*
  * Make the failed, dead or waiting deliveries of an event due now for the
  * dispatcher (operators).  GC_ENOTFOUND when there is no such event.
  */

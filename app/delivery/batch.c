@@ -31,9 +31,9 @@ static struct batch *
 batch_alloc(struct engine *eng, const char *key, size_t limit)
 {
 	struct batch *b = calloc(1, sizeof(*b));
-	int cap = eng->cfg->delivery_concurrency < BATCH_MAX
-	              ? eng->cfg->delivery_concurrency
-	              : BATCH_MAX;
+	/* At most what the dispatcher keeps in hand (engine_room). */
+	int hand = eng->cfg->delivery_concurrency * ENGINE_HAND_PER_TRANSFER;
+	int cap = hand < BATCH_MAX ? hand : BATCH_MAX;
 
 	if (b == NULL)
 		return NULL;
@@ -52,7 +52,6 @@ batch_alloc(struct engine *eng, const char *key, size_t limit)
 	b->flush_at = mono_ms() + BATCH_LINGER_MS;
 	b->next = eng->batches;
 	eng->batches = b;
-	eng->nbatches++;
 	return b;
 }
 
@@ -104,7 +103,6 @@ batch_park(struct engine *eng, struct run *r)
 	b->runs[b->n] = r;
 	b->members[b->n++] = member;
 	b->bytes += add;
-	eng->parked++;
 	r->in_flight = 1; /* parked: on its way to the wire */
 	if (b->n >= b->cap && !b->paced)
 		b->flush_at = 0; /* full: no reason to linger */
@@ -121,8 +119,6 @@ batch_drop(struct engine *eng, struct batch *b)
 		pp = &(*pp)->next;
 	if (*pp == b)
 		*pp = b->next;
-	eng->nbatches--;
-	eng->parked -= b->n;
 	batch_free(b);
 }
 
@@ -189,9 +185,13 @@ batch_send(struct engine *eng, struct batch *b, int64_t now)
 	else if (slot > now) {
 		b->paced = 1; /* it holds that slot; members join until then */
 		b->flush_at = slot;
-	} else if (b->n == 1 || deadline - now < MIN_REQUEST_MS ||
-	           first->job.ops->batch_request(&first->job, b->items,
-	                                         &b->body, &b->req) != GC_OK)
+	} else if (httpc_idle(eng->http) == 0 && b->n > 1 &&
+	           deadline - now >= MIN_REQUEST_MS)
+		b->paced = 1; /* its slot has come: it goes when a transfer
+		                 frees, taking members until then */
+	else if (b->n == 1 || deadline - now < MIN_REQUEST_MS ||
+	         first->job.ops->batch_request(&first->job, b->items, &b->body,
+	                                       &b->req) != GC_OK)
 		batch_scatter(eng, b, b->n == 1);
 	else {
 		b->req.timeout_ms = eng->cfg->http_timeout_ms < deadline - now

@@ -41,7 +41,7 @@ dispatcher_purge(struct store *st, const struct app_config *cfg)
 static int64_t
 dispatcher_fill(struct engine *eng, const struct app_config *cfg)
 {
-	int free_jobs = cfg->delivery_concurrency - engine_jobs(eng);
+	int free_jobs = engine_room(eng);
 	int ask = cfg->retrier_batch < free_jobs / 2 ? cfg->retrier_batch
 	                                             : free_jobs / 2;
 	int got;

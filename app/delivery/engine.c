@@ -125,8 +125,18 @@ engine_httpc(struct engine *eng)
 int
 engine_jobs(const struct engine *eng)
 {
-	/* A batch's waiting members take one slot together, not one each. */
-	return eng->jobs - eng->parked + eng->nbatches;
+	return eng->jobs;
+}
+
+/* See engine.h. */
+int
+engine_room(const struct engine *eng)
+{
+	int wire = httpc_idle(eng->http) - eng->queued;
+	int hand = eng->cfg->delivery_concurrency * ENGINE_HAND_PER_TRANSFER -
+	           eng->jobs;
+
+	return wire < hand ? wire : hand;
 }
 
 /* See engine_priv.h. */
@@ -418,7 +428,9 @@ engine_wait_ms(const struct engine *eng, long max_ms)
 	for (const struct erun *er = eng->active; er != NULL; er = er->next)
 		for (int i = 0; i < er->n; i++) {
 			const struct run *r = &er->runs[i];
-			if (r->active && !r->in_flight &&
+			/* A queued run goes when a response frees its
+			 * transfer: that wakes the wait anyway. */
+			if (r->active && !r->in_flight && !r->queued &&
 			    r->job.wait_until_ms < next)
 				next = r->job.wait_until_ms;
 		}

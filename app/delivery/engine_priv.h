@@ -43,6 +43,7 @@ struct run {
 	int ready;     /* j->req is built: send it at j->wait_until_ms */
 	int paced;     /* it holds its pacing slot */
 	int solo;      /* never batch it again (a batch reply failed it) */
+	int queued;    /* ready, waiting for a free transfer (dispatcher) */
 	/* Times in runs and batches are monotonic (mono.h). */
 	int64_t t0_ms;     /* when its request left */
 	char account[200]; /* whose limits apply: "emarsys:<client id>" */
@@ -99,8 +100,7 @@ struct engine {
 	int jobs;              /* jobs of the active eruns */
 	int dispatcher;        /* this process is a dispatcher */
 	struct batch *batches; /* open or on the wire */
-	int nbatches;
-	int parked;            /* jobs waiting in batches */
+	int queued;            /* runs waiting for a free transfer */
 	int64_t holds_read_at; /* monotonic: other hosts' holds last read */
 };
 

@@ -343,6 +343,16 @@ run_send(struct engine *eng, struct run *r)
 		return;
 	if (!run_paced(eng, r, now))
 		return;
+	/*
+	 * Every transfer busy (the dispatcher keeps more deliveries in
+	 * hand than it has transfers): it goes when one frees, in its slot.
+	 */
+	if (httpc_idle(eng->http) == 0) {
+		r->ready = 1;
+		r->queued = 1;
+		eng->queued++;
+		return;
+	}
 	r->paced = 0;
 	if (j->req.timeout_ms == 0)
 		j->req.timeout_ms = eng->cfg->http_timeout_ms;
@@ -370,7 +380,13 @@ run_advance(struct engine *eng, struct run *r)
 		if (r->ready) {
 			/* Its request is built; its slot has come. */
 			r->ready = 0;
+			if (r->queued) {
+				r->queued = 0;
+				eng->queued--;
+			}
 			run_send(eng, r);
+			if (r->queued)
+				return; /* until a transfer frees */
 			continue;
 		}
 		switch (j->ops->next(j)) {

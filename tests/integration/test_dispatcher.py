@@ -470,5 +470,38 @@ class BacklogTest(DispatcherCase):
                          {t: 1 for t in tokens})
 
 
+class PacedBrandTest(DispatcherCase):
+    def test_paced_brand_holds_no_transfer(self):
+        """Two transfers; a brand whose Yotpo pace allows 1.8 awards a
+        second has a backlog, and another brand's events come after it.
+        Deliveries waiting for their pacing slot hold no transfer: the
+        dispatcher takes the other brand's events and delivers them
+        while most of the paced backlog still waits."""
+        self.stack(workers=2, sync_workers=0, concurrency=2,
+                   retry_schedule=LONG_SCHEDULE)
+        self.s.emarsys.config({"rate_limit_per_minute": 100000})
+        # gcrelay's own pacing is the limit here (both brands are one
+        # merchant of the simulator)
+        self.s.yotpo.config({"rate_limit_per_s": 1000})
+        self.brand("paced", max_rps=2)
+        self.brand("other")
+        paced = [sample_event("offer_claimed", brand_slug="paced")
+                 for _ in range(12)]
+        other = [sample_event("offer_claimed", brand_slug="other")
+                 for _ in range(12)]
+        pw = [w for w, _, _ in self.post_many(paced, threads=4)]
+        ow = [w for w, _, _ in self.post_many(other, threads=4)]
+        self.wait_delivered(ow, timeout=30)
+        waiting = sorted(e for (e, d), st in self.statuses(pw).items()
+                         if d == "yotpo" and st != "delivered")
+        # 12 awards at 1.8/s take 6 s; one event at a time, the other
+        # brand would have waited for nearly all of them.
+        self.assertGreaterEqual(len(waiting), 5, waiting)
+        self.wait_delivered(pw, timeout=60)
+        tokens = [e["token"] for e in paced + other]
+        self.assertEqual(self.awards_by_token(), {t: 1 for t in tokens})
+        self.assertEqual(self.triggers_by_token(), {t: 1 for t in tokens})
+
+
 if __name__ == "__main__":
     unittest.main()
