@@ -160,6 +160,14 @@ enum gc_err store_event_outcome(struct store *st, const char *id, json_t **out,
                                 int *final_ok);
 
 /*
+ * The outcome document store_event_outcome gives for an event just
+ * recorded by store_event_insert with these n deliveries and no lease,
+ * built without asking the store.  NULL when out of memory.
+ */
+json_t *store_event_outcome_new(const char *id, const struct delivery_init *d,
+                                size_t n, int *final_ok);
+
+/*
  * Stored brand and normalised body of an event (caller frees each), when
  * it was received, and the brand's document as store_brand_get gives it
  * (NULL when the brand is no longer configured), in one query.

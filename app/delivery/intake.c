@@ -149,7 +149,7 @@ engine_submit(struct engine *eng, const char *webhook_id,
 	struct lease l;
 	enum gc_err err;
 	char why[256];
-	int sync;
+	int sync, ok;
 
 	*outcome = NULL;
 	intake_plan(ev, b, &p);
@@ -169,7 +169,11 @@ engine_submit(struct engine *eng, const char *webhook_id,
 		return engine_outcome(eng, webhook_id, 1, outcome, status);
 	if (err != GC_OK)
 		return err;
-	if (engine_outcome(eng, webhook_id, 0, outcome, status) != GC_OK) {
+	/* Not delivered here: the answer is what was just recorded. */
+	if (!sync && (*outcome = store_event_outcome_new(
+	                  webhook_id, p.di, M_DEST__MAX, &ok)) != NULL)
+		*status = ok ? 200 : 202;
+	else if (engine_outcome(eng, webhook_id, 0, outcome, status) != GC_OK) {
 		/* Recorded: gcrelay owns it now, whatever happens next. */
 		*outcome = json_pack("{s:s, s:s}", "id", webhook_id, "status",
 		                     "accepted");

@@ -242,6 +242,49 @@ store_event_outcome(struct store *st, const char *id, json_t **out,
 	return *out ? GC_OK : GC_ENOMEM;
 }
 
+static int
+by_destination(const void *a, const void *b)
+{
+	const struct delivery_init *const *x = a, *const *y = b;
+
+	return strcmp((*x)->destination, (*y)->destination);
+}
+
+/* See store.h. */
+json_t *
+store_event_outcome_new(const char *id, const struct delivery_init *d, size_t n,
+                        int *final_ok)
+{
+	const struct delivery_init **by = calloc(n ? n : 1, sizeof(*by));
+	json_t *dl = json_array(), *o;
+	size_t i;
+
+	for (i = 0; by != NULL && i < n; i++)
+		by[i] = &d[i];
+	if (by != NULL) /* as STMT_EVENT_OUTCOME sorts them */
+		qsort(by, n, sizeof(*by), by_destination);
+	for (i = 0; by != NULL && dl != NULL && i < n; i++) {
+		/* Not run yet: no runs, no next attempt time. */
+		o = json_pack("{s:s, s:s, s:i}", "destination",
+		              by[i]->destination, "status", by[i]->status,
+		              "runs", 0);
+		if (o != NULL && by[i]->reason != NULL)
+			json_object_set_new(o, "reason",
+			                    json_string(by[i]->reason));
+		if (json_array_append_new(dl, o) != 0)
+			break;
+	}
+	free(by);
+	if (dl == NULL || i < n) {
+		json_decref(dl);
+		return NULL;
+	}
+	*final_ok = strcmp(event_status_of(d, n), "delivered") == 0;
+	return json_pack("{s:s, s:s, s:o}", "id", id, "status",
+	                 *final_ok ? "delivered" : "accepted", "deliveries",
+	                 dl);
+}
+
 /* See store.h. */
 enum gc_err
 store_event_body(struct store *st, const char *id, char **brand, char **body,

@@ -271,6 +271,49 @@ test_outcomes(void **state)
 	json_decref(out);
 }
 
+/*
+ * Intake answers a new event it does not deliver at once with
+ * store_event_outcome_new: it must be what the store would give.
+ */
+static void
+test_outcome_new(void **state)
+{
+	struct fixture *f = *state;
+	struct lease none = {0};
+	static const struct delivery_init cases[][2] = {
+	    {{"emarsys", "pending", NULL}, {"yotpo", "skipped", "no token"}},
+	    {{"emarsys", "skipped", "no list"}, {"yotpo", "skipped", "no"}},
+	    {{"emarsys", "pending", NULL}, {"yotpo", "pending", NULL}},
+	    /* out of order: the store sorts by destination */
+	    {{"yotpo", "pending", NULL}, {"emarsys", "skipped", "x"}},
+	};
+
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		char id[16];
+		json_t *stored, *built;
+		int ok_stored = -1, ok_built = -1;
+		char *a, *b;
+
+		snprintf(id, sizeof(id), "n%zu", i);
+		assert_int_equal(store_event_insert(f->st, id, "acme", "order",
+		                                    "{}", cases[i], 2, &none),
+		                 GC_OK);
+		assert_int_equal(
+		    store_event_outcome(f->st, id, &stored, &ok_stored), GC_OK);
+		built = store_event_outcome_new(id, cases[i], 2, &ok_built);
+		assert_non_null(built);
+		a = json_dumps(stored, JSON_SORT_KEYS);
+		b = json_dumps(built, JSON_SORT_KEYS);
+		if (strcmp(a, b) != 0)
+			fail_msg("case %zu: store %s, built %s", i, a, b);
+		assert_int_equal(ok_built, ok_stored);
+		free(a);
+		free(b);
+		json_decref(stored);
+		json_decref(built);
+	}
+}
+
 /* One use of a signature and what the replay cache must answer. */
 struct replay_row {
 	int line;
@@ -379,6 +422,7 @@ main(void)
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test_setup_teardown(test_costs, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_outcomes, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_outcome_new, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_admin_replay, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_throttle, setup, teardown),
 	};
