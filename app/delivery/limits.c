@@ -16,6 +16,7 @@
 #define CIRCUITS 512 /* (brand, destination) pairs with failures */
 #define KEYLEN   160
 #define SYNCERS  256 /* workers at most */
+#define PACERS   512 /* brands whose Yotpo calls are paced here at once */
 
 const char *const circuit_state_names[] = {
     [CIRCUIT_CLOSED] = "closed",
@@ -34,6 +35,13 @@ struct hold {
 	int64_t next_us; /* pacing: the next free call slot */
 };
 
+/* A fixed pace (limits_pace_every): one brand's Yotpo max_rps. */
+struct pacer {
+	uint32_t hash;
+	char key[KEYLEN]; /* "" when the entry is free */
+	int64_t next_us;  /* monotonic: the next free call slot */
+};
+
 struct circuit {
 	uint32_t hash;      /* of brand and dest */
 	char brand[KEYLEN]; /* "" when the slot is free */
@@ -45,6 +53,7 @@ struct circuit {
 struct l_shared {
 	pthread_mutex_t lock;
 	struct hold holds[HOLDS];
+	struct pacer pacers[PACERS];
 	struct circuit circuits[CIRCUITS];
 	pid_t syncing[SYNCERS]; /* workers delivering at intake; 0: free */
 	int64_t beat_ms;
@@ -209,6 +218,51 @@ limits_pace(const char *account, int64_t now_ms, int64_t horizon_ms,
 		*slot_ms = next / 1000;
 	}
 	l_unlock();
+	return taken;
+}
+
+/*
+ * The pacer of key, taking a free one or the one whose slot is longest
+ * past if new: that one no longer holds anything back.  Only when every
+ * entry has a slot to come (PACERS brands awarding within a second or
+ * so) does a new key take one that still paces.
+ */
+static struct pacer *
+pacer_slot(struct l_shared *s, const char *key)
+{
+	struct pacer *stale = &s->pacers[0];
+	uint32_t h = l_hash(key, 1);
+
+	for (int i = 0; i < PACERS; i++) {
+		if (s->pacers[i].hash == h &&
+		    strcmp(s->pacers[i].key, key) == 0)
+			return &s->pacers[i];
+		if (s->pacers[i].next_us < stale->next_us)
+			stale = &s->pacers[i];
+	}
+	memset(stale, 0, sizeof(*stale));
+	stale->hash = h;
+	snprintf(stale->key, sizeof(stale->key), "%s", key);
+	return stale;
+}
+
+/* See limits.h. */
+int
+limits_pace_every(const char *key, int64_t interval_us, int64_t now_ms,
+                  int64_t horizon_ms, int64_t *slot_ms)
+{
+	struct pacer *p;
+	int64_t now_us = now_ms * 1000, next;
+	int taken;
+
+	l_lock();
+	p = pacer_slot(L(), key);
+	next = p->next_us > now_us ? p->next_us : now_us;
+	taken = next <= now_us + horizon_ms * 1000;
+	if (taken)
+		p->next_us = next + interval_us;
+	l_unlock();
+	*slot_ms = next / 1000;
 	return taken;
 }
 

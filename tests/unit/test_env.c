@@ -241,6 +241,56 @@ test_ids(void **state)
 	                 GC_ENOTFOUND);
 }
 
+/* e's throttle slot for brand at 10 per second; *reserved as it says. */
+static int64_t
+slot(const struct dest_env *e, const char *brand, int64_t now, int64_t horizon,
+     int *reserved)
+{
+	int64_t at = -1;
+
+	assert_int_equal(
+	    e->throttle_slot(e->ctx, brand, 10, now, horizon, &at, reserved),
+	    GC_OK);
+	return at;
+}
+
+/*
+ * The Yotpo throttle on one host: the processes share it (here, two envs
+ * over one limits table), slots 110 ms apart (10% under max_rps), on the
+ * caller's clock; nothing is written to the store for it.
+ */
+static void
+test_throttle(void **state)
+{
+	struct fixture *f = *state;
+	int64_t now = 1700000000000, at, stored;
+	int reserved = -1, in_store = -1;
+
+	assert_int_equal(slot(f->a, "acme", now, 1000, &reserved), now);
+	assert_int_equal(reserved, 1);
+	/* The other process gets the next slot; a millisecond may pass. */
+	at = slot(f->b, "acme", now, 1000, &reserved);
+	assert_int_equal(reserved, 1);
+	assert_in_range(at, now + 109, now + 110);
+	/* The next is beyond a 150 ms horizon: not reserved, said when. */
+	at = slot(f->a, "acme", now, 150, &reserved);
+	assert_int_equal(reserved, 0);
+	assert_in_range(at, now + 219, now + 220);
+	/* It was not taken: asked again with room, it is the same one. */
+	at = slot(f->a, "acme", now, 1000, &reserved);
+	assert_int_equal(reserved, 1);
+	assert_in_range(at, now + 218, now + 220);
+	/* Another brand is paced on its own. */
+	assert_int_equal(slot(f->b, "beta", now, 1000, &reserved), now);
+	assert_int_equal(reserved, 1);
+	/* The store's throttle (several hosts) holds nothing of these. */
+	assert_int_equal(store_throttle_slot(f->st, "acme", 10, now, 1000,
+	                                     &stored, &in_store),
+	                 GC_OK);
+	assert_int_equal(stored, now);
+	assert_int_equal(in_store, 1);
+}
+
 int
 main(void)
 {
@@ -248,6 +298,7 @@ main(void)
 	    cmocka_unit_test_setup_teardown(test_token, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_token_lease, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_ids, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_throttle, setup, teardown),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
