@@ -299,7 +299,8 @@ class HostLost(unittest.TestCase):
                         path_prefix="/api/v3/event/", count=-1)
         a.yotpo.fault("delay", ms=700, method="POST",
                       path_prefix="/api/v2/actions", count=-1)
-        events = [sample_event("offer_claimed") for _ in range(200)]
+        # Enough that A is still taking them in when it dies.
+        events = [sample_event("offer_claimed") for _ in range(600)]
         answers = [None] * len(events)
         ts = post_load(a, events, 4, answers)
 
