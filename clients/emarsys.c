@@ -34,8 +34,9 @@
 #define NO_SUCH_FIELD     "none"              /* the account has none */
 #define NO_SUCH_FIELD_S   3600 /* look again after this: SMS may be enabled */
 #define TOKEN_MARGIN_MS   60000
-#define TOKEN_LEASE_MS    5000 /* beyond it another may fetch the token */
-#define TOKEN_POLL_MS     200  /* how often a waiter looks for the token */
+#define TOKEN_LEASE_MS    5000  /* beyond it another may fetch the token */
+#define IDS_LEASE_MS      10000 /* beyond it another may resolve the ids */
+#define LEASE_POLL_MS     200   /* how often a waiter looks again */
 #define MAX_LISTS         3
 #define PROGRESS_UPSERTED "upserted" /* stored: the trigger is what is left */
 
@@ -304,48 +305,54 @@ em_cached_token(struct job *j)
 	OPENSSL_cleanse(clear, sizeof(clear));
 }
 
-/* Give the token fetch lease back if this job holds it. */
+/* The lease key of the account's field and event ids. */
+static void
+em_ids_key(const struct job *j, char *key, size_t n)
+{
+	snprintf(key, n, "ids:%s", j->brand->em_client_id);
+}
+
+/* Give back the leases this job holds (the token's, the ids'). */
 static void
 em_unlease(struct job *j)
 {
 	struct em_state *s = j->state;
+	char key[sizeof(s->scope)];
 
-	if (!s->leased)
-		return;
-	s->leased = 0;
-	j->env->token_unlease(j->env->ctx, j->brand->slug,
-	                      j->brand->em_client_id, j->lease->owner);
+	if (s->leased)
+		j->env->token_unlease(j->env->ctx, j->brand->slug,
+		                      j->brand->em_client_id, j->lease->owner);
+	if (s->ids_leased) {
+		em_ids_key(j, key, sizeof(key));
+		j->env->token_unlease(j->env->ctx, j->brand->slug, key,
+		                      j->lease->owner);
+	}
+	s->leased = s->ids_leased = 0;
 }
 
 /*
- * Without a token: whether to fetch one now (1), holding the account's
- * fetch lease, or to use the one another process just cached (1, with
- * s->token set); 0 while another process fetches it (j->wait_until_ms
- * set, or the delivery handed back and finished).  A store failure
- * does not stop a delivery: it fetches without a lease.
+ * Take the lease named key for lease_ms, so that one delivery at a time
+ * does what it guards: 1 to go on (*leased set when taken; a store
+ * failure does not stop a delivery, which goes on without it); 0 while
+ * another holds it (j->wait_until_ms set, or the delivery handed back
+ * and finished, saying busy).
  */
 static int
-em_token_turn(struct job *j)
+em_lease_turn(struct job *j, const char *key, int64_t lease_ms, int *leased,
+              const char *busy)
 {
 	struct em_state *s = j->state;
-	int64_t now, held, at, wake;
+	int64_t now = em_now(j), held, at, wake;
 	enum gc_err err;
 
-	if (j->env->token_lease == NULL || j->lease == NULL)
-		return 1;
-	em_cached_token(j);
-	if (s->token[0] != '\0')
-		return 1;
-	now = em_now(j);
-	err = j->env->token_lease(j->env->ctx, j->brand->slug,
-	                          j->brand->em_client_id, j->lease->owner, now,
-	                          now + TOKEN_LEASE_MS, &held);
+	err = j->env->token_lease(j->env->ctx, j->brand->slug, key,
+	                          j->lease->owner, now, now + lease_ms, &held);
 	if (err != GC_EEXISTS) {
-		s->leased = err == GC_OK;
+		*leased = err == GC_OK;
 		return 1;
 	}
 	/* Look again shortly, or once the holder's lease has run out. */
-	at = now + TOKEN_POLL_MS;
+	at = now + LEASE_POLL_MS;
 	if (held + 1 < at)
 		at = held + 1;
 	wake = job_mono_at(j, at); /* the lease is stored: wall clock */
@@ -354,9 +361,28 @@ em_token_turn(struct job *j)
 		return 0;
 	}
 	s->finished = 1;
-	job_defer(j, now + TOKEN_POLL_MS,
-	          "another process is fetching the Emarsys token");
+	job_defer(j, now + LEASE_POLL_MS, "%s", busy);
 	return 0;
+}
+
+/*
+ * Without a token: whether to fetch one now (1), holding the account's
+ * fetch lease, or to use the one another process just cached (1, with
+ * s->token set); 0 while another fetches it (em_lease_turn).
+ */
+static int
+em_token_turn(struct job *j)
+{
+	struct em_state *s = j->state;
+
+	if (j->env->token_lease == NULL || j->lease == NULL)
+		return 1;
+	em_cached_token(j);
+	if (s->token[0] != '\0')
+		return 1;
+	return em_lease_turn(j, j->brand->em_client_id, TOKEN_LEASE_MS,
+	                     &s->leased,
+	                     "another process is fetching the Emarsys token");
 }
 
 static void
@@ -457,6 +483,43 @@ em_cached_ids(struct job *j)
 		else
 			s->sms_id[0] = '\0'; /* list the fields again */
 	}
+}
+
+/* Whether some field or event id is still to be resolved. */
+static int
+em_ids_missing(const struct em_state *s)
+{
+	if (s->ev_id[0] == '\0' || (s->want_sms && s->sms_id[0] == '\0'))
+		return 1;
+	for (int i = 0; i < s->nvf; i++)
+		if (s->vf[i].id[0] == '\0')
+			return 1;
+	return 0;
+}
+
+/*
+ * With ids to resolve: whether to list (and create) them now (1),
+ * holding the account's ids lease, or to use those another delivery
+ * just cached (1, nothing missing now); 0 while another resolves them
+ * (em_lease_turn).  One at a time: a paced account would otherwise see
+ * every waiting delivery list the fields, and none of them get to
+ * create the missing one before its turn comes round again.
+ */
+static int
+em_ids_turn(struct job *j)
+{
+	struct em_state *s = j->state;
+	char key[sizeof(s->scope)];
+
+	if (s->ids_leased || j->env->token_lease == NULL || j->lease == NULL)
+		return 1;
+	em_cached_ids(j);
+	if (!em_ids_missing(s))
+		return 1;
+	em_ids_key(j, key, sizeof(key));
+	return em_lease_turn(
+	    j, key, IDS_LEASE_MS, &s->ids_leased,
+	    "another delivery is resolving the Emarsys field and event ids");
 }
 
 static enum job_next
@@ -576,9 +639,13 @@ em_next(struct job *j)
 		em_token_request(j);
 		return JOB_REQUEST;
 	}
+	if (em_ids_missing(s) && !em_ids_turn(j))
+		return s->finished ? JOB_DONE : JOB_WAIT;
 	buf_reset(&s->body);
 	if (em_next_field(j) || em_next_event(j))
 		return s->finished ? JOB_DONE : JOB_REQUEST;
+	if (s->ids_leased)
+		em_unlease(j); /* resolved: the next may go */
 	if (!s->upserted) {
 		em_upsert_request(j);
 		return JOB_REQUEST;

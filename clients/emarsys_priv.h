@@ -32,7 +32,8 @@ struct em_state {
 	char auth[4200]; /* "Authorization: Bearer ..." */
 	char userpwd[1100];
 	int reauths;
-	int leased; /* holds the token fetch lease (j->lease->owner) */
+	int leased;     /* holds the token fetch lease (j->lease->owner) */
+	int ids_leased; /* holds the lease to resolve field and event ids */
 
 	int want_sms;
 	char sms_id[32];

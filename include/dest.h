@@ -100,9 +100,11 @@ struct dest_env {
 	                            const char *client_id, const char *token);
 	/*
 	 * The lease to fetch that token (store_em_token_lease, _unlease),
-	 * so one process at a time asks the token endpoint: GC_OK when
-	 * owner took it until until_ms, GC_EEXISTS when another holds it
-	 * (until *held_until_ms).  NULL: no leases, every job fetches.
+	 * so one delivery at a time asks the token endpoint; under the
+	 * name "ids:<client id>", to resolve the field and event ids.
+	 * GC_OK when owner took it until until_ms, GC_EEXISTS when another
+	 * holds it (until *held_until_ms).  NULL: no leases, every job
+	 * fetches and resolves.
 	 */
 	enum gc_err (*token_lease)(void *ctx, const char *brand,
 	                           const char *client_id, const char *owner,
