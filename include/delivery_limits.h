@@ -60,12 +60,12 @@ void limits_learn(const char *account, int per_minute, int remaining,
 int limits_pace(const char *account, int64_t now_ms, int64_t horizon_ms,
                 int64_t *slot_ms);
 /*
- * Pace calls of key (a brand's Yotpo calls on one host) interval_us
+ * Pace calls to account (a brand's Yotpo calls on one host) interval_us
  * apart, on the monotonic clock: as limits_pace, reserve the next slot
  * when it falls within horizon_ms of now and return 1, else return 0
  * with *slot_ms when to ask again.
  */
-int limits_pace_every(const char *key, int64_t interval_us, int64_t now_ms,
+int limits_pace_every(const char *account, int64_t interval_us, int64_t now_ms,
                       int64_t horizon_ms, int64_t *slot_ms);
 /* The per-minute limit learned for account; 0 when none is known. */
 int limits_per_minute(const char *account);

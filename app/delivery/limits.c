@@ -12,11 +12,10 @@
 
 #include "delivery_limits.h"
 
-#define HOLDS    512 /* accounts with a live hold */
-#define CIRCUITS 512 /* (brand, destination) pairs with failures */
+#define HOLDS    1024 /* accounts held or paced at once */
+#define CIRCUITS 512  /* (brand, destination) pairs with failures */
 #define KEYLEN   160
 #define SYNCERS  256 /* workers at most */
-#define PACERS   512 /* brands whose Yotpo calls are paced here at once */
 
 const char *const circuit_state_names[] = {
     [CIRCUIT_CLOSED] = "closed",
@@ -27,19 +26,16 @@ _Static_assert(sizeof(circuit_state_names) / sizeof(circuit_state_names[0]) ==
                    CIRCUIT__MAX,
                "circuit_state_names[] out of step");
 
+/*
+ * An account's hold and its pace: Emarsys's learned limit (limits_pace)
+ * or a fixed interval (limits_pace_every: a brand's Yotpo max_rps).
+ */
 struct hold {
 	uint32_t hash; /* of account: compared before the string */
 	char account[KEYLEN];
 	int64_t until_ms;
 	int per_minute;  /* the account's live limit, 0: not known */
 	int64_t next_us; /* pacing: the next free call slot */
-};
-
-/* A fixed pace (limits_pace_every): one brand's Yotpo max_rps. */
-struct pacer {
-	uint32_t hash;
-	char key[KEYLEN]; /* "" when the entry is free */
-	int64_t next_us;  /* monotonic: the next free call slot */
 };
 
 struct circuit {
@@ -53,7 +49,6 @@ struct circuit {
 struct l_shared {
 	pthread_mutex_t lock;
 	struct hold holds[HOLDS];
-	struct pacer pacers[PACERS];
 	struct circuit circuits[CIRCUITS];
 	pid_t syncing[SYNCERS]; /* workers delivering at intake; 0: free */
 	int64_t beat_ms;
@@ -125,43 +120,62 @@ limits_init(void)
 	return GC_OK;
 }
 
+/* The entry of account, NULL when it has none. */
+static struct hold *
+hold_find(struct l_shared *s, const char *account)
+{
+	uint32_t h = l_hash(account, 0);
+
+	for (int i = 0; i < HOLDS; i++)
+		if (s->holds[i].hash == h &&
+		    strcmp(s->holds[i].account, account) == 0)
+			return &s->holds[i];
+	return NULL;
+}
+
+/* Until when an entry holds anything back (its hold or next slot). */
+static int64_t
+hold_live_ms(const struct hold *h)
+{
+	return h->until_ms > h->next_us / 1000 ? h->until_ms
+	                                       : h->next_us / 1000;
+}
+
+/*
+ * The entry of account, taking a new one if it has none: the entry
+ * whose hold and slot are longest past, which no longer holds anything
+ * back.  Only when every entry has something to come (HOLDS accounts
+ * held or paced at once) does a new account take one that still does.
+ */
+static struct hold *
+hold_slot(struct l_shared *s, const char *account)
+{
+	struct hold *h = hold_find(s, account);
+
+	if (h != NULL)
+		return h;
+	h = &s->holds[0];
+	for (int i = 1; i < HOLDS; i++)
+		if (hold_live_ms(&s->holds[i]) < hold_live_ms(h))
+			h = &s->holds[i];
+	memset(h, 0, sizeof(*h));
+	h->hash = l_hash(account, 0);
+	snprintf(h->account, sizeof(h->account), "%s", account);
+	return h;
+}
+
 /* See limits.h. */
 int64_t
 limits_hold_until(const char *account)
 {
-	struct l_shared *s = L();
-	uint32_t h = l_hash(account, 0);
-	int64_t until = 0;
+	struct hold *h;
+	int64_t until;
 
 	l_lock();
-	for (int i = 0; i < HOLDS; i++)
-		if (s->holds[i].hash == h && s->holds[i].until_ms > 0 &&
-		    strcmp(s->holds[i].account, account) == 0) {
-			until = s->holds[i].until_ms;
-			break;
-		}
+	h = hold_find(L(), account);
+	until = h != NULL ? h->until_ms : 0;
 	l_unlock();
 	return until;
-}
-
-/* The entry of account, taking the free (or most stale) one if new. */
-static struct hold *
-hold_slot(struct l_shared *s, const char *account)
-{
-	struct hold *oldest = &s->holds[0];
-	uint32_t h = l_hash(account, 0);
-
-	for (int i = 0; i < HOLDS; i++) {
-		if (s->holds[i].hash == h &&
-		    strcmp(s->holds[i].account, account) == 0)
-			return &s->holds[i];
-		if (s->holds[i].until_ms < oldest->until_ms)
-			oldest = &s->holds[i];
-	}
-	memset(oldest, 0, sizeof(*oldest));
-	oldest->hash = h;
-	snprintf(oldest->account, sizeof(oldest->account), "%s", account);
-	return oldest;
 }
 
 /* See limits.h. */
@@ -205,8 +219,8 @@ limits_pace(const char *account, int64_t now_ms, int64_t horizon_ms,
 
 	*slot_ms = now_ms;
 	l_lock();
-	h = hold_slot(L(), account);
-	if (h->per_minute > 0) {
+	h = hold_find(L(), account);
+	if (h != NULL && h->per_minute > 0) {
 		/* 10% under the limit: calls leave a little after their slot.
 		 */
 		interval = 66000000LL / h->per_minute;
@@ -221,42 +235,17 @@ limits_pace(const char *account, int64_t now_ms, int64_t horizon_ms,
 	return taken;
 }
 
-/*
- * The pacer of key, taking a free one or the one whose slot is longest
- * past if new: that one no longer holds anything back.  Only when every
- * entry has a slot to come (PACERS brands awarding within a second or
- * so) does a new key take one that still paces.
- */
-static struct pacer *
-pacer_slot(struct l_shared *s, const char *key)
-{
-	struct pacer *stale = &s->pacers[0];
-	uint32_t h = l_hash(key, 1);
-
-	for (int i = 0; i < PACERS; i++) {
-		if (s->pacers[i].hash == h &&
-		    strcmp(s->pacers[i].key, key) == 0)
-			return &s->pacers[i];
-		if (s->pacers[i].next_us < stale->next_us)
-			stale = &s->pacers[i];
-	}
-	memset(stale, 0, sizeof(*stale));
-	stale->hash = h;
-	snprintf(stale->key, sizeof(stale->key), "%s", key);
-	return stale;
-}
-
 /* See limits.h. */
 int
-limits_pace_every(const char *key, int64_t interval_us, int64_t now_ms,
+limits_pace_every(const char *account, int64_t interval_us, int64_t now_ms,
                   int64_t horizon_ms, int64_t *slot_ms)
 {
-	struct pacer *p;
+	struct hold *p;
 	int64_t now_us = now_ms * 1000, next;
 	int taken;
 
 	l_lock();
-	p = pacer_slot(L(), key);
+	p = hold_slot(L(), account);
 	next = p->next_us > now_us ? p->next_us : now_us;
 	taken = next <= now_us + horizon_ms * 1000;
 	if (taken)
@@ -270,10 +259,12 @@ limits_pace_every(const char *key, int64_t interval_us, int64_t now_ms,
 int
 limits_per_minute(const char *account)
 {
+	struct hold *h;
 	int per_minute;
 
 	l_lock();
-	per_minute = hold_slot(L(), account)->per_minute;
+	h = hold_find(L(), account);
+	per_minute = h != NULL ? h->per_minute : 0;
 	l_unlock();
 	return per_minute;
 }
