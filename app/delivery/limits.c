@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "delivery_limits.h"
+#include "mono.h"
 
 #define HOLDS    1024 /* accounts held or paced at once */
 #define CIRCUITS 512  /* (brand, destination) pairs with failures */
@@ -34,8 +35,9 @@ struct hold {
 	uint32_t hash; /* of account: compared before the string */
 	char account[KEYLEN];
 	int64_t until_ms;
-	int per_minute;  /* the account's live limit, 0: not known */
-	int64_t next_us; /* pacing: the next free call slot */
+	int per_minute;     /* the account's live limit, 0: not known */
+	int64_t learned_ms; /* when per_minute was last heard (monotonic) */
+	int64_t next_us;    /* pacing: the next free call slot */
 };
 
 struct circuit {
@@ -133,19 +135,24 @@ hold_find(struct l_shared *s, const char *account)
 	return NULL;
 }
 
-/* Until when an entry holds anything back (its hold or next slot). */
+/*
+ * Until when an entry matters: its hold, its next slot, or the moment
+ * its limit was last heard (on PostgreSQL an account is paced in the
+ * store, and its entry keeps only the limit: that must not make it the
+ * first to go).
+ */
 static int64_t
 hold_live_ms(const struct hold *h)
 {
-	return h->until_ms > h->next_us / 1000 ? h->until_ms
-	                                       : h->next_us / 1000;
+	int64_t live =
+	    h->until_ms > h->learned_ms ? h->until_ms : h->learned_ms;
+
+	return live > h->next_us / 1000 ? live : h->next_us / 1000;
 }
 
 /*
- * The entry of account, taking a new one if it has none: the entry
- * whose hold and slot are longest past, which no longer holds anything
- * back.  Only when every entry has something to come (HOLDS accounts
- * held or paced at once) does a new account take one that still does.
+ * The entry of account, taking a new one if it has none: a free one, or
+ * else the one that has mattered least recently (hold_live_ms).
  */
 static struct hold *
 hold_slot(struct l_shared *s, const char *account)
@@ -200,8 +207,10 @@ limits_learn(const char *account, int per_minute, int remaining,
 
 	l_lock();
 	h = hold_slot(L(), account);
-	if (per_minute > 0)
+	if (per_minute > 0) {
 		h->per_minute = per_minute;
+		h->learned_ms = mono_ms();
+	}
 	/* The window is used up: nobody calls before it resets. */
 	if (remaining == 0 && reset_ms > h->until_ms)
 		h->until_ms = reset_ms;

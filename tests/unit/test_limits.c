@@ -1,8 +1,9 @@
 /*
  * The per-account limits of one host (include/delivery_limits.h), in
  * this process's table: an account's learned pace survives any number
- * of other accounts being looked at, held and paced, and a new account
- * takes the entry that no longer holds anything back.
+ * of other accounts being looked at, held and paced, a new account
+ * takes the entry that no longer holds anything back, and a limit learned
+ * but never paced here (PostgreSQL paces in the store) is kept too.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -82,6 +83,28 @@ test_new_accounts_take_stale_entries(void **state)
 	assert_int_equal(limits_hold_until("yotpo:held"), NOW + 5000);
 }
 
+/*
+ * With PostgreSQL the store paces Emarsys accounts: their entries keep
+ * the learned limit only, no hold and no slot.  New accounts must not
+ * take one another's entry while the table has room, nor take those of
+ * limits heard since other accounts' holds and slots lapsed.
+ */
+static void
+test_learned_limits_stay_without_slots(void **state)
+{
+	char key[32];
+
+	(void)state;
+	for (int i = 0; i < 100; i++) {
+		snprintf(key, sizeof(key), "emarsys:store%d", i);
+		limits_learn(key, LIMIT + i, -1, 0);
+	}
+	for (int i = 0; i < 100; i++) {
+		snprintf(key, sizeof(key), "emarsys:store%d", i);
+		assert_int_equal(limits_per_minute(key), LIMIT + i);
+	}
+}
+
 static void
 test_fixed_pace(void **state)
 {
@@ -110,6 +133,7 @@ main(void)
 	    cmocka_unit_test(test_pace_outlives_lookups),
 	    cmocka_unit_test(test_new_accounts_take_stale_entries),
 	    cmocka_unit_test(test_fixed_pace),
+	    cmocka_unit_test(test_learned_limits_stay_without_slots),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
