@@ -35,18 +35,35 @@ dispatcher_purge(struct store *st, const struct app_config *cfg)
 }
 
 /*
- * Claim while there are free slots and due work; returns when the next
- * look is due (now when the last claim filled what it asked for).
+ * How many events to claim now: as many as there is room for, up to
+ * retrier.batch.  With enough in hand to keep every transfer busy, it
+ * waits for room for a quarter of a batch rather than taking an event
+ * per freed transfer (a round trip each, on a database server).
+ */
+static int
+dispatcher_ask(const struct engine *eng, const struct app_config *cfg)
+{
+	int room = engine_room(eng) / 2;
+	int ask = cfg->retrier_batch < room ? cfg->retrier_batch : room;
+	int least = engine_jobs(eng) >= cfg->delivery_concurrency
+	                ? (cfg->retrier_batch + 3) / 4
+	                : 1;
+
+	return ask >= least ? ask : 0;
+}
+
+/*
+ * Claim while there is room and due work; returns when the next look is
+ * due: now when the last claim filled what it asked for.  *roomless: no
+ * room to claim into, so look again as soon as there is.
  */
 static int64_t
-dispatcher_fill(struct engine *eng, const struct app_config *cfg)
+dispatcher_fill(struct engine *eng, const struct app_config *cfg, int *roomless)
 {
-	int free_jobs = engine_room(eng);
-	int ask = cfg->retrier_batch < free_jobs / 2 ? cfg->retrier_batch
-	                                             : free_jobs / 2;
-	int got;
+	int ask = dispatcher_ask(eng, cfg), got;
 
-	if (ask < 1)
+	*roomless = ask == 0;
+	if (ask == 0)
 		return mono_ms() + cfg->retrier_interval_ms;
 	got = engine_claim(eng, ask * 2);
 	if (got < 0) {
@@ -65,7 +82,7 @@ dispatcher_main(const struct app_config *cfg)
 	struct engine *eng;
 	int64_t last_purge = mono_ms() - PURGE_EVERY_MS, next_look = 0;
 	char why[512];
-	int woken = 1;
+	int woken = 1, roomless = 0;
 
 	log_init("dispatcher", cfg->log_level);
 	if (store_open(cfg, &st, why, sizeof(why)) != GC_OK)
@@ -85,12 +102,18 @@ dispatcher_main(const struct app_config *cfg)
 		}
 		/*
 		 * Stopping: finish what is in flight, take nothing new.  An
-		 * unusable store: claim nothing, look again in a second.
+		 * unusable store: claim nothing, look again in a second.  Out
+		 * of room: look again once a finished run or transfer makes
+		 * some, not a retrier interval later.
 		 */
-		if (!worker_stop && (woken || mono_ms() >= next_look))
+		if (roomless && dispatcher_ask(eng, cfg) > 0)
+			woken = 1;
+		if (!worker_stop && (woken || mono_ms() >= next_look)) {
+			roomless = 0;
 			next_look = store_usable(st, why, sizeof(why)) == GC_OK
-			                ? dispatcher_fill(eng, cfg)
+			                ? dispatcher_fill(eng, cfg, &roomless)
 			                : mono_ms() + 1000;
+		}
 		long wait = (long)(next_look - mono_ms());
 		woken = engine_step(eng, wait < 0      ? 0
 		                         : wait > 1000 ? 1000
