@@ -37,19 +37,23 @@ dispatcher_purge(struct store *st, const struct app_config *cfg)
 /*
  * How many events to claim now: as many as there is room for, up to
  * retrier.batch.  With enough in hand to keep every transfer busy, it
- * waits for room for a quarter of a batch rather than taking an event
- * per freed transfer (a round trip each, on a database server).
+ * waits for room for a quarter of the most it could ever claim at once
+ * rather than taking an event per freed transfer (a round trip each, on
+ * a database server).
  */
 static int
 dispatcher_ask(const struct engine *eng, const struct app_config *cfg)
 {
 	int room = engine_room(eng) / 2;
-	int ask = cfg->retrier_batch < room ? cfg->retrier_batch : room;
-	int least = engine_jobs(eng) >= cfg->delivery_concurrency
-	                ? (cfg->retrier_batch + 3) / 4
-	                : 1;
+	int most = cfg->delivery_concurrency / 2; /* the wire's room at most */
+	int ask, least = 1;
 
-	return ask >= least ? ask : 0;
+	if (most > cfg->retrier_batch)
+		most = cfg->retrier_batch;
+	if (engine_jobs(eng) >= cfg->delivery_concurrency)
+		least = (most + 3) / 4;
+	ask = room < cfg->retrier_batch ? room : cfg->retrier_batch;
+	return ask >= least && ask > 0 ? ask : 0;
 }
 
 /*
