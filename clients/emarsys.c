@@ -288,21 +288,32 @@ em_set_token(struct em_state *s, const char *token)
 	return GC_OK;
 }
 
+/* Take a cached token (clear, err as token_get gave them) that is still
+ * good for a minute; clear is cleansed. */
+static void
+em_token_take(struct job *j, enum gc_err err, char *clear, size_t n,
+              int64_t exp)
+{
+	struct em_state *s = j->state;
+
+	if (err == GC_OK && exp - TOKEN_MARGIN_MS > em_now(j))
+		(void)em_set_token(s, clear); /* fits: clear is as large */
+	OPENSSL_cleanse(clear, n);
+}
+
 /* Use the shared cached token when it is still good for a minute. */
 static void
 em_cached_token(struct job *j)
 {
 	struct em_state *s = j->state;
 	char clear[sizeof(s->token)];
-	int64_t exp;
+	int64_t exp = 0;
+	enum gc_err err;
 
-	if (j->env->token_get(j->env->ctx, j->brand->slug,
-	                      j->brand->em_client_id, clear, sizeof(clear),
-	                      &exp) != GC_OK)
-		return;
-	if (exp - TOKEN_MARGIN_MS > em_now(j))
-		(void)em_set_token(s, clear); /* fits: clear is as large */
-	OPENSSL_cleanse(clear, sizeof(clear));
+	err = j->env->token_get(j->env->ctx, j->brand->slug,
+	                        j->brand->em_client_id, clear, sizeof(clear),
+	                        &exp);
+	em_token_take(j, err, clear, sizeof(clear), exp);
 }
 
 /* The lease key of the account's field and event ids. */
@@ -453,17 +464,17 @@ em_skip(const struct gc_event *ev, const struct brand *b, char *buf, size_t n)
 	return 0;
 }
 
-static void
-em_cached_ids(struct job *j)
+/*
+ * Every id still unknown, for one look-up into ids[4]: how many; *sms
+ * when the SMS opt-in field is among them.
+ */
+static size_t
+em_ids_wanted(struct em_state *s, struct em_id *ids, int *sms)
 {
-	struct em_state *s = j->state;
-	const struct dest_env *e = j->env;
-	struct em_id ids[4];
 	size_t n = 0;
-	int sms = s->want_sms && s->sms_id[0] == '\0';
 
-	/* Every id still unknown, in one look-up. */
-	if (sms)
+	*sms = s->want_sms && s->sms_id[0] == '\0';
+	if (*sms)
 		ids[n++] = (struct em_id){"field", SMS_FIELD_NAME, s->sms_id};
 	for (int i = 0; i < s->nvf; i++)
 		if (s->vf[i].id[0] == '\0')
@@ -471,9 +482,15 @@ em_cached_ids(struct job *j)
 			    (struct em_id){"field", s->vf[i].name, s->vf[i].id};
 	if (s->ev_id[0] == '\0')
 		ids[n++] = (struct em_id){"event", s->ev_name, s->ev_id};
-	/* On a failure the ids it filled are still good; the rest unknown. */
-	if (n > 0)
-		(void)e->ids_get(e->ctx, s->scope, ids, n);
+	return n;
+}
+
+/* After the look-up: an SMS field known absent stays so for a while. */
+static void
+em_ids_looked(struct job *j, int sms)
+{
+	struct em_state *s = j->state;
+
 	if (sms && strncmp(s->sms_id, NO_SUCH_FIELD, 4) == 0) {
 		/* "none:<when>"; a bare "none" counts as long ago. */
 		long long when =
@@ -483,6 +500,45 @@ em_cached_ids(struct job *j)
 		else
 			s->sms_id[0] = '\0'; /* list the fields again */
 	}
+}
+
+/* On a failure the ids it filled are still good; the rest unknown. */
+static void
+em_cached_ids(struct job *j)
+{
+	struct em_state *s = j->state;
+	const struct dest_env *e = j->env;
+	struct em_id ids[4];
+	int sms;
+	size_t n = em_ids_wanted(s, ids, &sms);
+
+	if (n > 0)
+		(void)e->ids_get(e->ctx, s->scope, ids, n);
+	em_ids_looked(j, sms);
+}
+
+/* The cached token and ids at the start: in one look-up if the env can. */
+static void
+em_cached(struct job *j)
+{
+	struct em_state *s = j->state;
+	const struct dest_env *e = j->env;
+	char clear[sizeof(s->token)];
+	struct em_id ids[4];
+	int64_t exp = 0;
+	enum gc_err err;
+	int sms;
+	size_t n = em_ids_wanted(s, ids, &sms);
+
+	if (e->cached_get == NULL || n == 0) {
+		em_cached_token(j);
+		em_cached_ids(j);
+		return;
+	}
+	err = e->cached_get(e->ctx, j->brand->slug, j->brand->em_client_id,
+	                    clear, sizeof(clear), &exp, s->scope, ids, n);
+	em_token_take(j, err, clear, sizeof(clear), exp);
+	em_ids_looked(j, sms);
 }
 
 /* Whether some field or event id is still to be resolved. */
@@ -559,8 +615,7 @@ em_start(struct job *j)
 		return job_done(j, DEST_RETRY,
 		                "could not compute the trigger id (SHA-256)");
 	}
-	em_cached_token(j);
-	em_cached_ids(j);
+	em_cached(j);
 	/* An earlier run upserted the contact (idempotent, but a call). */
 	s->upserted = strcmp(j->progress, PROGRESS_UPSERTED) == 0;
 	return JOB_REQUEST;

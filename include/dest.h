@@ -124,6 +124,15 @@ struct dest_env {
 	                      const char *name, const char *id);
 	enum gc_err (*id_forget)(void *ctx, const char *scope,
 	                         const char *kind);
+	/*
+	 * token_get and ids_get at once (store_em_cached_get: one round
+	 * trip on PostgreSQL): the token's result, ids[] filled as ids_get
+	 * fills them.  NULL: the job calls the two in turn.
+	 */
+	enum gc_err (*cached_get)(void *ctx, const char *brand,
+	                          const char *client_id, char *token, size_t n,
+	                          int64_t *expires_ms, const char *scope,
+	                          struct em_id *ids, size_t nids);
 };
 
 /* One delivery (event x destination) being worked on. */

@@ -318,6 +318,15 @@ enum gc_err store_em_id_forget(struct store *st, const char *scope,
 enum gc_err store_em_token_get(struct store *st, const char *brand,
                                const char *client_id, char **sealed,
                                int64_t *expires_ms);
+/*
+ * store_em_token_get and store_em_ids_get together: the token's result,
+ * and ids[] filled as store_em_ids_get fills them.  One round trip where
+ * the backend sends statements in batches (PostgreSQL).
+ */
+enum gc_err store_em_cached_get(struct store *st, const char *brand,
+                                const char *client_id, char **sealed,
+                                int64_t *expires_ms, const char *scope,
+                                struct em_id *ids, size_t n);
 /* Cache a sealed token for brand (replacing any); GC_ESTORE on failure. */
 enum gc_err store_em_token_put(struct store *st, const char *brand,
                                const char *client_id, const char *sealed,

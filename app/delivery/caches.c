@@ -135,19 +135,18 @@ tok_copy(char *out, size_t n, const char *token)
 	return GC_OK;
 }
 
+/*
+ * The token in sealed (as stored; freed here) copied into token: opened
+ * again only when the row changed since this process opened it.
+ */
 static enum gc_err
-env_token_get(void *ctx, const char *brand, const char *client_id, char *token,
-              size_t n, int64_t *expires_ms)
+tok_open(struct env_ctx *c, const char *brand, const char *client_id,
+         char *sealed, char *token, size_t n, int64_t expires_ms)
 {
-	struct env_ctx *c = ctx;
-	struct tok_entry *e;
-	char aad[200], *sealed = NULL, *clear = NULL;
+	struct tok_entry *e = tok_find(c->caches, brand, client_id);
+	char aad[200], *clear = NULL;
 	enum gc_err err;
 
-	err = store_em_token_get(c->st, brand, client_id, &sealed, expires_ms);
-	if (err != GC_OK)
-		return err;
-	e = tok_find(c->caches, brand, client_id);
 	if (e != NULL && strcmp(e->sealed, sealed) == 0) {
 		/* The row we opened before: no need to open it again. */
 		free(sealed);
@@ -158,13 +157,43 @@ env_token_get(void *ctx, const char *brand, const char *client_id, char *token,
 		err = GC_ENOTFOUND; /* unreadable is as good as absent */
 	else if ((err = tok_copy(token, n, clear)) == GC_OK)
 		tok_keep(c->caches, brand, client_id, clear, sealed,
-		         *expires_ms);
+		         expires_ms);
 	if (clear != NULL) {
 		OPENSSL_cleanse(clear, strlen(clear));
 		free(clear);
 	}
 	free(sealed);
 	return err;
+}
+
+static enum gc_err
+env_token_get(void *ctx, const char *brand, const char *client_id, char *token,
+              size_t n, int64_t *expires_ms)
+{
+	struct env_ctx *c = ctx;
+	char *sealed = NULL;
+	enum gc_err err;
+
+	err = store_em_token_get(c->st, brand, client_id, &sealed, expires_ms);
+	if (err != GC_OK)
+		return err;
+	return tok_open(c, brand, client_id, sealed, token, n, *expires_ms);
+}
+
+static enum gc_err
+env_cached_get(void *ctx, const char *brand, const char *client_id, char *token,
+               size_t n, int64_t *expires_ms, const char *scope,
+               struct em_id *ids, size_t nids)
+{
+	struct env_ctx *c = ctx;
+	char *sealed = NULL;
+	enum gc_err err;
+
+	err = store_em_cached_get(c->st, brand, client_id, &sealed, expires_ms,
+	                          scope, ids, nids);
+	if (err != GC_OK)
+		return err;
+	return tok_open(c, brand, client_id, sealed, token, n, *expires_ms);
 }
 
 static enum gc_err
@@ -286,6 +315,7 @@ void
 caches_env_init(struct dest_env *env)
 {
 	env->token_get = env_token_get;
+	env->cached_get = env_cached_get;
 	env->token_put = env_token_put;
 	env->token_forget = env_token_forget;
 	env->token_lease = env_token_lease;

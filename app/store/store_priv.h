@@ -95,6 +95,7 @@ struct store {
 	int64_t recover_ms; /* monotonic time of the last recovery try */
 	int unhealthy;      /* last store_health failed (logged once) */
 	int lazy_commits;   /* store.durability normal (store_begin_lazy) */
+	int batch_read;     /* the open batch is STORE_READ: no COMMIT */
 	struct store_stats stats;
 };
 
@@ -186,13 +187,16 @@ enum gc_err store_begin_lazy(struct store *st, const char *key);
 /* How a write transaction begins on PostgreSQL, beyond its locks. */
 #define STORE_LAZY    0x1 /* as store_begin_lazy */
 #define STORE_ORDERED 0x2 /* no bitmap scans (the claim's) */
+#define STORE_READ    0x4 /* reads only: no transaction, no locks */
 /*
  * A write transaction on key (how: STORE_ flags) sent as one batch
  * (db.h), where the backend has batches: 1 when begun, 0 when it has
  * none (begin another way), -1 on failure.  Its statements are then sent
  * unanswered (store_changes unknown, no rows) until store_batch_commit,
  * which commits and gives their changes in order, and the rows of those
- * that return rows to step through, or rolls back.
+ * that return rows to step through, or rolls back.  With STORE_READ the
+ * batch is selects alone (key unused), ended by store_batch_commit all
+ * the same (nothing to commit): one round trip for all of them.
  */
 int store_batch_begin(struct store *st, const char *key, int how);
 enum gc_err store_batch_commit(struct store *st, long *changes, size_t max,

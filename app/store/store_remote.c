@@ -10,23 +10,31 @@
 #include "store.h"
 #include "store_priv.h"
 
-/* See store.h. */
-enum gc_err
-store_em_ids_get(struct store *st, const char *scope, struct em_id *ids,
-                 size_t n)
+/* The rows of STMT_EM_IDS_OF (bound, stepped or batched) into ids[]. */
+static enum gc_err
+ids_read(struct store *st, struct db_stmt *s, struct em_id *ids, size_t n)
 {
-	struct db_stmt *s;
 	enum db_rc rc;
 
-	if ((s = store_stmt(st, STMT_EM_IDS_OF)) == NULL)
-		return GC_ESTORE;
-	store_bind_text(s, 1, scope);
 	while ((rc = store_row(st, s)) == DB_ROW)
 		for (size_t i = 0; i < n; i++)
 			if (strcmp(ids[i].kind, store_col(s, 0)) == 0 &&
 			    strcmp(ids[i].name, store_col(s, 1)) == 0)
 				snprintf(ids[i].out, 32, "%s", store_col(s, 2));
 	return store_end(st, s, rc, "emarsys ids") ? GC_OK : GC_ESTORE;
+}
+
+/* See store.h. */
+enum gc_err
+store_em_ids_get(struct store *st, const char *scope, struct em_id *ids,
+                 size_t n)
+{
+	struct db_stmt *s;
+
+	if ((s = store_stmt(st, STMT_EM_IDS_OF)) == NULL)
+		return GC_ESTORE;
+	store_bind_text(s, 1, scope);
+	return ids_read(st, s, ids, n);
 }
 
 /* See store.h. */
@@ -59,20 +67,15 @@ store_em_id_forget(struct store *st, const char *scope, const char *kind)
 	return store_step(st, s, "emarsys id forget") ? GC_OK : GC_ESTORE;
 }
 
-/* See store.h. */
-enum gc_err
-store_em_token_get(struct store *st, const char *brand, const char *client_id,
-                   char **sealed, int64_t *expires_ms)
+/* The row of STMT_EM_TOKEN_GET (bound, stepped or batched). */
+static enum gc_err
+token_read(struct store *st, struct db_stmt *s, char **sealed,
+           int64_t *expires_ms)
 {
-	struct db_stmt *s;
 	enum db_rc rc;
 
 	*sealed = NULL;
 	*expires_ms = 0;
-	if ((s = store_stmt(st, STMT_EM_TOKEN_GET)) == NULL)
-		return GC_ESTORE;
-	store_bind_text(s, 1, brand);
-	store_bind_text(s, 2, client_id);
 	if ((rc = store_row(st, s)) == DB_ROW) {
 		*sealed = store_col_text(s, 0);
 		*expires_ms = store_col_int(s, 1);
@@ -80,6 +83,62 @@ store_em_token_get(struct store *st, const char *brand, const char *client_id,
 	if (!store_end(st, s, rc, "emarsys token"))
 		return GC_ESTORE;
 	return rc == DB_ROW ? GC_OK : GC_ENOTFOUND;
+}
+
+/* See store.h. */
+enum gc_err
+store_em_token_get(struct store *st, const char *brand, const char *client_id,
+                   char **sealed, int64_t *expires_ms)
+{
+	struct db_stmt *s;
+
+	*sealed = NULL;
+	*expires_ms = 0;
+	if ((s = store_stmt(st, STMT_EM_TOKEN_GET)) == NULL)
+		return GC_ESTORE;
+	store_bind_text(s, 1, brand);
+	store_bind_text(s, 2, client_id);
+	return token_read(st, s, sealed, expires_ms);
+}
+
+/* See store.h. */
+enum gc_err
+store_em_cached_get(struct store *st, const char *brand, const char *client_id,
+                    char **sealed, int64_t *expires_ms, const char *scope,
+                    struct em_id *ids, size_t n)
+{
+	struct db_stmt *t, *i;
+	long changes[2];
+	size_t got;
+	int b = 0;
+
+	*sealed = NULL;
+	*expires_ms = 0;
+	/* Prepared before the batch, which can only send them. */
+	if (n > 0 && (t = store_stmt(st, STMT_EM_TOKEN_GET)) != NULL &&
+	    (i = store_stmt(st, STMT_EM_IDS_OF)) != NULL) {
+		store_stmt_done(t);
+		store_stmt_done(i);
+		b = store_batch_begin(st, NULL, STORE_READ);
+	}
+	if (b != 1) {
+		if (b < 0)
+			return GC_ESTORE;
+		if (n > 0)
+			(void)store_em_ids_get(st, scope, ids, n);
+		return store_em_token_get(st, brand, client_id, sealed,
+		                          expires_ms);
+	}
+	store_bind_text(t, 1, brand);
+	store_bind_text(t, 2, client_id);
+	store_bind_text(i, 1, scope);
+	if (!store_step(st, t, "emarsys token") ||
+	    !store_step(st, i, "emarsys ids") ||
+	    store_batch_commit(st, changes, 2, &got) != GC_OK)
+		return GC_ESTORE;
+	/* The answers, each read as its own look-up reads it. */
+	(void)ids_read(st, i, ids, n);
+	return token_read(st, t, sealed, expires_ms);
 }
 
 /* See store.h. */

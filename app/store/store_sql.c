@@ -606,6 +606,9 @@ store_batch_begin(struct store *st, const char *key, int how)
 
 	if (st->ops->batch_begin == NULL)
 		return 0;
+	st->batch_read = (how & STORE_READ) != 0;
+	if (st->batch_read)
+		return st->ops->batch_begin(st->db, NULL, 0) == GC_OK ? 1 : -1;
 	pg_locks(locks, sizeof(locks), key);
 	head[n++] = "BEGIN";
 	if (how & STORE_LAZY && st->lazy_commits)
@@ -623,11 +626,16 @@ store_batch_begin(struct store *st, const char *key, int how)
 enum gc_err
 store_batch_commit(struct store *st, long *changes, size_t max, size_t *n)
 {
-	if (st->ops->batch_end(st->db, "COMMIT", changes, max, n) != GC_OK) {
+	int read = st->batch_read;
+
+	st->batch_read = 0;
+	if (st->ops->batch_end(st->db, read ? NULL : "COMMIT", changes, max,
+	                       n) != GC_OK) {
 		store_rollback(st);
 		return GC_ESTORE;
 	}
-	st->stats.committed++;
+	if (!read)
+		st->stats.committed++;
 	store_note_ok();
 	return GC_OK;
 }
