@@ -110,25 +110,24 @@ store_em_cached_get(struct store *st, const char *brand, const char *client_id,
 	struct db_stmt *t, *i;
 	long changes[2];
 	size_t got;
-	int b = 0;
 
-	*sealed = NULL;
-	*expires_ms = 0;
-	/* Prepared before the batch, which can only send them. */
-	if (n > 0 && (t = store_stmt(st, STMT_EM_TOKEN_GET)) != NULL &&
-	    (i = store_stmt(st, STMT_EM_IDS_OF)) != NULL) {
-		store_stmt_done(t);
-		store_stmt_done(i);
-		b = store_batch_begin(st, NULL, STORE_READ);
-	}
-	if (b != 1) {
-		if (b < 0)
-			return GC_ESTORE;
+	/* Without batches (SQLite): the two look-ups in turn. */
+	if (n == 0 || st->ops->batch_begin == NULL) {
 		if (n > 0)
 			(void)store_em_ids_get(st, scope, ids, n);
 		return store_em_token_get(st, brand, client_id, sealed,
 		                          expires_ms);
 	}
+	*sealed = NULL;
+	*expires_ms = 0;
+	/* Prepared before the batch, which can only send them. */
+	if ((t = store_stmt(st, STMT_EM_TOKEN_GET)) == NULL ||
+	    (i = store_stmt(st, STMT_EM_IDS_OF)) == NULL)
+		return GC_ESTORE;
+	store_stmt_done(t);
+	store_stmt_done(i);
+	if (store_batch_begin(st, NULL, STORE_READ) != 1)
+		return GC_ESTORE;
 	store_bind_text(t, 1, brand);
 	store_bind_text(t, 2, client_id);
 	store_bind_text(i, 1, scope);
