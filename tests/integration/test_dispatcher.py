@@ -544,5 +544,23 @@ class PacedBrandTest(DispatcherCase):
         self.assertEqual(self.triggers_by_token(), {t: 1 for t in tokens})
 
 
+class RoomTest(DispatcherCase):
+    def test_claims_again_as_soon_as_a_run_makes_room(self):
+        """Two transfers and a retrier interval of 10 s: a backlog that
+        intake handed over is claimed each time a finished run makes
+        room, not once per interval (which would take about a minute
+        for these 12 events)."""
+        self.stack(workers=2, sync_workers=0, concurrency=2,
+                   retrier_interval_ms=10000)
+        self.s.emarsys.config({"rate_limit_per_minute": 100000})
+        self.brand("acme", yotpo=False)
+        events = [sample_event("consent_intent") for _ in range(12)]
+        t0 = time.monotonic()
+        wids = [w for w, _, _ in self.post_many(events, threads=4)]
+        self.wait_delivered(wids, timeout=90)
+        took = time.monotonic() - t0
+        self.assertLess(took, 8.0, "12 events took %.1f s" % took)
+
+
 if __name__ == "__main__":
     unittest.main()

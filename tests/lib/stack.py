@@ -200,7 +200,7 @@ class Stack:
                  http_timeout_ms=3000, base_dir=None, port=None,
                  sync_budget_ms=None, sync_workers=None, circuit_open_s=1,
                  concurrency=64, peer=None, store=None, pg_db=None,
-                 dispatchers=None):
+                 dispatchers=None, retrier_interval_ms=200):
         # peer: another Stack whose database (PostgreSQL) and simulators
         # this one shares: a second host of the same installation.
         # store: "sqlite" or "postgresql" (default: GCRELAY_STORE);
@@ -225,6 +225,7 @@ class Stack:
         self.circuit_open_s = circuit_open_s
         self.concurrency = concurrency
         self.dispatchers = dispatchers  # None: gcrelay's default
+        self.retrier_interval_ms = retrier_interval_ms
         self.retry_schedule = retry_schedule
         self.reconcile_after_s = reconcile_after_s
         self.http_timeout_ms = http_timeout_ms
@@ -344,7 +345,7 @@ delivery = { budget_ms = %(budget)d; retry_schedule = %(sched)s;
              sync_budget_ms = %(sync_budget)d; sync_workers = %(sync_workers)d;
              circuit_open_s = %(circuit_open)d; concurrency = %(conc)d;
              %(dispatchers)s};
-retrier = { interval_ms = 200; };
+retrier = { interval_ms = %(retrier_ms)d; };
 emarsys = { token_url = "%(em)s/oauth2/token"; api_base = "%(em)s/api/v3/"; };
 yotpo = { api_base = "%(yo)s/api/v2"; reconcile_after_s = %(recon)d; };
 %(extra)s
@@ -363,6 +364,7 @@ yotpo = { api_base = "%(yo)s/api/v2"; reconcile_after_s = %(recon)d; };
             "dispatchers": "" if self.dispatchers is None else
             "dispatchers = %d; " % self.dispatchers,
             "recon": self.reconcile_after_s,
+            "retrier_ms": self.retrier_interval_ms,
             "http_timeout": self.http_timeout_ms,
             "extra": self.config_extra if extra is None else extra,
         }
