@@ -416,8 +416,8 @@ class PgBench:
                 cb.fill(s, cb.items("tw%d" % i, max(100, us.BRANDS * 5),
                                     brands), r, 60, conns=a.connections,
                         what="warm-up events on host %d" % (i + 1))
-            base = (one.value if one and one.value else None) or \
-                cb.intake_rps() or 500.0
+            # Each host's pool as big as one host's: it must not run out.
+            base = cb.intake_rps() or us.NO_BASELINE_RPS
             conns = max(1, a.connections // 2)
             threads = max(1, a.threads // 2)
             a1 = copy.copy(a)

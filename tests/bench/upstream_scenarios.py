@@ -63,6 +63,11 @@ SHIPPED = {"budget_ms": 20000, "http_timeout_ms": 10000,
 SYNC_BUDGET_MS = 3000      # delivery.sync_budget_ms default
 CONCURRENCY = 64           # delivery.concurrency default
 HEALTH_GOAL_MS = 50.0
+# Pools are sized from this run's intake baseline (#3).  Without it (a
+# scenario run alone), from the fastest intake seen on the 2-core machine:
+# a pool that runs out turns the rest of wrk's requests into duplicates
+# and caps what can be delivered in the window.
+NO_BASELINE_RPS = 4000.0
 
 
 class CR:
@@ -406,7 +411,7 @@ class CannedBench:
             warm = self.items("fw", max(200, BRANDS * 10), brands)
             self.fill(s, warm, r, 60, conns=a.connections, what="warm-up "
                       "events")
-            base = self.intake_rps() or 500.0
+            base = self.intake_rps() or NO_BASELINE_RPS
             n = self.b.pool_size(base, a.duration)
             items = self.items("fast", n, brands)
             like = id_range(items)
@@ -439,6 +444,11 @@ class CannedBench:
             r.notes.append("%d events delivered to both destinations within "
                            "wrk's window; deliveries of this run: %s" % (
                                done, self.delivery_counts(s, like)))
+            if data["requests"] >= n:
+                r.notes.append("WARNING: wrk sent %d requests, the pool holds "
+                               "%d events: the pool may have capped this "
+                               "figure; raise --pool-factor" % (
+                                   data["requests"], n))
             r.notes.append("canned upstream: " + canned.summarize_calls(
                 s.canned.calls(off)))
             if meter:
@@ -460,7 +470,7 @@ class CannedBench:
             self.fill(s, warm, r, 60, conns=BRANDS, what="warm-up events "
                       "(before the delay is set)")
             s.canned.set_mode(delay_ms=DELAY_MS)
-            base = self.intake_rps() or 500.0
+            base = self.intake_rps() or NO_BASELINE_RPS
             items = self.items("slow", self.b.pool_size(base, a.duration),
                                brands)
             p = self.pool("slow", items)
