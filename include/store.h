@@ -143,12 +143,14 @@ struct delivery_init {
  * Record an event and its deliveries in one transaction; pending
  * deliveries are leased to l, counting the run; with l->until_ms 0 they
  * are left unleased and due now, for the dispatcher.  GC_EEXISTS when the id is
- * already recorded (nothing changes).
+ * already recorded (nothing changes).  wake: a new event also wakes the
+ * other hosts' dispatchers, as store_wake_others (on PostgreSQL in the
+ * insert's own round trip).
  */
 enum gc_err store_event_insert(struct store *st, const char *id,
                                const char *brand, const char *kind,
                                const char *body, const struct delivery_init *d,
-                               size_t n, const struct lease *l);
+                               size_t n, const struct lease *l, int wake);
 
 /*
  * The outcome document of an event: {"id","status","deliveries":[...]},

@@ -86,7 +86,10 @@ intake_plan(const struct gc_event *ev, const struct brand *b, struct plan *p)
 	}
 }
 
-/* Record the event; pending deliveries leased to l (until 0: unleased). */
+/*
+ * Record the event; pending deliveries leased to l (until 0: unleased,
+ * and handed to every host's dispatcher).
+ */
 static enum gc_err
 engine_record(struct engine *eng, const char *webhook_id,
               const struct gc_event *ev, const struct plan *p,
@@ -104,7 +107,7 @@ engine_record(struct engine *eng, const char *webhook_id,
 	json_decref(body);
 	err = store_event_insert(eng->st, webhook_id, ev->brand_slug,
 	                         ev_kind_names[ev->kind], text, p->di,
-	                         M_DEST__MAX, l);
+	                         M_DEST__MAX, l, p->any && l->until_ms == 0);
 	free(text);
 	if (err == GC_OK) {
 		metrics_event(ev->kind, M_EV_ACCEPTED);
@@ -179,10 +182,9 @@ engine_submit(struct engine *eng, const char *webhook_id,
 		                     "accepted");
 		*status = 202;
 	}
-	/* The answer shows it pending; now the dispatcher may take it. */
-	if (!sync && p.any) {
+	/* The answer shows it pending; now this host's dispatcher may
+	 * take it (the others were woken as it was recorded). */
+	if (!sync && p.any)
 		limits_wake();
-		store_wake_others(eng->st);
-	}
 	return *outcome != NULL ? GC_OK : GC_ENOMEM;
 }

@@ -34,6 +34,9 @@ enum db_health {
 /* Messages one batch may hold (batch_begin), prepares included. */
 #define DB_BATCH_MAX 32
 
+/* PostgreSQL: what a dispatcher listens on for work any host recorded. */
+#define PG_WAKE_CHANNEL "gcrelay_due"
+
 /* Dialects, indexing the SQL tables (store_sql.c, store.c). */
 enum db_dialect { DB_SQLITE, DB_PG, DB__MAX };
 

@@ -18,8 +18,6 @@
 /* Keys for pg_advisory_lock: the migration, and (store_sql.c) writes. */
 #define PG_MIGRATE_LOCK 4741521
 #define PG_MAXPARAMS    36 /* 4 attempts rows of 9 */
-/* What a dispatcher listens on for work recorded by any host. */
-#define PG_WAKE_CHANNEL "gcrelay_due"
 
 struct db {
 	PGconn *conn;

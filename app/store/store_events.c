@@ -111,9 +111,10 @@ static enum gc_err
 event_insert_2(struct store *st, const char *id, const char *brand,
                const char *kind, const char *body,
                const struct delivery_init *d, int64_t now,
-               const struct lease *l)
+               const struct lease *l, int wake)
 {
-	struct db_stmt *s = store_stmt(st, STMT_EVENT_INSERT_2);
+	struct db_stmt *s = store_stmt(st, wake ? STMT_EVENT_INSERT_2_WAKE
+	                                        : STMT_EVENT_INSERT_2);
 
 	if (s == NULL)
 		return GC_ESTORE;
@@ -131,13 +132,14 @@ enum gc_err
 store_event_insert(struct store *st, const char *id, const char *brand,
                    const char *kind, const char *body,
                    const struct delivery_init *d, size_t n,
-                   const struct lease *l)
+                   const struct lease *l, int wake)
 {
 	int64_t now = store_now_ms();
 	struct db_stmt *s;
 
 	if (st->ops->dialect == DB_PG && n == 2)
-		return event_insert_2(st, id, brand, kind, body, d, now, l);
+		return event_insert_2(st, id, brand, kind, body, d, now, l,
+		                      wake);
 	if (store_begin_on(st, id) != GC_OK)
 		return GC_ESTORE;
 	if ((s = store_stmt(st, STMT_EVENT_INSERT)) == NULL)
@@ -154,6 +156,8 @@ store_event_insert(struct store *st, const char *id, const char *brand,
 			goto fail;
 	if (store_commit(st) != GC_OK)
 		goto fail;
+	if (wake)
+		store_wake_others(st);
 	return GC_OK;
 fail:
 	store_rollback(st);

@@ -52,8 +52,9 @@ enum stmt {
 	STMT_ATTEMPTS_OF,
 	STMT_CLAIM_SELECT,
 	STMT_CLAIM_ONE,
-	STMT_CLAIM_BATCH,    /* PostgreSQL only */
-	STMT_EVENT_INSERT_2, /* PostgreSQL only */
+	STMT_CLAIM_BATCH,         /* PostgreSQL only */
+	STMT_EVENT_INSERT_2,      /* PostgreSQL only */
+	STMT_EVENT_INSERT_2_WAKE, /* PostgreSQL only */
 	STMT_OLDEST_DUE,
 	STMT_EVENT_TAKE,
 	STMT_BRAND_REQUEUE,

@@ -232,6 +232,19 @@ static const char *const stmts[] = {
 _Static_assert(sizeof(stmts) / sizeof(stmts[0]) == STMT__MAX,
                "stmts[] must name every enum stmt");
 
+/* STMT_EVENT_INSERT_2 around the FROM list of its deliveries' insert. */
+#define EVENT_INSERT_2_HEAD                                                    \
+	"WITH e AS (INSERT INTO events(id, brand, kind, body, received_at, "   \
+	"status) VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT(id) DO "          \
+	"NOTHING RETURNING id)"
+#define EVENT_INSERT_2_TAIL(from)                                              \
+	" INSERT INTO deliveries(event_id, destination, status, reason, "      \
+	"attempts, next_at, lease_until, updated_at, lease_owner) SELECT "     \
+	"e.id, v.d, v.s, v.r, v.a, v.n, v.l, $5, v.o FROM e," from             \
+	" (VALUES ($7::text, $8::text, $9::text, $10::int, $11::bigint, "      \
+	"$12::bigint, $13::text), ($14, $15, $16, $17::int, $18::bigint, "     \
+	"$19::bigint, $20)) AS v(d, s, r, a, n, l, o)"
+
 /*
  * PostgreSQL's own text where the dialects differ: no BEGIN IMMEDIATE
  * (pg_begin below takes transaction advisory locks instead), no rowid
@@ -275,16 +288,14 @@ static const char *const pg_stmts[STMT__MAX] = {
     /*
      * A new event and its two deliveries in one statement (one round
      * trip, atomic without BEGIN); nothing at all when the id is known.
+     * _WAKE also notifies every dispatcher when the event is new (at
+     * its commit, as NOTIFY would; n is materialized: pg_notify is
+     * volatile).
      */
-    [STMT_EVENT_INSERT_2] =
-        "WITH e AS (INSERT INTO events(id, brand, kind, body, received_at, "
-        "status) VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT(id) DO "
-        "NOTHING RETURNING id) INSERT INTO deliveries(event_id, "
-        "destination, status, reason, attempts, next_at, lease_until, "
-        "updated_at, lease_owner) SELECT e.id, v.d, v.s, v.r, v.a, v.n, "
-        "v.l, $5, v.o FROM e, (VALUES ($7::text, $8::text, $9::text, "
-        "$10::int, $11::bigint, $12::bigint, $13::text), ($14, $15, $16, "
-        "$17::int, $18::bigint, $19::bigint, $20)) AS v(d, s, r, a, n, l, o)",
+    [STMT_EVENT_INSERT_2] = EVENT_INSERT_2_HEAD EVENT_INSERT_2_TAIL(""),
+    [STMT_EVENT_INSERT_2_WAKE] =
+        EVENT_INSERT_2_HEAD ", n AS (SELECT pg_notify('" PG_WAKE_CHANNEL
+                            "', '') FROM e)" EVENT_INSERT_2_TAIL(" n,"),
     [STMT_THROTTLE] =
         "INSERT INTO throttle(brand, next_ms) VALUES ($1, $2::bigint + "
         "$3::bigint) ON CONFLICT(brand) DO UPDATE SET next_ms = "

@@ -158,7 +158,7 @@ run_op(struct store *st, const struct cost_row *r)
 		/* FALLTHROUGH */
 	case OP_INSERT:
 		err = store_event_insert(st, r->id, "acme", "order", "{}", d, 2,
-		                         &l);
+		                         &l, 0);
 		break;
 	case OP_ATTEMPT:
 		err = store_attempt_add(st, &a);
@@ -253,7 +253,7 @@ test_outcomes(void **state)
 	int ok = -1;
 
 	assert_int_equal(
-	    store_event_insert(f->st, "s1", "acme", "order", "{}", d, 2, &l),
+	    store_event_insert(f->st, "s1", "acme", "order", "{}", d, 2, &l, 0),
 	    GC_OK);
 	assert_int_equal(store_event_outcome(f->st, "s1", &out, &ok), GC_OK);
 	assert_int_equal(ok, 1);
@@ -262,7 +262,7 @@ test_outcomes(void **state)
 	json_decref(out);
 	d[1].status = "pending";
 	assert_int_equal(
-	    store_event_insert(f->st, "p1", "acme", "order", "{}", d, 2, &l),
+	    store_event_insert(f->st, "p1", "acme", "order", "{}", d, 2, &l, 0),
 	    GC_OK);
 	assert_int_equal(store_event_outcome(f->st, "p1", &out, &ok), GC_OK);
 	assert_int_equal(ok, 0);
@@ -296,7 +296,8 @@ test_outcome_new(void **state)
 
 		snprintf(id, sizeof(id), "n%zu", i);
 		assert_int_equal(store_event_insert(f->st, id, "acme", "order",
-		                                    "{}", cases[i], 2, &none),
+		                                    "{}", cases[i], 2, &none,
+		                                    0),
 		                 GC_OK);
 		assert_int_equal(
 		    store_event_outcome(f->st, id, &stored, &ok_stored), GC_OK);
