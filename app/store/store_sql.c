@@ -6,7 +6,8 @@
  *
  * stmts[] is written in SQLite's dialect with ?NNN (or ?) placeholders.
  * PostgreSQL runs the same text with $NNN placeholders (pg_sql), except
- * where pg_stmts[] gives its own.  "" means nothing to run there.
+ * where pg_stmts[] gives its own, or pg_lazy_stmts[] under
+ * store.durability = "normal".  "" means nothing to run there.
  */
 #include <ctype.h>
 #include <stdio.h>
@@ -28,6 +29,12 @@
 	"INSERT INTO yotpo_ledger(brand, token, action, state, event_id, "     \
 	"reference, email, lease_until, lease_owner, updated_at) VALUES "      \
 	"(?1, ?2, ?3, 'sending', ?4, ?2, ?5, ?6, ?7, ?8)"
+
+#define LEDGER_SET(b, t, a, state, sent, now, owner)                           \
+	"UPDATE yotpo_ledger SET state = " state ", sent_at = " sent           \
+	", lease_until = 0, lease_owner = NULL, updated_at = " now             \
+	" WHERE brand = " b " AND token = " t " AND action = " a               \
+	" AND lease_owner = " owner
 
 static const char *const stmts[] = {
     [STMT_BEGIN] = "BEGIN IMMEDIATE",
@@ -199,10 +206,7 @@ static const char *const stmts[] = {
     [STMT_LEDGER_INSERT] = LEDGER_INSERT,
     [STMT_LEDGER_INSERT_NEW] =
         LEDGER_INSERT " ON CONFLICT(brand, token, action) DO NOTHING",
-    [STMT_LEDGER_SET] =
-        "UPDATE yotpo_ledger SET state = ?4, sent_at = ?5, "
-        "lease_until = 0, lease_owner = NULL, updated_at = ?6 WHERE "
-        "brand = ?1 AND token = ?2 AND action = ?3 AND lease_owner = ?7",
+    [STMT_LEDGER_SET] = LEDGER_SET("?1", "?2", "?3", "?4", "?5", "?6", "?7"),
     [STMT_LEDGER_SENDING] =
         "UPDATE yotpo_ledger SET state = 'sending', sent_at = NULL, "
         "misses = 0, event_id = ?5, email = ?6, updated_at = ?7 WHERE "
@@ -244,6 +248,14 @@ _Static_assert(sizeof(stmts) / sizeof(stmts[0]) == STMT__MAX,
 	" (VALUES ($7::text, $8::text, $9::text, $10::int, $11::bigint, "      \
 	"$12::bigint, $13::text), ($14, $15, $16, $17::int, $18::bigint, "     \
 	"$19::bigint, $20)) AS v(d, s, r, a, n, l, o)"
+
+/* STMT_THROTTLE after the row it inserts. */
+#define PG_THROTTLE_TAIL                                                       \
+	" ON CONFLICT(brand) DO UPDATE SET next_ms = (CASE WHEN "              \
+	"throttle.next_ms > $2::bigint + $5::bigint THEN $2::bigint ELSE "     \
+	"greatest(throttle.next_ms, $2::bigint) END) + $3::bigint WHERE "      \
+	"throttle.next_ms <= $2::bigint + $4::bigint OR throttle.next_ms > "   \
+	"$2::bigint + $5::bigint RETURNING next_ms - $3::bigint"
 
 /*
  * PostgreSQL's own text where the dialects differ: no BEGIN IMMEDIATE
@@ -296,14 +308,27 @@ static const char *const pg_stmts[STMT__MAX] = {
     [STMT_EVENT_INSERT_2_WAKE] =
         EVENT_INSERT_2_HEAD ", n AS (SELECT pg_notify('" PG_WAKE_CHANNEL
                             "', '') FROM e)" EVENT_INSERT_2_TAIL(" n,"),
+    [STMT_THROTTLE] = "INSERT INTO throttle(brand, next_ms) VALUES ($1, "
+                      "$2::bigint + $3::bigint)" PG_THROTTLE_TAIL,
+};
+
+/*
+ * PostgreSQL under store.durability = "normal": writes whose loss in a
+ * crash of the database server costs nothing but work done again (a
+ * pacing slot; a ledger state after the call, whose loss leaves
+ * "sending", which a later run reconciles against the history) commit
+ * without waiting for the WAL flush.  Each turns synchronous_commit off
+ * for its own transaction (set_config, local), as SET LOCAL would in a
+ * BEGIN block, without one.
+ */
+#define PG_LAZY "(SELECT set_config('synchronous_commit', 'off', true))"
+
+static const char *const pg_lazy_stmts[STMT__MAX] = {
+    [STMT_LEDGER_SET] = LEDGER_SET("$1", "$2", "$3", "$4", "$5", "$6",
+                                   "$7") " AND " PG_LAZY " IS NOT NULL",
     [STMT_THROTTLE] =
-        "INSERT INTO throttle(brand, next_ms) VALUES ($1, $2::bigint + "
-        "$3::bigint) ON CONFLICT(brand) DO UPDATE SET next_ms = "
-        "(CASE WHEN throttle.next_ms > $2::bigint + $5::bigint THEN "
-        "$2::bigint ELSE greatest(throttle.next_ms, $2::bigint) END) + "
-        "$3::bigint WHERE throttle.next_ms <= $2::bigint + $4::bigint OR "
-        "throttle.next_ms > $2::bigint + $5::bigint "
-        "RETURNING next_ms - $3::bigint",
+        "INSERT INTO throttle(brand, next_ms) SELECT $1, "
+        "$2::bigint + $3::bigint FROM " PG_LAZY " AS lazy" PG_THROTTLE_TAIL,
 };
 
 /*
@@ -347,6 +372,8 @@ stmt_sql(struct store *st, enum stmt id, char *buf, size_t bufsz)
 {
 	if (st->ops->dialect != DB_PG)
 		return stmts[id];
+	if (st->lazy_commits && pg_lazy_stmts[id] != NULL)
+		return pg_lazy_stmts[id];
 	if (pg_stmts[id] != NULL)
 		return pg_stmts[id];
 	if (stmts[id] == NULL || !pg_sql(stmts[id], buf, bufsz))
