@@ -201,15 +201,6 @@ struct attempt {
  * next_at_ms for "retrying"; or postpone: due again at next_at_ms as
  * "retrying" without counting the run.  The lease must still be owner's.
  */
-/*
- * A Yotpo ledger state a run recorded after its call (the arguments of
- * store_ledger_set; the owner is the run's), stored with its result.
- */
-struct ledger_note {
-	char *brand, *token, *action, *state; /* owned */
-	int64_t sent_at_ms;
-};
-
 struct delivery_result {
 	const char *event_id;
 	const char *destination;
@@ -222,17 +213,14 @@ struct delivery_result {
 	const char *progress; /* how far it got ("": nowhere; NULL: keep) */
 	const struct attempt *const *attempts; /* the calls this run made */
 	size_t nattempts;
-	const struct ledger_note *ledger; /* NULL: none */
 	enum gc_err err; /* out: GC_OK, or GC_EEXISTS when the lease was lost */
 };
 
 /*
- * Store the results of one event's runs, with their attempts and ledger
- * notes, in one transaction, and recompute the event's status.  A result
- * whose lease was lost changes nothing (its err says GC_EEXISTS) but its
- * attempts and ledger note are still recorded: they happened (a note
- * whose ledger claim was lost is logged and dropped, like
- * store_ledger_set's GC_EEXISTS).  GC_ESTORE when nothing was stored.
+ * Store the results of one event's runs, with their attempts, in one
+ * transaction, and recompute the event's status.  A result whose lease
+ * was lost changes nothing (its err says GC_EEXISTS) but its attempts
+ * are still recorded: they happened.  GC_ESTORE when nothing was stored.
  */
 enum gc_err store_deliveries_finish(struct store *st, struct delivery_result *r,
                                     size_t n);

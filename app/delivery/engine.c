@@ -378,9 +378,6 @@ erun_finish(struct engine *eng, struct erun *er)
 {
 	struct delivery_result res[M_DEST__MAX];
 	char reasons[M_DEST__MAX][400];
-	struct ledger_note note;
-	/* The Yotpo run's ledger state after its call, if it made one. */
-	int noted = env_ledger_take(eng->env, er->lease.owner, &note);
 
 	for (int i = 0; i < er->n; i++) {
 		struct run *r = &er->runs[i];
@@ -392,12 +389,8 @@ erun_finish(struct engine *eng, struct erun *er)
 			              sizeof(reasons[i]));
 		res[i].attempts = r->atts;
 		res[i].nattempts = r->natts;
-		if (noted && r->job.dest == M_DEST_YOTPO)
-			res[i].ledger = &note;
 	}
 	engine_store(eng, res, (size_t)er->n);
-	if (noted)
-		ledger_note_clear(&note);
 	for (int i = 0; i < er->n; i++)
 		er->runs[i].job.ops->finish(&er->runs[i].job);
 	eng->jobs -= er->n;

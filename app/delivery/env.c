@@ -37,7 +37,6 @@ dest_env_free(struct dest_env *env)
 		return;
 	ctx = env->ctx;
 	caches_free(ctx->caches);
-	env_notes_free(ctx);
 	free(ctx);
 	free(env);
 }

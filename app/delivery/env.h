@@ -11,15 +11,12 @@
 #include "store.h"
 
 struct caches;
-struct env_note;
 
 /* The ctx of a store-backed env. */
 struct env_ctx {
 	const struct app_config *cfg; /* borrowed: the secrets key */
 	struct store *st;             /* borrowed */
 	struct caches *caches;        /* owned: this process's entries */
-	struct env_note *notes;       /* owned: ledger.c, not yet stored */
-	int nnotes;
 };
 
 /*
@@ -31,23 +28,8 @@ struct dest_env *dest_env_alloc(const struct app_config *cfg, struct store *st);
 /* Free env (NULL is fine) and its cached entries. */
 void dest_env_free(struct dest_env *env);
 
-/*
- * ledger.c: fill env's clocks, ledger and throttle entries.  A ledger
- * state a run records after its call (ledger_set) is kept, to be stored
- * with the run's result in one transaction (struct delivery_result);
- * until then it is not in the store, where the entry still says
- * "sending" under the run's lease.
- */
+/* ledger.c: fill env's clocks, ledger and throttle entries. */
 void ledger_env_init(struct dest_env *env);
-/*
- * Take the ledger state owner's run recorded, if any: 1 and *out (its
- * strings the caller's: ledger_note_clear), else 0.
- */
-int env_ledger_take(struct dest_env *env, const char *owner,
-                    struct ledger_note *out);
-void ledger_note_clear(struct ledger_note *n);
-/* Free the states never taken (dest_env_free). */
-void env_notes_free(struct env_ctx *c);
 
 /* caches.c: this process's entries (caller frees with caches_free; NULL
  * when out of memory), and env's token and id entries over them. */

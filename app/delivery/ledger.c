@@ -1,17 +1,13 @@
 /*
  * The clocks, the Yotpo award ledger and the per-brand call throttle of
  * the store-backed env (env.h): each entry is the store function of the
- * same name, on the env's store.  The ledger is shared by every process,
- * so it lives in the store; the only state here is the ledger state a
- * run recorded after its call, held for the moment until the engine
- * stores it with the run's result (one transaction, one round trip
- * less per award).  The throttle lives in the store too when hosts share
- * it.  On one host it is paced in the shared memory of
- * delivery_limits.h instead, without a store write per award.
+ * same name, on the env's store.  No state of its own: the ledger is
+ * shared by every process, so it lives in the store only; so does the
+ * throttle when hosts share the store.  On one host the throttle is
+ * paced in the shared memory of delivery_limits.h instead, without a
+ * store write per award.
  */
 #include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
 
 #include "delivery_limits.h"
 #include "env.h"
@@ -43,107 +39,6 @@ env_ledger_claim(void *ctx, const char *brand, const char *token,
 	                          now_ms, l, res, view);
 }
 
-/* Runs whose ledger state waits for their result; beyond it, stored. */
-#define NOTES_MAX 256
-
-struct env_note {
-	struct env_note *next;
-	char *owner;
-	struct ledger_note note;
-};
-
-/* See env.h. */
-void
-ledger_note_clear(struct ledger_note *n)
-{
-	free(n->brand);
-	free(n->token);
-	free(n->action);
-	free(n->state);
-	memset(n, 0, sizeof(*n));
-}
-
-static void
-note_free(struct env_note *e)
-{
-	ledger_note_clear(&e->note);
-	free(e->owner);
-	free(e);
-}
-
-/* Unlink owner's state and return it (NULL: none). */
-static struct env_note *
-note_unlink(struct env_ctx *c, const char *owner)
-{
-	for (struct env_note **p = &c->notes; *p != NULL; p = &(*p)->next) {
-		struct env_note *e = *p;
-		if (strcmp(e->owner, owner) == 0) {
-			*p = e->next;
-			c->nnotes--;
-			return e;
-		}
-	}
-	return NULL;
-}
-
-/* Keep owner's ledger state, replacing any; 0 when it cannot. */
-static int
-note_keep(struct env_ctx *c, const char *owner, const char *brand,
-          const char *token, const char *action, const char *state,
-          int64_t sent_at_ms)
-{
-	struct env_note *e = note_unlink(c, owner);
-
-	if (e != NULL)
-		note_free(e); /* an earlier state of the same run */
-	if (c->nnotes >= NOTES_MAX || (e = calloc(1, sizeof(*e))) == NULL)
-		return 0;
-	if ((e->owner = strdup(owner)) == NULL ||
-	    (e->note.brand = strdup(brand)) == NULL ||
-	    (e->note.token = strdup(token)) == NULL ||
-	    (e->note.action = strdup(action)) == NULL ||
-	    (e->note.state = strdup(state)) == NULL) {
-		note_free(e);
-		return 0;
-	}
-	e->note.sent_at_ms = sent_at_ms;
-	e->next = c->notes;
-	c->notes = e;
-	c->nnotes++;
-	return 1;
-}
-
-/* See env.h. */
-int
-env_ledger_take(struct dest_env *env, const char *owner,
-                struct ledger_note *out)
-{
-	struct env_note *e = note_unlink(env->ctx, owner);
-
-	if (e == NULL)
-		return 0;
-	*out = e->note;
-	free(e->owner);
-	free(e);
-	return 1;
-}
-
-/* See env.h. */
-void
-env_notes_free(struct env_ctx *c)
-{
-	while (c->notes != NULL) {
-		struct env_note *e = c->notes;
-		c->notes = e->next;
-		note_free(e);
-	}
-	c->nnotes = 0;
-}
-
-/*
- * Held for the run's result (see the top); stored at once when it
- * cannot be held.
- */
 static enum gc_err
 env_ledger_set(void *ctx, const char *brand, const char *token,
                const char *action, const char *owner, const char *state,
@@ -151,8 +46,6 @@ env_ledger_set(void *ctx, const char *brand, const char *token,
 {
 	struct env_ctx *c = ctx;
 
-	if (note_keep(c, owner, brand, token, action, state, sent_at_ms))
-		return GC_OK;
 	return store_ledger_set(c->st, brand, token, action, owner, state,
 	                        sent_at_ms);
 }

@@ -7,7 +7,6 @@
 #include <time.h>
 
 #include "jsonutil.h"
-#include "log.h"
 #include "store.h"
 #include "store_priv.h"
 
@@ -404,7 +403,7 @@ finish_prepared(struct store *st)
 	static const enum stmt ids[] = {
 	    STMT_RESULT_FINISH, STMT_RESULT_POSTPONE, STMT_ATTEMPT_ADD,
 	    STMT_ATTEMPT_ADD_2, STMT_ATTEMPT_ADD_3,   STMT_ATTEMPT_ADD_4,
-	    STMT_EVENT_REFRESH, STMT_LEDGER_SET,
+	    STMT_EVENT_REFRESH,
 	};
 	struct db_stmt *s;
 
@@ -422,13 +421,12 @@ finish_prepared(struct store *st)
  * statement.  Returns 1 batched, 0 not, -1 on failure.
  */
 static int
-finish_begin(struct store *st, const char *key, size_t n, size_t natts,
-             size_t nnotes)
+finish_begin(struct store *st, const char *key, size_t n, size_t natts)
 {
-	/* head, results, notes, attempt rows, refreshes, COMMIT, prepares */
-	size_t msgs = 3 + n + nnotes +
+	/* head, results, attempt rows, refreshes, COMMIT, prepares */
+	size_t msgs = 3 + n +
 	              (natts + ATTEMPT_ROWS_MAX - 1) / ATTEMPT_ROWS_MAX + n +
-	              1 + 8;
+	              1 + 7;
 	int b = 0;
 
 	if (key != NULL && st->ops->batch_begin != NULL &&
@@ -439,37 +437,6 @@ finish_begin(struct store *st, const char *key, size_t n, size_t natts,
 	return b;
 }
 
-/* Whether a note found its claim (changes: rows its update changed). */
-static void
-note_stored(const struct delivery_result *r, long changes)
-{
-	if (changes == 0)
-		log_errorx("yotpo ledger %s/%s: cannot record \"%s\" (claim "
-		           "lost); a later run reconciles against the history",
-		           r->ledger->brand, r->ledger->action,
-		           r->ledger->state);
-}
-
-/*
- * The ledger note of r, stepped (batched: its changes come at commit);
- * 1 done, 0 on a store failure.
- */
-static int
-note_step(struct store *st, const struct delivery_result *r, int batched)
-{
-	const struct ledger_note *n = r->ledger;
-
-	if (!store_step(st,
-	                store_ledger_set_stmt(st, n->brand, n->token, n->action,
-	                                      r->owner, n->state,
-	                                      n->sent_at_ms),
-	                "ledger set"))
-		return 0;
-	if (!batched)
-		note_stored(r, store_changes(st));
-	return 1;
-}
-
 /* See store.h. */
 enum gc_err
 store_deliveries_finish(struct store *st, struct delivery_result *r, size_t n)
@@ -477,7 +444,7 @@ store_deliveries_finish(struct store *st, struct delivery_result *r, size_t n)
 	int64_t now = store_now_ms();
 	const char *key = n > 0 ? r[0].event_id : NULL;
 	const struct attempt **atts = NULL;
-	size_t natts = 0, nnotes = 0, got = 0, note = 0;
+	size_t natts = 0, got = 0;
 	long changes[DB_BATCH_MAX];
 	int batched;
 
@@ -486,7 +453,6 @@ store_deliveries_finish(struct store *st, struct delivery_result *r, size_t n)
 		if (key != NULL && strcmp(r[i].event_id, key) != 0)
 			key = NULL;
 		natts += r[i].nattempts;
-		nnotes += r[i].ledger != NULL;
 	}
 	/* Every result's attempts, in order, inserted a few rows at once. */
 	if (natts > 0 && (atts = calloc(natts, sizeof(*atts))) == NULL)
@@ -495,15 +461,12 @@ store_deliveries_finish(struct store *st, struct delivery_result *r, size_t n)
 	for (size_t i = 0; i < n; i++)
 		for (size_t k = 0; k < r[i].nattempts; k++)
 			atts[natts++] = r[i].attempts[k];
-	if ((batched = finish_begin(st, key, n, natts, nnotes)) < 0) {
+	if ((batched = finish_begin(st, key, n, natts)) < 0) {
 		free(atts);
 		return GC_ESTORE;
 	}
 	for (size_t i = 0; i < n; i++)
 		if (!result_update(st, &r[i], now))
-			goto fail;
-	for (size_t i = 0; i < n; i++)
-		if (r[i].ledger != NULL && !note_step(st, &r[i], batched))
 			goto fail;
 	if (attempts_add(st, atts, natts) != GC_OK)
 		goto fail;
@@ -516,16 +479,9 @@ store_deliveries_finish(struct store *st, struct delivery_result *r, size_t n)
 	if (batched ? store_batch_commit(st, changes, DB_BATCH_MAX, &got)
 	            : store_commit(st))
 		goto fail;
-	/* A batch's results: whether each update found its lease, then
-	 * each note its claim. */
+	/* A batch's results: whether each update found its lease. */
 	for (size_t i = 0; batched && i < n; i++)
 		r[i].err = i < got && changes[i] > 0 ? GC_OK : GC_EEXISTS;
-	for (size_t i = 0; batched && i < n; i++)
-		if (r[i].ledger != NULL) {
-			note_stored(&r[i],
-			            n + note < got ? changes[n + note] : 0);
-			note++;
-		}
 	free(atts);
 	return GC_OK;
 fail:

@@ -179,12 +179,10 @@ enum gc_err store_begin_on(struct store *st, const char *key);
  * store_begin_on for a transaction whose loss in a crash of the database
  * costs only what a gcrelay crash at that moment would: deliveries'
  * leases and results, which a later run redoes (an Emarsys call may be
- * repeated; a Yotpo award never is, its ledger claim is durable), and
- * the ledger state a run recorded after its call (lost, it leaves
- * "sending", which the next run reconciles).  With store.durability =
- * normal its commit does not wait for PostgreSQL's WAL flush (SQLite's
- * normal does not wait for any).  Never for an accepted event, a ledger
- * claim or an operator's change.
+ * repeated; a Yotpo award never is, its ledger entry is durable).  With
+ * store.durability = normal its commit does not wait for PostgreSQL's
+ * WAL flush (SQLite's normal does not wait for any).  Never for an
+ * accepted event, a ledger entry or an operator's change.
  */
 enum gc_err store_begin_lazy(struct store *st, const char *key);
 /* How a write transaction begins on PostgreSQL, beyond its locks. */
@@ -206,11 +204,5 @@ enum gc_err store_batch_commit(struct store *st, long *changes, size_t max,
                                size_t *n);
 enum gc_err store_commit(struct store *st);
 void store_rollback(struct store *st);
-
-/* store_ledger_set's statement, bound, to step (NULL: logged). */
-struct db_stmt *store_ledger_set_stmt(struct store *st, const char *brand,
-                                      const char *token, const char *action,
-                                      const char *owner, const char *state,
-                                      int64_t sent_at_ms);
 
 #endif

@@ -375,34 +375,22 @@ ledger_owned(struct store *st, struct db_stmt *s, const char *what)
 	return store_changes(st) > 0 ? GC_OK : GC_EEXISTS;
 }
 
-/* See store_priv.h. */
-struct db_stmt *
-store_ledger_set_stmt(struct store *st, const char *brand, const char *token,
-                      const char *action, const char *owner, const char *state,
-                      int64_t sent_at_ms)
-{
-	struct db_stmt *s =
-	    ledger_stmt(st, STMT_LEDGER_SET, brand, token, action);
-
-	if (s != NULL) {
-		store_bind_text(s, 4, state);
-		store_bind_int(s, 5, sent_at_ms);
-		store_bind_int(s, 6, store_now_ms());
-		store_bind_text(s, 7, owner);
-	}
-	return s;
-}
-
 /* See store.h. */
 enum gc_err
 store_ledger_set(struct store *st, const char *brand, const char *token,
                  const char *action, const char *owner, const char *state,
                  int64_t sent_at_ms)
 {
-	return ledger_owned(st,
-	                    store_ledger_set_stmt(st, brand, token, action,
-	                                          owner, state, sent_at_ms),
-	                    "ledger set");
+	struct db_stmt *s;
+
+	s = ledger_stmt(st, STMT_LEDGER_SET, brand, token, action);
+	if (s != NULL) {
+		store_bind_text(s, 4, state);
+		store_bind_int(s, 5, sent_at_ms);
+		store_bind_int(s, 6, store_now_ms());
+		store_bind_text(s, 7, owner);
+	}
+	return ledger_owned(st, s, "ledger set");
 }
 
 /* See store.h. */

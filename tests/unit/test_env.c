@@ -2,8 +2,7 @@
  * The store-backed destination env (app/delivery/env.h): two envs over
  * one store stand for two processes.  The token is stored sealed and
  * read back in clear; what one process puts or forgets the other sees
- * at its next read, its locally opened token included.  A Yotpo ledger
- * state recorded after a call waits for the run's result.
+ * at its next read, its locally opened token included.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -298,64 +297,6 @@ test_throttle(void **state)
 	assert_int_equal(in_store, 1);
 }
 
-/* e claims acme's award key T1 for event_id under l. */
-static enum ledger_claim
-claim(struct dest_env *e, const char *event_id, const struct lease *l,
-      int64_t now)
-{
-	enum ledger_claim res = LEDGER_BUSY;
-	struct ledger_view view;
-
-	assert_int_equal(e->ledger_claim(e->ctx, "acme", "T1", "act", event_id,
-	                                 "x@example.com", now, l, &res, &view),
-	                 GC_OK);
-	return res;
-}
-
-/*
- * The state a run records after its call is held by its process, not
- * written, until it is taken and stored with the run's result (the
- * latest state of the run wins); then every process sees it.
- */
-static void
-test_ledger_state_waits_for_the_result(void **state)
-{
-	struct fixture *f = *state;
-	int64_t now = 1700000000000;
-	struct lease l1 = {.until_ms = now + 60000, .owner = "h.1"};
-	struct lease l2 = {.until_ms = now + 60000, .owner = "h.2"};
-	struct delivery_init d[2] = {{"emarsys", "skipped", "none"},
-	                             {"yotpo", "pending", NULL}};
-	struct delivery_result res = {.event_id = "e1",
-	                              .destination = "yotpo",
-	                              .owner = l1.owner,
-	                              .status = "delivered"};
-	struct ledger_note note;
-
-	assert_int_equal(store_event_insert(f->st, "e1", "acme", "order", "{}",
-	                                    d, 2, &l1, 0),
-	                 GC_OK);
-	assert_int_equal(claim(f->a, "e1", &l1, now), LEDGER_CLAIMED);
-	assert_int_equal(f->a->ledger_set(f->a->ctx, "acme", "T1", "act",
-	                                  l1.owner, "unknown", now),
-	                 GC_OK);
-	assert_int_equal(f->a->ledger_set(f->a->ctx, "acme", "T1", "act",
-	                                  l1.owner, "done", now),
-	                 GC_OK);
-	/* Not in the store yet: the key is still held by e1's run. */
-	assert_int_equal(claim(f->b, "e2", &l2, now), LEDGER_BUSY);
-	/* Another process holds nothing of it. */
-	assert_int_equal(env_ledger_take(f->b, l1.owner, &note), 0);
-	assert_int_equal(env_ledger_take(f->a, l1.owner, &note), 1);
-	assert_string_equal(note.state, "done");
-	assert_int_equal(env_ledger_take(f->a, l1.owner, &note), 0);
-	res.ledger = &note;
-	assert_int_equal(store_deliveries_finish(f->st, &res, 1), GC_OK);
-	assert_int_equal(res.err, GC_OK);
-	ledger_note_clear(&note);
-	assert_int_equal(claim(f->b, "e2", &l2, now), LEDGER_DONE);
-}
-
 int
 main(void)
 {
@@ -364,8 +305,6 @@ main(void)
 	    cmocka_unit_test_setup_teardown(test_token_lease, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_ids, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_throttle, setup, teardown),
-	    cmocka_unit_test_setup_teardown(
-	        test_ledger_state_waits_for_the_result, setup, teardown),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
