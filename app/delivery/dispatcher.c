@@ -53,7 +53,7 @@ dispatcher_ask(const struct engine *eng, const struct app_config *cfg)
 	if (engine_jobs(eng) >= cfg->delivery_concurrency)
 		least = (most + 3) / 4;
 	ask = room < cfg->retrier_batch ? room : cfg->retrier_batch;
-	return ask >= least && ask > 0 ? ask : 0;
+	return ask >= least ? ask : 0;
 }
 
 /*
