@@ -217,10 +217,12 @@ struct delivery_result {
 };
 
 /*
- * Store the results of one event's runs, with their attempts, in one
- * transaction, and recompute the event's status.  A result whose lease
- * was lost changes nothing (its err says GC_EEXISTS) but its attempts
- * are still recorded: they happened.  GC_ESTORE when nothing was stored.
+ * Store the results of events' runs (each event's together), with their
+ * attempts, and recompute each event's status: in one transaction, or
+ * one per event where the backend sends an event's as one batch.  A
+ * result whose lease was lost changes nothing (its err says GC_EEXISTS)
+ * but its attempts are still recorded: they happened.  GC_ESTORE when
+ * something was not stored: its results' err say GC_ESTORE.
  */
 enum gc_err store_deliveries_finish(struct store *st, struct delivery_result *r,
                                     size_t n);

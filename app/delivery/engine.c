@@ -270,14 +270,15 @@ engine_store(struct engine *eng, struct delivery_result *res, size_t n)
 
 	if (n == 0)
 		return;
-	if (store_deliveries_finish(eng->st, res, n) != GC_OK) {
-		log_errorx("could not store the outcome of %s; its lease "
-		           "expires and the dispatcher runs it again",
-		           res[0].event_id);
-		return;
-	}
+	(void)store_deliveries_finish(eng->st, res, n);
 	for (size_t i = 0; i < n; i++) {
-		if (res[i].err == GC_EEXISTS)
+		if (res[i].err == GC_ESTORE &&
+		    (i == 0 || strcmp(res[i - 1].event_id, res[i].event_id)))
+			log_errorx("could not store the outcome of %s; its "
+			           "lease expires and the dispatcher runs it "
+			           "again",
+			           res[i].event_id);
+		else if (res[i].err == GC_EEXISTS)
 			log_errorx("%s delivery of %s outlived its lease; "
 			           "another run owns it now, this outcome is "
 			           "not stored",
@@ -372,36 +373,58 @@ erun_plan(struct engine *eng, struct erun *er, const int want[M_DEST__MAX],
 	eng->active = er;
 }
 
-/* Store every job's result with its attempts, and forget the erun. */
+/*
+ * Store the results of the finished eruns in done (a list), with their
+ * attempts, at most FINISH_GROUP_MAX eruns to a transaction (the store
+ * may split them further), and forget them.  A batch reply ends a
+ * brand's Emarsys runs together: storing them together writes each hot
+ * page once, not once per event.
+ */
+#define FINISH_GROUP_MAX 64
 static void
-erun_finish(struct engine *eng, struct erun *er)
+erun_finish(struct engine *eng, struct erun *done)
 {
-	struct delivery_result res[M_DEST__MAX];
-	char reasons[M_DEST__MAX][400];
+	struct delivery_result res[FINISH_GROUP_MAX * M_DEST__MAX];
+	char reasons[FINISH_GROUP_MAX * M_DEST__MAX][400];
+	struct erun *er, *group;
+	size_t n;
+	int k;
 
-	for (int i = 0; i < er->n; i++) {
-		struct run *r = &er->runs[i];
-		if (er->replan[i])
-			engine_replan(eng, &r->job, er->b, er->received_ms,
-			              &res[i], reasons[i], sizeof(reasons[i]));
-		else
-			engine_result(eng, &r->job, &res[i], reasons[i],
-			              sizeof(reasons[i]));
-		res[i].attempts = r->atts;
-		res[i].nattempts = r->natts;
+	while (done != NULL) {
+		group = done;
+		for (k = 0, n = 0; done != NULL && k < FINISH_GROUP_MAX;
+		     k++, done = done->next)
+			for (int i = 0; i < done->n; i++, n++) {
+				struct run *r = &done->runs[i];
+				if (done->replan[i])
+					engine_replan(eng, &r->job, done->b,
+					              done->received_ms,
+					              &res[n], reasons[n],
+					              sizeof(reasons[n]));
+				else
+					engine_result(eng, &r->job, &res[n],
+					              reasons[n],
+					              sizeof(reasons[n]));
+				res[n].attempts = r->atts;
+				res[n].nattempts = r->natts;
+			}
+		engine_store(eng, res, n);
+		while (group != done) {
+			er = group;
+			group = er->next;
+			for (int i = 0; i < er->n; i++)
+				er->runs[i].job.ops->finish(&er->runs[i].job);
+			eng->jobs -= er->n;
+			erun_free(er);
+		}
 	}
-	engine_store(eng, res, (size_t)er->n);
-	for (int i = 0; i < er->n; i++)
-		er->runs[i].job.ops->finish(&er->runs[i].job);
-	eng->jobs -= er->n;
-	erun_free(er);
 }
 
 /* Advance every job; finish the eruns that have nothing left. */
 static void
 engine_advance(struct engine *eng)
 {
-	struct erun **pp = &eng->active, *er;
+	struct erun **pp = &eng->active, *er, *done = NULL, **tail = &done;
 	int busy;
 
 	while ((er = *pp) != NULL) {
@@ -415,8 +438,11 @@ engine_advance(struct engine *eng)
 			continue;
 		}
 		*pp = er->next;
-		erun_finish(eng, er);
+		er->next = NULL;
+		*tail = er;
+		tail = &er->next;
 	}
+	erun_finish(eng, done);
 }
 
 /* Milliseconds until the earliest waiting job, at most max_ms. */
@@ -474,12 +500,18 @@ engine_step(struct engine *eng, long max_wait_ms)
 	rc = httpc_next(eng->http, wait, &owner, &resp);
 	if (rc == -1 && wait > 0)
 		woken = engine_sleep(eng, wait); /* nothing on the wire */
-	if (rc == 1 && ((struct wire *)owner)->batch)
-		batch_response(eng, owner, &resp);
-	else if (rc == 1)
-		run_response(eng, owner, &resp, 1);
-	if (rc == 1)
+	/*
+	 * Every reply that is in, before the next advance: the runs they
+	 * end are then stored together.  Replies only move runs on; what
+	 * they send next goes out in the advance.
+	 */
+	for (; rc == 1; rc = httpc_next(eng->http, 0, &owner, &resp)) {
+		if (((struct wire *)owner)->batch)
+			batch_response(eng, owner, &resp);
+		else
+			run_response(eng, owner, &resp, 1);
 		http_resp_fini(&resp);
+	}
 	woken |= httpc_woken(eng->http);
 	if (woken) {
 		limits_wake_drain();

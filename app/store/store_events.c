@@ -437,9 +437,9 @@ finish_begin(struct store *st, const char *key, size_t n, size_t natts)
 	return b;
 }
 
-/* See store.h. */
-enum gc_err
-store_deliveries_finish(struct store *st, struct delivery_result *r, size_t n)
+/* store_deliveries_finish in one transaction. */
+static enum gc_err
+finish_events(struct store *st, struct delivery_result *r, size_t n)
 {
 	int64_t now = store_now_ms();
 	const char *key = n > 0 ? r[0].event_id : NULL;
@@ -488,6 +488,31 @@ fail:
 	store_rollback(st);
 	free(atts);
 	return GC_ESTORE;
+}
+
+/* See store.h. */
+enum gc_err
+store_deliveries_finish(struct store *st, struct delivery_result *r, size_t n)
+{
+	enum gc_err err = GC_OK;
+	size_t i, k;
+
+	/*
+	 * A backend that sends one event's finish as one batch (one round
+	 * trip) takes several events one by one: in one transaction they
+	 * would go statement by statement.  Others take them all at once.
+	 */
+	for (i = 0; i < n; i = k) {
+		k = st->ops->batch_begin != NULL ? i + 1 : n;
+		while (k < n && strcmp(r[k].event_id, r[i].event_id) == 0)
+			k++;
+		if (finish_events(st, r + i, k - i) == GC_OK)
+			continue;
+		err = GC_ESTORE;
+		for (size_t j = i; j < k; j++)
+			r[j].err = GC_ESTORE;
+	}
+	return err;
 }
 
 /* See store.h. */

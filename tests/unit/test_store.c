@@ -272,6 +272,99 @@ test_outcomes(void **state)
 }
 
 /*
+ * Several events' results in one call (the dispatcher's runs that end
+ * together): one transaction, each result its own lease check, each
+ * event its own status.
+ */
+static void
+test_finish_together(void **state)
+{
+	struct fixture *f = *state;
+	struct lease l = {.until_ms = 1, .owner = "1.1"};
+	struct delivery_init d[2] = {
+	    {"emarsys", "pending", NULL},
+	    {"yotpo", "pending", NULL},
+	};
+	struct attempt a = {"g1", "emarsys", "upsert", "ok", 200,
+	                    NULL, NULL,      5,        0};
+	const struct attempt *atts[] = {&a};
+	struct delivery_result r[4] = {
+	    {.event_id = "g1",
+	     .destination = "emarsys",
+	     .owner = "1.1",
+	     .status = "delivered",
+	     .reason = "",
+	     .attempts = atts,
+	     .nattempts = 1},
+	    {.event_id = "g1",
+	     .destination = "yotpo",
+	     .owner = "1.1",
+	     .status = "delivered",
+	     .reason = "",
+	     .attempts = atts,
+	     .nattempts = 1},
+	    {.event_id = "g2",
+	     .destination = "emarsys",
+	     .owner = "1.1",
+	     .status = "failed",
+	     .reason = "bad",
+	     .attempts = atts,
+	     .nattempts = 1},
+	    /* another run's lease: changes nothing, its attempt counts */
+	    {.event_id = "g3",
+	     .destination = "yotpo",
+	     .owner = "9.9",
+	     .status = "delivered",
+	     .reason = "",
+	     .attempts = atts,
+	     .nattempts = 1},
+	};
+	/* each event's status, and its emarsys and yotpo deliveries' */
+	static const char *const want[3][3] = {
+	    {"delivered", "delivered", "delivered"},
+	    {"accepted", "failed", "pending"},
+	    {"accepted", "pending", "pending"},
+	};
+	struct store_stats b, e;
+	json_t *out;
+	int ok;
+
+	for (int i = 0; i < 3; i++) {
+		char id[4];
+		snprintf(id, sizeof(id), "g%d", i + 1);
+		assert_int_equal(store_event_insert(f->st, id, "acme", "order",
+		                                    "{}", d, 2, &l, 0),
+		                 GC_OK);
+	}
+	store_stats(f->st, &b);
+	assert_int_equal(store_deliveries_finish(f->st, r, 4), GC_OK);
+	store_stats(f->st, &e);
+	assert_int_equal(e.begun - b.begun, 1);
+	assert_int_equal(e.committed - b.committed, 1);
+	assert_int_equal(r[0].err, GC_OK);
+	assert_int_equal(r[1].err, GC_OK);
+	assert_int_equal(r[2].err, GC_OK);
+	assert_int_equal(r[3].err, GC_EEXISTS);
+	for (int i = 0; i < 3; i++) {
+		char id[4];
+		snprintf(id, sizeof(id), "g%d", i + 1);
+		assert_int_equal(store_event_outcome(f->st, id, &out, &ok),
+		                 GC_OK);
+		assert_string_equal(
+		    json_string_value(json_object_get(out, "status")),
+		    want[i][0]);
+		for (size_t k = 0; k < 2; k++)
+			assert_string_equal(
+			    json_string_value(json_object_get(
+			        json_array_get(
+			            json_object_get(out, "deliveries"), k),
+			        "status")),
+			    want[i][k + 1]);
+		json_decref(out);
+	}
+}
+
+/*
  * Intake answers a new event it does not deliver at once with
  * store_event_outcome_new: it must be what the store would give.
  */
@@ -423,6 +516,8 @@ main(void)
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test_setup_teardown(test_costs, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_outcomes, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_finish_together, setup,
+	                                    teardown),
 	    cmocka_unit_test_setup_teardown(test_outcome_new, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_admin_replay, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_throttle, setup, teardown),
