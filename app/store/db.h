@@ -32,7 +32,7 @@ enum db_health {
 };
 
 /* Messages one batch may hold (batch_begin), prepares included. */
-#define DB_BATCH_MAX 32
+#define DB_BATCH_MAX 160
 
 /* PostgreSQL: what a dispatcher listens on for work any host recorded. */
 #define PG_WAKE_CHANNEL "gcrelay_due"

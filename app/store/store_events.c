@@ -415,24 +415,36 @@ finish_prepared(struct store *st)
 	return 1;
 }
 
+/* Messages a batch finishing r[0..n) sends: head, results, attempt
+ * rows, one refresh per event, COMMIT, and prepares. */
+static size_t
+finish_msgs(const struct delivery_result *r, size_t n)
+{
+	size_t natts = 0;
+
+	for (size_t i = 0; i < n; i++)
+		natts += r[i].nattempts;
+	return 3 + n + (natts + ATTEMPT_ROWS_MAX - 1) / ATTEMPT_ROWS_MAX + n +
+	       1 + 7;
+}
+
 /*
- * Begin the finish's transaction: as one batch (one round trip on
- * PostgreSQL) when the backend has them and it fits, else statement by
- * statement.  Returns 1 batched, 0 not, -1 on failure.
+ * Begin the finish's transaction, under the keys of its events: as one
+ * batch (one round trip on PostgreSQL) when the backend has them and it
+ * fits, else statement by statement.  Returns 1 batched, 0 not, -1 on
+ * failure.
  */
 static int
-finish_begin(struct store *st, const char *key, size_t n, size_t natts)
+finish_begin(struct store *st, const struct delivery_result *r, size_t n,
+             const char *const *keys, size_t nkeys)
 {
-	/* head, results, attempt rows, refreshes, COMMIT, prepares */
-	size_t msgs = 3 + n +
-	              (natts + ATTEMPT_ROWS_MAX - 1) / ATTEMPT_ROWS_MAX + n +
-	              1 + 7;
 	int b = 0;
 
-	if (key != NULL && st->ops->batch_begin != NULL &&
-	    msgs <= DB_BATCH_MAX && finish_prepared(st))
-		b = store_batch_begin(st, key, STORE_LAZY);
-	if (b == 0 && store_begin_lazy(st, key) != GC_OK)
+	if (st->ops->batch_begin != NULL && finish_msgs(r, n) <= DB_BATCH_MAX &&
+	    nkeys <= STORE_LOCK_KEYS_MAX && finish_prepared(st))
+		b = store_batch_begin_keys(st, keys, nkeys, STORE_LAZY);
+	if (b == 0 &&
+	    store_begin_lazy(st, nkeys == 1 ? keys[0] : NULL) != GC_OK)
 		return -1;
 	return b;
 }
@@ -442,16 +454,17 @@ static enum gc_err
 finish_events(struct store *st, struct delivery_result *r, size_t n)
 {
 	int64_t now = store_now_ms();
-	const char *key = n > 0 ? r[0].event_id : NULL;
+	const char *keys[STORE_LOCK_KEYS_MAX];
 	const struct attempt **atts = NULL;
-	size_t natts = 0, got = 0;
+	size_t natts = 0, nkeys = 0, got = 0;
 	long changes[DB_BATCH_MAX];
 	int batched;
 
-	/* One event's results (as an erun's are): that event's key. */
+	/* Each event's key (results come grouped by event). */
 	for (size_t i = 0; i < n; i++) {
-		if (key != NULL && strcmp(r[i].event_id, key) != 0)
-			key = NULL;
+		if ((i == 0 || strcmp(r[i].event_id, r[i - 1].event_id) != 0) &&
+		    nkeys++ < STORE_LOCK_KEYS_MAX)
+			keys[nkeys - 1] = r[i].event_id;
 		natts += r[i].nattempts;
 	}
 	/* Every result's attempts, in order, inserted a few rows at once. */
@@ -461,7 +474,7 @@ finish_events(struct store *st, struct delivery_result *r, size_t n)
 	for (size_t i = 0; i < n; i++)
 		for (size_t k = 0; k < r[i].nattempts; k++)
 			atts[natts++] = r[i].attempts[k];
-	if ((batched = finish_begin(st, key, n, natts)) < 0) {
+	if ((batched = finish_begin(st, r, n, keys, nkeys)) < 0) {
 		free(atts);
 		return GC_ESTORE;
 	}
@@ -490,22 +503,38 @@ fail:
 	return GC_ESTORE;
 }
 
+/* The index after the results of r[k]'s event (they come grouped). */
+static size_t
+event_end(const struct delivery_result *r, size_t n, size_t k)
+{
+	size_t e = k + 1;
+
+	while (e < n && strcmp(r[e].event_id, r[k].event_id) == 0)
+		e++;
+	return e;
+}
+
 /* See store.h. */
 enum gc_err
 store_deliveries_finish(struct store *st, struct delivery_result *r, size_t n)
 {
+	int batches = st->ops->batch_begin != NULL;
 	enum gc_err err = GC_OK;
-	size_t i, k;
+	size_t i, k, e, events;
 
 	/*
-	 * A backend that sends one event's finish as one batch (one round
-	 * trip) takes several events one by one: in one transaction they
-	 * would go statement by statement.  Others take them all at once.
+	 * All at once; or, where the backend sends a finish as one batch
+	 * (one round trip), as many whole events as a batch holds at a time.
 	 */
 	for (i = 0; i < n; i = k) {
-		k = st->ops->batch_begin != NULL ? i + 1 : n;
-		while (k < n && strcmp(r[k].event_id, r[i].event_id) == 0)
-			k++;
+		k = event_end(r, n, i);
+		for (events = 1; k < n; events++, k = e) {
+			e = event_end(r, n, k);
+			if (batches &&
+			    (events == STORE_LOCK_KEYS_MAX ||
+			     finish_msgs(r + i, e - i) > DB_BATCH_MAX))
+				break;
+		}
 		if (finish_events(st, r + i, k - i) == GC_OK)
 			continue;
 		err = GC_ESTORE;

@@ -200,6 +200,13 @@ enum gc_err store_begin_lazy(struct store *st, const char *key);
  * the same (nothing to commit): one round trip for all of them.
  */
 int store_batch_begin(struct store *st, const char *key, int how);
+/*
+ * store_batch_begin for a transaction writing under several keys (at
+ * most STORE_LOCK_KEYS_MAX; more, or none, lock the whole store).
+ */
+#define STORE_LOCK_KEYS_MAX 32
+int store_batch_begin_keys(struct store *st, const char *const *keys,
+                           size_t nkeys, int how);
 enum gc_err store_batch_commit(struct store *st, long *changes, size_t max,
                                size_t *n);
 enum gc_err store_commit(struct store *st);

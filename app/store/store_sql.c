@@ -567,21 +567,45 @@ lock_key_hash(const char *key)
 	return (int)(h & 0x7fffffff);
 }
 
+static int
+lock_cmp(const void *a, const void *b)
+{
+	int x = *(const int *)a, y = *(const int *)b;
+
+	return (x > y) - (x < y);
+}
+
 /*
  * PostgreSQL: the statement taking a write transaction's locks: the
- * store's key alone, or shared with the key's own.
+ * store's key alone (no keys), or shared with the keys' own, taken in
+ * one order (their hashes ascending) so that two transactions holding
+ * several never wait for each other in a cycle.
  */
 static void
-pg_locks(char *sql, size_t sqlsz, const char *key)
+pg_locks(char *sql, size_t sqlsz, const char *const *keys, size_t nkeys)
 {
-	if (key == NULL)
+	int h[STORE_LOCK_KEYS_MAX];
+	size_t n = 0, o;
+
+	if (nkeys == 0 || nkeys > STORE_LOCK_KEYS_MAX) {
 		snprintf(sql, sqlsz, "SELECT pg_advisory_xact_lock(%d)",
 		         PG_STORE_LOCK);
-	else
-		snprintf(sql, sqlsz,
-		         "SELECT pg_advisory_xact_lock_shared(%d), "
-		         "pg_advisory_xact_lock(%d, %d)",
-		         PG_STORE_LOCK, PG_KEY_LOCKS, lock_key_hash(key));
+		return;
+	}
+	for (size_t i = 0; i < nkeys; i++)
+		h[i] = lock_key_hash(keys[i]);
+	qsort(h, nkeys, sizeof(h[0]), lock_cmp);
+	o = (size_t)snprintf(sql, sqlsz,
+	                     "SELECT pg_advisory_xact_lock_shared(%d)",
+	                     PG_STORE_LOCK);
+	for (size_t i = 0; i < nkeys && o < sqlsz; i++) {
+		if (n > 0 && h[i] == h[n - 1])
+			continue; /* one key, or two hashed alike */
+		h[n++] = h[i];
+		o += (size_t)snprintf(sql + o, sqlsz - o,
+		                      ", pg_advisory_xact_lock(%d, %d)",
+		                      PG_KEY_LOCKS, h[i]);
+	}
 }
 
 /*
@@ -593,7 +617,7 @@ pg_begin(struct store *st, const char *key, const char *local)
 {
 	char locks[128], sql[384];
 
-	pg_locks(locks, sizeof(locks), key);
+	pg_locks(locks, sizeof(locks), &key, key != NULL);
 	snprintf(sql, sizeof(sql), "BEGIN; %s%s", local, locks);
 	return store_exec(st, sql);
 }
@@ -638,7 +662,15 @@ store_begin_lazy(struct store *st, const char *key)
 int
 store_batch_begin(struct store *st, const char *key, int how)
 {
-	char locks[128];
+	return store_batch_begin_keys(st, &key, key != NULL, how);
+}
+
+/* See store_priv.h. */
+int
+store_batch_begin_keys(struct store *st, const char *const *keys, size_t nkeys,
+                       int how)
+{
+	char locks[64 + 48 * STORE_LOCK_KEYS_MAX];
 	const char *head[4];
 	size_t n = 0;
 
@@ -647,7 +679,7 @@ store_batch_begin(struct store *st, const char *key, int how)
 	st->batch_read = (how & STORE_READ) != 0;
 	if (st->batch_read)
 		return st->ops->batch_begin(st->db, NULL, 0) == GC_OK ? 1 : -1;
-	pg_locks(locks, sizeof(locks), key);
+	pg_locks(locks, sizeof(locks), keys, nkeys);
 	head[n++] = "BEGIN";
 	if (how & STORE_LAZY && st->lazy_commits)
 		head[n++] = SET_LAZY;
