@@ -49,6 +49,7 @@ struct yo_state {
 	char email[256];   /* the customer to reconcile against */
 	char claimer[260]; /* the event whose call is being reconciled */
 	int64_t slot_ms;   /* throttle slot held (monotonic), 0 when none */
+	int slot_far;      /* the claim's slot_ms is beyond the horizon */
 	int misses;        /* history reads that did not find it yet */
 	int fresh;         /* claimed just now, not waited since */
 	int finished;
@@ -217,6 +218,43 @@ yo_unknown(struct job *j, int64_t sent_at, const char *why)
 	yo_stop(j, DEST_RETRY, why);
 }
 
+/* The brand's Yotpo calls per second. */
+static int
+yo_rps(const struct job *j)
+{
+	return j->brand->yo_max_rps > 0 ? j->brand->yo_max_rps
+	                                : j->cfg->yotpo_default_max_rps;
+}
+
+/*
+ * Claim the key; the first claim takes the call's throttle slot with it
+ * where the env can (one round trip), which the call then uses.
+ */
+static enum gc_err
+yo_claim_key(struct job *j, enum ledger_claim *c, struct ledger_view *v)
+{
+	struct yo_state *s = j->state;
+	int64_t now = yo_now(j), mono, horizon, slot;
+	int reserved;
+	enum gc_err err;
+
+	if (j->env->ledger_claim_paced == NULL || s->slot_ms != 0)
+		return j->env->ledger_claim(
+		    j->env->ctx, j->brand->slug, j->ev->token, s->action,
+		    j->event_id, j->ev->email, now, j->lease, c, v);
+	mono = j->env->mono_ms(j->env->ctx);
+	horizon = job_wait_horizon(j) - mono;
+	err = j->env->ledger_claim_paced(
+	    j->env->ctx, j->brand->slug, j->ev->token, s->action, j->event_id,
+	    j->ev->email, now, j->lease, c, v, yo_rps(j),
+	    horizon > 0 ? horizon : 0, &slot, &reserved);
+	if (err == GC_OK) {
+		s->slot_ms = mono + (slot - now);
+		s->slot_far = !reserved;
+	}
+	return err;
+}
+
 static enum job_next
 yo_claim(struct job *j)
 {
@@ -225,9 +263,7 @@ yo_claim(struct job *j)
 	enum ledger_claim c;
 	int64_t now = yo_now(j);
 
-	if (j->env->ledger_claim(j->env->ctx, j->brand->slug, j->ev->token,
-	                         s->action, j->event_id, j->ev->email, now,
-	                         j->lease, &c, &v) != GC_OK)
+	if (yo_claim_key(j, &c, &v) != GC_OK)
 		return yo_stop(j, DEST_RETRY, "store unavailable (ledger)");
 	/* Reconcile against the customer the uncertain call was for. */
 	snprintf(s->email, sizeof(s->email), "%s", v.email);
@@ -269,17 +305,16 @@ static enum job_next
 yo_throttle(struct job *j)
 {
 	struct yo_state *s = j->state;
-	int rps = j->brand->yo_max_rps > 0 ? j->brand->yo_max_rps
-	                                   : j->cfg->yotpo_default_max_rps;
 	int64_t now = yo_now(j), mono = j->env->mono_ms(j->env->ctx),
 	        slot = now;
 	int64_t horizon = job_wait_horizon(j) - mono;
-	int reserved = 1;
+	int reserved = !s->slot_far;
 
+	s->slot_far = 0;
 	if (s->slot_ms == 0) {
-		if (j->env->throttle_slot(j->env->ctx, j->brand->slug, rps, now,
-		                          horizon > 0 ? horizon : 0, &slot,
-		                          &reserved) != GC_OK)
+		if (j->env->throttle_slot(
+		        j->env->ctx, j->brand->slug, yo_rps(j), now,
+		        horizon > 0 ? horizon : 0, &slot, &reserved) != GC_OK)
 			slot = now;
 		/* The slot is stored (wall clock); it is waited for on the
 		 * monotonic clock, converted once. */

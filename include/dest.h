@@ -77,6 +77,18 @@ struct dest_env {
 	                              const char *token, const char *action,
 	                              const char *owner);
 
+	/*
+	 * ledger_claim, and throttle_slot for brand, at once
+	 * (store_ledger_claim_paced: one round trip on PostgreSQL).  NULL:
+	 * the job claims, then takes its slot.
+	 */
+	enum gc_err (*ledger_claim_paced)(
+	    void *ctx, const char *brand, const char *token, const char *action,
+	    const char *event_id, const char *email, int64_t now_ms,
+	    const struct lease *l, enum ledger_claim *res,
+	    struct ledger_view *view, int max_rps, int64_t horizon_ms,
+	    int64_t *slot_ms, int *reserved);
+
 	/* The next call slot of brand (store_throttle_slot). */
 	enum gc_err (*throttle_slot)(void *ctx, const char *brand, int max_rps,
 	                             int64_t now_ms, int64_t horizon_ms,

@@ -382,6 +382,17 @@ enum gc_err store_ledger_claim(struct store *st, const char *brand,
                                struct ledger_view *view);
 
 /*
+ * store_ledger_claim, and a slot of brand's Yotpo throttle as
+ * store_throttle_slot gives it, in one round trip where the backend
+ * batches (PostgreSQL): the slot is taken whatever the claim comes to.
+ */
+enum gc_err store_ledger_claim_paced(
+    struct store *st, const char *brand, const char *token, const char *action,
+    const char *event_id, const char *email, int64_t now_ms,
+    const struct lease *l, enum ledger_claim *res, struct ledger_view *view,
+    int max_rps, int64_t horizon_ms, int64_t *slot_ms, int *reserved);
+
+/*
  * Record the outcome of a call for a claim owner holds: "done" or
  * "unknown", releasing the lease; sent_at_ms is when the call started.
  * GC_EEXISTS when owner no longer holds the key.
@@ -390,6 +401,21 @@ enum gc_err store_ledger_set(struct store *st, const char *brand,
                              const char *token, const char *action,
                              const char *owner, const char *state,
                              int64_t sent_at_ms);
+
+/* One state of store_ledger_set_many: store_ledger_set's arguments. */
+struct ledger_set {
+	const char *brand, *token, *action, *owner, *state;
+	int64_t sent_at_ms;
+	enum gc_err err; /* out: store_ledger_set's result */
+};
+
+/*
+ * store_ledger_set of each of v[0..n), in one transaction (one round
+ * trip on PostgreSQL) for up to 32 keys at a time.  GC_ESTORE when
+ * some were not stored (their err say so).
+ */
+enum gc_err store_ledger_set_many(struct store *st, struct ledger_set *v,
+                                  size_t n);
 
 /*
  * Just before owner sends the award: mark the key "sending" for event_id

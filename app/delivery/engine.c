@@ -390,6 +390,9 @@ erun_finish(struct engine *eng, struct erun *done)
 	size_t n;
 	int k;
 
+	/* The ledger states of these runs go first. */
+	if (done != NULL)
+		dest_env_flush(eng->env);
 	while (done != NULL) {
 		group = done;
 		for (k = 0, n = 0; done != NULL && k < FINISH_GROUP_MAX;
@@ -512,6 +515,7 @@ engine_step(struct engine *eng, long max_wait_ms)
 			run_response(eng, owner, &resp, 1);
 		http_resp_fini(&resp);
 	}
+	dest_env_flush(eng->env); /* the ledger states they came to */
 	woken |= httpc_woken(eng->http);
 	if (woken) {
 		limits_wake_drain();

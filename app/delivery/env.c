@@ -35,7 +35,9 @@ dest_env_free(struct dest_env *env)
 
 	if (env == NULL)
 		return;
+	dest_env_flush(env);
 	ctx = env->ctx;
+	free(ctx->sets);
 	caches_free(ctx->caches);
 	free(ctx);
 	free(env);

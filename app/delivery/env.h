@@ -12,11 +12,19 @@
 
 struct caches;
 
+/* A ledger state queued for dest_env_flush, its strings owned. */
+struct queued_set {
+	struct ledger_set v;
+	char *mem; /* v's strings, one allocation */
+};
+
 /* The ctx of a store-backed env. */
 struct env_ctx {
 	const struct app_config *cfg; /* borrowed: the secrets key */
 	struct store *st;             /* borrowed */
 	struct caches *caches;        /* owned: this process's entries */
+	struct queued_set *sets;      /* ledger_set's, until the flush */
+	size_t nsets, csets;
 };
 
 /*
@@ -25,8 +33,18 @@ struct env_ctx {
  * NULL when out of memory.
  */
 struct dest_env *dest_env_alloc(const struct app_config *cfg, struct store *st);
-/* Free env (NULL is fine) and its cached entries. */
+/* Free env (NULL is fine) and its cached entries, flushing it first. */
 void dest_env_free(struct dest_env *env);
+
+/*
+ * Store the ledger states env->ledger_set queued since the last flush,
+ * together (one transaction, one round trip on PostgreSQL), logging
+ * those that could not be.  The engine flushes after taking in replies
+ * and before it stores any run's result: a state is never stored after
+ * its run's outcome.  A crash in between leaves the key "sending", which
+ * the next run reconciles against the history, as after any crash.
+ */
+void dest_env_flush(struct dest_env *env);
 
 /* ledger.c: fill env's clocks, ledger and throttle entries. */
 void ledger_env_init(struct dest_env *env);

@@ -220,6 +220,14 @@ store_em_token_unlease(struct store *st, const char *brand,
 	return store_step(st, s, "emarsys token unlease") ? GC_OK : GC_ESTORE;
 }
 
+/* The write lock key of an award key's transactions. */
+static void
+ledger_key(char *key, size_t n, const char *brand, const char *token,
+           const char *action)
+{
+	snprintf(key, n, "ledger\x1f%s\x1f%s\x1f%s", brand, token, action);
+}
+
 /* The ledger statement id with the award key bound to ?1..?3. */
 static struct db_stmt *
 ledger_stmt(struct store *st, enum stmt id, const char *brand,
@@ -313,34 +321,22 @@ ledger_claimed(enum ledger_claim *res, struct ledger_view *view,
 	snprintf(view->email, sizeof(view->email), "%s", email);
 }
 
-/* See store.h. */
-enum gc_err
-store_ledger_claim(struct store *st, const char *brand, const char *token,
-                   const char *action, const char *event_id, const char *email,
-                   int64_t now_ms, const struct lease *l,
-                   enum ledger_claim *res, struct ledger_view *view)
+/*
+ * The claim of a key its fast insert found taken: read it, then insert
+ * or take over, under the key's lock (one entry's transactions queue).
+ */
+static enum gc_err
+ledger_claim_seen(struct store *st, const char *brand, const char *token,
+                  const char *action, const char *event_id, const char *email,
+                  int64_t now_ms, const struct lease *l, enum ledger_claim *res,
+                  struct ledger_view *view)
 {
 	struct db_stmt *s;
 	enum gc_err err = GC_OK;
 	enum db_rc rc;
 	char key[512];
 
-	memset(view, 0, sizeof(*view));
-	/*
-	 * A key never seen (the common case): its row inserted on its own,
-	 * which the primary key settles against any other claim.
-	 */
-	err = ledger_insert(st, STMT_LEDGER_INSERT_NEW, brand, token, action,
-	                    event_id, email, now_ms, l);
-	if (err != GC_OK)
-		return err;
-	if (store_changes(st) > 0) {
-		ledger_claimed(res, view, event_id, email);
-		return GC_OK;
-	}
-	/* Read, then insert or take over: one entry's transactions queue. */
-	snprintf(key, sizeof(key), "ledger\x1f%s\x1f%s\x1f%s", brand, token,
-	         action);
+	ledger_key(key, sizeof(key), brand, token, action);
 	if (store_begin_on(st, key) != GC_OK)
 		return GC_ESTORE;
 	if ((s = ledger_stmt(st, STMT_LEDGER_GET, brand, token, action)) ==
@@ -366,6 +362,32 @@ fail:
 	return GC_ESTORE;
 }
 
+/* See store.h. */
+enum gc_err
+store_ledger_claim(struct store *st, const char *brand, const char *token,
+                   const char *action, const char *event_id, const char *email,
+                   int64_t now_ms, const struct lease *l,
+                   enum ledger_claim *res, struct ledger_view *view)
+{
+	enum gc_err err;
+
+	memset(view, 0, sizeof(*view));
+	/*
+	 * A key never seen (the common case): its row inserted on its own,
+	 * which the primary key settles against any other claim.
+	 */
+	err = ledger_insert(st, STMT_LEDGER_INSERT_NEW, brand, token, action,
+	                    event_id, email, now_ms, l);
+	if (err != GC_OK)
+		return err;
+	if (store_changes(st) > 0) {
+		ledger_claimed(res, view, event_id, email);
+		return GC_OK;
+	}
+	return ledger_claim_seen(st, brand, token, action, event_id, email,
+	                         now_ms, l, res, view);
+}
+
 /* Run a statement on a ledger row owner holds; GC_EEXISTS when none. */
 static enum gc_err
 ledger_owned(struct store *st, struct db_stmt *s, const char *what)
@@ -375,22 +397,90 @@ ledger_owned(struct store *st, struct db_stmt *s, const char *what)
 	return store_changes(st) > 0 ? GC_OK : GC_EEXISTS;
 }
 
+/* STMT_LEDGER_SET for one state, bound; NULL on failure. */
+static struct db_stmt *
+ledger_set_stmt(struct store *st, const struct ledger_set *v)
+{
+	struct db_stmt *s;
+
+	s = ledger_stmt(st, STMT_LEDGER_SET, v->brand, v->token, v->action);
+	if (s != NULL) {
+		store_bind_text(s, 4, v->state);
+		store_bind_int(s, 5, v->sent_at_ms);
+		store_bind_int(s, 6, store_now_ms());
+		store_bind_text(s, 7, v->owner);
+	}
+	return s;
+}
+
 /* See store.h. */
 enum gc_err
 store_ledger_set(struct store *st, const char *brand, const char *token,
                  const char *action, const char *owner, const char *state,
                  int64_t sent_at_ms)
 {
-	struct db_stmt *s;
+	struct ledger_set v = {brand, token,      action, owner,
+	                       state, sent_at_ms, GC_OK};
 
-	s = ledger_stmt(st, STMT_LEDGER_SET, brand, token, action);
-	if (s != NULL) {
-		store_bind_text(s, 4, state);
-		store_bind_int(s, 5, sent_at_ms);
-		store_bind_int(s, 6, store_now_ms());
-		store_bind_text(s, 7, owner);
+	return ledger_owned(st, ledger_set_stmt(st, &v), "ledger set");
+}
+
+/* store_ledger_set_many of at most STORE_LOCK_KEYS_MAX states. */
+static enum gc_err
+ledger_set_some(struct store *st, struct ledger_set *v, size_t n)
+{
+	char key[STORE_LOCK_KEYS_MAX][512];
+	const char *keys[STORE_LOCK_KEYS_MAX];
+	long changes[DB_BATCH_MAX];
+	size_t got = 0;
+	int batched;
+
+	for (size_t i = 0; i < n; i++) {
+		ledger_key(key[i], sizeof(key[i]), v[i].brand, v[i].token,
+		           v[i].action);
+		keys[i] = key[i];
 	}
-	return ledger_owned(st, s, "ledger set");
+	if ((batched = store_batch_begin_keys(st, keys, n, STORE_LAZY)) < 0 ||
+	    (batched == 0 && store_begin_lazy(st, NULL) != GC_OK))
+		return GC_ESTORE;
+	for (size_t i = 0; i < n; i++) {
+		if (!store_step(st, ledger_set_stmt(st, &v[i]), "ledger set"))
+			goto fail;
+		v[i].err = store_changes(st) > 0 ? GC_OK : GC_EEXISTS;
+	}
+	if (batched ? store_batch_commit(st, changes, DB_BATCH_MAX, &got)
+	            : store_commit(st))
+		goto fail;
+	for (size_t i = 0; batched && i < n; i++)
+		v[i].err = i < got && changes[i] > 0 ? GC_OK : GC_EEXISTS;
+	return GC_OK;
+fail:
+	store_rollback(st);
+	return GC_ESTORE;
+}
+
+/* See store.h. */
+enum gc_err
+store_ledger_set_many(struct store *st, struct ledger_set *v, size_t n)
+{
+	enum gc_err err = GC_OK;
+	size_t k;
+
+	if (n == 1) {
+		v[0].err =
+		    store_ledger_set(st, v[0].brand, v[0].token, v[0].action,
+		                     v[0].owner, v[0].state, v[0].sent_at_ms);
+		return v[0].err == GC_ESTORE ? GC_ESTORE : GC_OK;
+	}
+	for (size_t i = 0; i < n; i += k) {
+		k = n - i < STORE_LOCK_KEYS_MAX ? n - i : STORE_LOCK_KEYS_MAX;
+		if (ledger_set_some(st, v + i, k) == GC_OK)
+			continue;
+		err = GC_ESTORE;
+		for (size_t j = i; j < i + k; j++)
+			v[j].err = GC_ESTORE;
+	}
+	return err;
 }
 
 /* See store.h. */
@@ -453,15 +543,56 @@ store_ledger_miss(struct store *st, const char *brand, const char *token,
  */
 #define THROTTLE_STEPPED_MS (300 * 1000)
 
+/* A brand's Yotpo calls apart, in ms: 10% margin, as a call can leave a
+ * little after its slot. */
+static int64_t
+throttle_every(int max_rps)
+{
+	return 1100 / (max_rps > 0 ? max_rps : 1);
+}
+
 /* See store.h. */
 enum gc_err
 store_throttle_slot(struct store *st, const char *brand, int max_rps,
                     int64_t now_ms, int64_t horizon_ms, int64_t *slot_ms,
                     int *reserved)
 {
-	/* 10% margin: a call can leave a little after its slot. */
-	return store_pace_slot(st, brand, 1100 / (max_rps > 0 ? max_rps : 1),
-	                       now_ms, horizon_ms, slot_ms, reserved);
+	return store_pace_slot(st, brand, throttle_every(max_rps), now_ms,
+	                       horizon_ms, slot_ms, reserved);
+}
+
+/* STMT_THROTTLE (as stmt, its durable twin) bound for a slot of key. */
+static struct db_stmt *
+pace_stmt(struct store *st, enum stmt stmt, const char *key,
+          int64_t interval_ms, int64_t now_ms, int64_t horizon_ms)
+{
+	struct db_stmt *s = store_stmt(st, stmt);
+
+	if (s != NULL) {
+		store_bind_text(s, 1, key);
+		store_bind_int(s, 2, now_ms);
+		store_bind_int(s, 3, interval_ms > 0 ? interval_ms : 1);
+		store_bind_int(s, 4, horizon_ms);
+		store_bind_int(s, 5, THROTTLE_STEPPED_MS);
+	}
+	return s;
+}
+
+/* The next free slot of key, beyond the caller's horizon: not taken. */
+static enum gc_err
+pace_peek(struct store *st, const char *key, int64_t *slot_ms)
+{
+	struct db_stmt *s;
+	enum db_rc rc;
+
+	if ((s = store_stmt(st, STMT_THROTTLE_PEEK)) == NULL)
+		return GC_ESTORE;
+	store_bind_text(s, 1, key);
+	if ((rc = store_row(st, s)) == DB_ROW)
+		*slot_ms = store_col_int(s, 0);
+	if (!store_end(st, s, rc, "throttle peek") || rc != DB_ROW)
+		return GC_ESTORE;
+	return GC_OK;
 }
 
 /* See store.h. */
@@ -475,30 +606,83 @@ store_pace_slot(struct store *st, const char *key, int64_t interval_ms,
 
 	*slot_ms = now_ms;
 	*reserved = 0;
-	if ((s = store_stmt(st, STMT_THROTTLE)) == NULL)
+	s = pace_stmt(st, STMT_THROTTLE, key, interval_ms, now_ms, horizon_ms);
+	if (s == NULL)
 		return GC_ESTORE;
-	store_bind_text(s, 1, key);
-	store_bind_int(s, 2, now_ms);
-	store_bind_int(s, 3, interval_ms > 0 ? interval_ms : 1);
-	store_bind_int(s, 4, horizon_ms);
-	store_bind_int(s, 5, THROTTLE_STEPPED_MS);
 	if ((rc = store_row(st, s)) == DB_ROW) {
 		*slot_ms = store_col_int(s, 0);
 		*reserved = 1;
 	}
 	if (!store_end(st, s, rc, "throttle"))
 		return GC_ESTORE;
-	if (*reserved)
-		return GC_OK;
-	/* The next free slot is beyond the horizon: say when, keep it. */
-	if ((s = store_stmt(st, STMT_THROTTLE_PEEK)) == NULL)
+	return *reserved ? GC_OK : pace_peek(st, key, slot_ms);
+}
+
+/* See store.h. */
+enum gc_err
+store_ledger_claim_paced(struct store *st, const char *brand, const char *token,
+                         const char *action, const char *event_id,
+                         const char *email, int64_t now_ms,
+                         const struct lease *l, enum ledger_claim *res,
+                         struct ledger_view *view, int max_rps,
+                         int64_t horizon_ms, int64_t *slot_ms, int *reserved)
+{
+	struct db_stmt *s;
+	long changes[2];
+	size_t got = 0;
+	enum gc_err err;
+
+	if (st->ops->batch_begin == NULL) {
+		err = store_ledger_claim(st, brand, token, action, event_id,
+		                         email, now_ms, l, res, view);
+		return err != GC_OK
+		           ? err
+		           : store_throttle_slot(st, brand, max_rps, now_ms,
+		                                 horizon_ms, slot_ms, reserved);
+	}
+	/*
+	 * The claim's insert and the slot in one message, committed
+	 * together at its end (PostgreSQL's implicit transaction): the
+	 * claim waits for the WAL flush, so the slot takes the durable
+	 * statement (its lazy one would turn the flush off for both).
+	 */
+	memset(view, 0, sizeof(*view));
+	*slot_ms = now_ms;
+	*reserved = 0;
+	/* Prepared first: a batch sends statements, it prepares none. */
+	for (int i = 0; i < 2; i++) {
+		s = store_stmt(st, i ? STMT_THROTTLE_DURABLE
+		                     : STMT_LEDGER_INSERT_NEW);
+		if (s == NULL)
+			return GC_ESTORE;
+		store_stmt_done(s);
+	}
+	if (store_batch_begin(st, NULL, STORE_READ) != 1)
 		return GC_ESTORE;
-	store_bind_text(s, 1, key);
-	if ((rc = store_row(st, s)) == DB_ROW)
+	if (ledger_insert(st, STMT_LEDGER_INSERT_NEW, brand, token, action,
+	                  event_id, email, now_ms, l) != GC_OK ||
+	    (s = pace_stmt(st, STMT_THROTTLE_DURABLE, brand,
+	                   throttle_every(max_rps), now_ms, horizon_ms)) ==
+	        NULL ||
+	    !store_step(st, s, "throttle") ||
+	    store_batch_commit(st, changes, 2, &got) != GC_OK || got != 2) {
+		store_rollback(st);
+		return GC_ESTORE;
+	}
+	/* Its row, kept by the batch, when it reserved one; none else. */
+	if (changes[1] > 0 && store_row(st, s) == DB_ROW) {
 		*slot_ms = store_col_int(s, 0);
-	if (!store_end(st, s, rc, "throttle peek") || rc != DB_ROW)
+		*reserved = 1;
+	}
+	store_stmt_done(s);
+	if (!*reserved && pace_peek(st, brand, slot_ms) != GC_OK)
 		return GC_ESTORE;
-	return GC_OK;
+	if (changes[0] > 0) {
+		ledger_claimed(res, view, event_id, email);
+		return GC_OK;
+	}
+	return ledger_claim_seen(st, brand, token, action, event_id, email,
+	                         now_ms, l, res, view);
 }
 
 /* See store.h. */

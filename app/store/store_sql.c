@@ -36,6 +36,14 @@
 	" WHERE brand = " b " AND token = " t " AND action = " a               \
 	" AND lease_owner = " owner
 
+/* A pacing slot of a key (store_pace_slot), and its row's next one. */
+#define THROTTLE_SQL                                                           \
+	"INSERT INTO throttle(brand, next_ms) VALUES (?1, ?2 + ?3) "           \
+	"ON CONFLICT(brand) DO UPDATE SET next_ms = "                          \
+	"(CASE WHEN next_ms > ?2 + ?5 THEN ?2 ELSE max(next_ms, ?2) END) "     \
+	"+ ?3 WHERE next_ms <= ?2 + ?4 OR next_ms > ?2 + ?5 "                  \
+	"RETURNING next_ms - ?3"
+
 static const char *const stmts[] = {
     [STMT_BEGIN] = "BEGIN IMMEDIATE",
     [STMT_COMMIT] = "COMMIT",
@@ -220,12 +228,8 @@ static const char *const stmts[] = {
     [STMT_LEDGER_RELEASE] = "DELETE FROM yotpo_ledger WHERE brand = ? AND "
                             "token = ? AND action = ? AND state != 'done' "
                             "AND lease_owner = ?",
-    [STMT_THROTTLE] =
-        "INSERT INTO throttle(brand, next_ms) VALUES (?1, ?2 + ?3) "
-        "ON CONFLICT(brand) DO UPDATE SET next_ms = "
-        "(CASE WHEN next_ms > ?2 + ?5 THEN ?2 ELSE max(next_ms, ?2) END) "
-        "+ ?3 WHERE next_ms <= ?2 + ?4 OR next_ms > ?2 + ?5 "
-        "RETURNING next_ms - ?3",
+    [STMT_THROTTLE] = THROTTLE_SQL,
+    [STMT_THROTTLE_DURABLE] = THROTTLE_SQL,
     [STMT_THROTTLE_PEEK] = "SELECT next_ms FROM throttle WHERE brand = ?",
     [STMT_HOLDS_AHEAD] = "SELECT account, until_ms FROM account_holds "
                          "WHERE until_ms > ?",
@@ -256,6 +260,10 @@ _Static_assert(sizeof(stmts) / sizeof(stmts[0]) == STMT__MAX,
 	"greatest(throttle.next_ms, $2::bigint) END) + $3::bigint WHERE "      \
 	"throttle.next_ms <= $2::bigint + $4::bigint OR throttle.next_ms > "   \
 	"$2::bigint + $5::bigint RETURNING next_ms - $3::bigint"
+
+#define PG_THROTTLE_SQL                                                        \
+	"INSERT INTO throttle(brand, next_ms) VALUES ($1, $2::bigint + "       \
+	"$3::bigint)" PG_THROTTLE_TAIL
 
 /*
  * PostgreSQL's own text where the dialects differ: no BEGIN IMMEDIATE
@@ -308,8 +316,8 @@ static const char *const pg_stmts[STMT__MAX] = {
     [STMT_EVENT_INSERT_2_WAKE] =
         EVENT_INSERT_2_HEAD ", n AS (SELECT pg_notify('" PG_WAKE_CHANNEL
                             "', '') FROM e)" EVENT_INSERT_2_TAIL(" n,"),
-    [STMT_THROTTLE] = "INSERT INTO throttle(brand, next_ms) VALUES ($1, "
-                      "$2::bigint + $3::bigint)" PG_THROTTLE_TAIL,
+    [STMT_THROTTLE] = PG_THROTTLE_SQL,
+    [STMT_THROTTLE_DURABLE] = PG_THROTTLE_SQL,
 };
 
 /*

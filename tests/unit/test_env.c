@@ -297,6 +297,58 @@ test_throttle(void **state)
 	assert_int_equal(in_store, 1);
 }
 
+/* A claim of key (acme, tok) by env e for event ev, under lease l. */
+static enum ledger_claim
+claim(struct dest_env *e, const char *tok, const char *ev,
+      const struct lease *l)
+{
+	enum ledger_claim c = LEDGER_BUSY;
+	struct ledger_view v;
+
+	assert_int_equal(e->ledger_claim(e->ctx, "acme", tok, "verified", ev,
+	                                 "a@example.com", store_now_ms(), l, &c,
+	                                 &v),
+	                 GC_OK);
+	return c;
+}
+
+/*
+ * The ledger states a process records wait for its flush, then are
+ * stored together: until then another process sees the keys in flight;
+ * a state for a key the process no longer holds changes nothing.
+ */
+static void
+test_ledger_flush(void **state)
+{
+	struct fixture *f = *state;
+	struct lease la = {store_now_ms() + 60000, "A.1"};
+	struct lease lb = {store_now_ms() + 60000, "B.1"};
+	static const char *const toks[] = {"t1", "t2", "t3"};
+
+	for (int i = 0; i < 3; i++)
+		assert_int_equal(claim(f->a, toks[i], "e1", &la),
+		                 LEDGER_CLAIMED);
+	assert_int_equal(f->a->ledger_set(f->a->ctx, "acme", "t1", "verified",
+	                                  "A.1", "done", store_now_ms()),
+	                 GC_OK);
+	assert_int_equal(f->a->ledger_set(f->a->ctx, "acme", "t2", "verified",
+	                                  "A.1", "unknown", store_now_ms()),
+	                 GC_OK);
+	/* Not its key's holder: queued all the same, stored as nothing. */
+	assert_int_equal(f->a->ledger_set(f->a->ctx, "acme", "t3", "verified",
+	                                  "Z.9", "done", store_now_ms()),
+	                 GC_OK);
+	for (int i = 0; i < 3; i++)
+		assert_int_equal(claim(f->b, toks[i], "e2", &lb), LEDGER_BUSY);
+	dest_env_flush(f->a);
+	assert_int_equal(claim(f->b, "t1", "e2", &lb), LEDGER_DONE);
+	assert_int_equal(claim(f->b, "t2", "e2", &lb), LEDGER_RECONCILE);
+	assert_int_equal(claim(f->b, "t3", "e2", &lb), LEDGER_BUSY);
+	/* Nothing left queued: a second flush stores nothing. */
+	dest_env_flush(f->a);
+	assert_int_equal(claim(f->b, "t3", "e2", &lb), LEDGER_BUSY);
+}
+
 int
 main(void)
 {
@@ -305,6 +357,7 @@ main(void)
 	    cmocka_unit_test_setup_teardown(test_token_lease, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_ids, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_throttle, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_ledger_flush, setup, teardown),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

@@ -178,6 +178,29 @@ static const struct dest_env env = {
     .throttle_slot = f_slot,
 };
 
+/* The env of a store that claims and takes the slot in one call. */
+static int paced; /* such calls */
+
+static enum gc_err
+f_claim_paced(void *ctx, const char *brand, const char *token,
+              const char *action, const char *event_id, const char *email,
+              int64_t now_ms, const struct lease *l, enum ledger_claim *res,
+              struct ledger_view *v, int max_rps, int64_t horizon_ms,
+              int64_t *slot_ms, int *reserved)
+{
+	enum gc_err err = f_claim(ctx, brand, token, action, event_id, email,
+	                          now_ms, l, res, v);
+
+	paced++;
+	if (err != GC_OK)
+		return err;
+	return f_slot(ctx, brand, max_rps, now_ms, horizon_ms, slot_ms,
+	              reserved);
+}
+
+static struct dest_env env_paced;
+static const struct dest_env *job_env = &env;
+
 static struct app_config cfg = {
     .yotpo_api_base = BASE,
     .yotpo_default_max_rps = 5,
@@ -216,7 +239,7 @@ job_begin(struct job *j, struct lease *l, const char *event_id,
 	j->ops = &yotpo_ops;
 	j->dest = M_DEST_YOTPO;
 	j->cfg = &cfg;
-	j->env = &env;
+	j->env = job_env;
 	j->event_id = event_id;
 	j->ev = &ev;
 	j->brand = &brand;
@@ -383,6 +406,43 @@ test_award_after_wait(void **state)
 	j.ops->finish(&j);
 }
 
+/*
+ * Where the env claims and takes the slot at once, the award uses that
+ * slot: no other is taken; a slot to wait for still marks the call's
+ * start again before it.
+ */
+static void
+test_award_paced_claim(void **state)
+{
+	static const int64_t delays[] = {0, 500};
+	struct job j;
+	struct lease l;
+
+	(void)state;
+	env_paced = env;
+	env_paced.ledger_claim_paced = f_claim_paced;
+	job_env = &env_paced;
+	for (size_t i = 0; i < 2; i++) {
+		memset(&fk, 0, sizeof(fk));
+		fk.now = T0;
+		fk.slot_delay = delays[i];
+		paced = 0;
+		assert_int_equal(job_begin(&j, &l, "evt-1", "L1"), JOB_REQUEST);
+		assert_true(req_is(__LINE__, &j, "POST", BASE "/actions",
+		                   post_headers, AWARD_BODY));
+		assert_int_equal(paced, 1);
+		assert_int_equal(fk.slots, 1);
+		assert_int_equal(fk.sendings, delays[i] > 0);
+		assert_int_equal(fk.now, T0 + delays[i]);
+		job_reply(&j, HTTP_OK, 200, "", "{}");
+		assert_int_equal(j.ops->next(&j), JOB_DONE);
+		assert_int_equal(j.outcome, DEST_DELIVERED);
+		assert_string_equal(fk.state, "done");
+		j.ops->finish(&j);
+	}
+	job_env = &env;
+}
+
 /* A key already awarded: nothing is sent. */
 static void
 test_award_done_before(void **state)
@@ -541,6 +601,7 @@ main(void)
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(test_award),
 	    cmocka_unit_test(test_award_after_wait),
+	    cmocka_unit_test(test_award_paced_claim),
 	    cmocka_unit_test(test_award_done_before),
 	    cmocka_unit_test(test_reconcile_miss),
 	    cmocka_unit_test(test_reconcile_not_due),
