@@ -330,7 +330,7 @@ test_finish_together(void **state)
 	int ok;
 
 	for (int i = 0; i < 3; i++) {
-		char id[4];
+		char id[16];
 		snprintf(id, sizeof(id), "g%d", i + 1);
 		assert_int_equal(store_event_insert(f->st, id, "acme", "order",
 		                                    "{}", d, 2, &l, 0),
@@ -346,7 +346,7 @@ test_finish_together(void **state)
 	assert_int_equal(r[2].err, GC_OK);
 	assert_int_equal(r[3].err, GC_EEXISTS);
 	for (int i = 0; i < 3; i++) {
-		char id[4];
+		char id[16];
 		snprintf(id, sizeof(id), "g%d", i + 1);
 		assert_int_equal(store_event_outcome(f->st, id, &out, &ok),
 		                 GC_OK);
