@@ -208,6 +208,36 @@ pg_prepare_on(struct pg_stmt *ps)
 	return 1;
 }
 
+/* The largest $N of sql (outside quotes): its parameters. */
+static int
+pg_nparams(const char *sql)
+{
+	int n = 0, quoted = 0;
+
+	for (const char *p = sql; *p != '\0'; p++) {
+		if (*p == '\'')
+			quoted = !quoted;
+		else if (*p == '$' && !quoted && p[1] >= '0' && p[1] <= '9') {
+			int k = (int)strtol(p + 1, NULL, 10);
+			n = k > n ? k : n;
+		}
+	}
+	return n;
+}
+
+/*
+ * A statement first used inside a batch cannot be prepared on its own
+ * (pipeline mode allows no synchronous call): the batch sends its
+ * Prepare (pg_batch_stmt), its parameters counted from its text.
+ */
+static int
+pg_prepare_later(struct pg_stmt *ps)
+{
+	ps->nparams = pg_nparams(ps->sql);
+	ps->gen = ps->db->gen - 1;
+	return ps->nparams <= PG_MAXPARAMS;
+}
+
 static struct db_stmt *
 pg_prepare(struct db *db, int id, const char *sql)
 {
@@ -218,7 +248,8 @@ pg_prepare(struct db *db, int id, const char *sql)
 	ps->base.ops = &db_pg_ops;
 	ps->db = db;
 	ps->id = id;
-	if ((ps->sql = strdup(sql)) == NULL || !pg_prepare_on(ps)) {
+	if ((ps->sql = strdup(sql)) == NULL ||
+	    !(db->batching ? pg_prepare_later(ps) : pg_prepare_on(ps))) {
 		free(ps->sql);
 		free(ps);
 		return NULL;

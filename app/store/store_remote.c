@@ -432,6 +432,7 @@ ledger_set_some(struct store *st, struct ledger_set *v, size_t n)
 	char key[STORE_LOCK_KEYS_MAX][512];
 	const char *keys[STORE_LOCK_KEYS_MAX];
 	long changes[DB_BATCH_MAX];
+	struct db_stmt *s;
 	size_t got = 0;
 	int batched;
 
@@ -440,6 +441,10 @@ ledger_set_some(struct store *st, struct ledger_set *v, size_t n)
 		           v[i].action);
 		keys[i] = key[i];
 	}
+	/* Prepared first: a batch sends statements, it prepares none. */
+	if ((s = store_stmt(st, STMT_LEDGER_SET)) == NULL)
+		return GC_ESTORE;
+	store_stmt_done(s);
 	if ((batched = store_batch_begin_keys(st, keys, n, STORE_LAZY)) < 0 ||
 	    (batched == 0 && store_begin_lazy(st, NULL) != GC_OK))
 		return GC_ESTORE;

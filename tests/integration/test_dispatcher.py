@@ -544,6 +544,37 @@ class PacedBrandTest(DispatcherCase):
         self.assertEqual(self.triggers_by_token(), {t: 1 for t in tokens})
 
 
+class LedgerStatesTest(DispatcherCase):
+    def test_replies_that_come_together_are_recorded_together(self):
+        """A dispatcher held while intake records 8 awards claims them
+        in one go, and their replies come in close together: their
+        ledger states are stored (together where they come in one
+        step), and every award's key ends "done" for its event, with no
+        state that could not be recorded."""
+        self.stack(workers=2, sync_workers=0)
+        self.s.yotpo.config({"rate_limit_per_s": 1000})
+        slugs = ["b%d" % i for i in range(8)]
+        for slug in slugs:
+            self.brand(slug)
+        self.s.yotpo.fault("delay", ms=300, method="POST",
+                           path_prefix=ACTIONS, count=-1)
+        events = [sample_event("offer_claimed", brand_slug=s)
+                  for s in slugs]
+        # Held while intake records them all: it then claims them in
+        # one go, and their awards are answered together.
+        pid = self.dispatcher_pid()
+        self.assertIsNotNone(pid, "no dispatcher pid in the log")
+        os.kill(pid, signal.SIGSTOP)
+        try:
+            wids = [w for w, _, _ in self.post_many(events, threads=8)]
+        finally:
+            os.kill(pid, signal.SIGCONT)
+        self.wait_delivered(wids, timeout=30)
+        for e, w in zip(events, wids):
+            self.assertEqual(self.ledger(e["token"]), [("done", w)])
+        self.assertNotIn("cannot record", self.s.log())
+
+
 class RoomTest(DispatcherCase):
     def test_claims_again_as_soon_as_a_run_makes_room(self):
         """Two transfers and a retrier interval of 10 s: a backlog that
