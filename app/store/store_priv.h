@@ -189,7 +189,7 @@ enum gc_err store_begin_lazy(struct store *st, const char *key);
 /* How a write transaction begins on PostgreSQL, beyond its locks. */
 #define STORE_LAZY    0x1 /* as store_begin_lazy */
 #define STORE_ORDERED 0x2 /* no bitmap scans (the claim's) */
-#define STORE_READ    0x4 /* reads only: no transaction, no locks */
+#define STORE_READ    0x4 /* no BEGIN, COMMIT or locks (see below) */
 /*
  * A write transaction on key (how: STORE_ flags) sent as one batch
  * (db.h), where the backend has batches: 1 when begun, 0 when it has
@@ -197,8 +197,11 @@ enum gc_err store_begin_lazy(struct store *st, const char *key);
  * unanswered (store_changes unknown, no rows) until store_batch_commit,
  * which commits and gives their changes in order, and the rows of those
  * that return rows to step through, or rolls back.  With STORE_READ the
- * batch is selects alone (key unused), ended by store_batch_commit all
- * the same (nothing to commit): one round trip for all of them.
+ * batch has no BEGIN, COMMIT or locks (key unused): selects, or writes
+ * that need no lock, which PostgreSQL runs as one implicit transaction
+ * committed at the batch's end; ended by store_batch_commit all the
+ * same, one round trip for all of them.  A statement first used inside
+ * a batch is prepared by it (pgsql.c).
  */
 int store_batch_begin(struct store *st, const char *key, int how);
 /*

@@ -432,7 +432,6 @@ ledger_set_some(struct store *st, struct ledger_set *v, size_t n)
 	char key[STORE_LOCK_KEYS_MAX][512];
 	const char *keys[STORE_LOCK_KEYS_MAX];
 	long changes[DB_BATCH_MAX];
-	struct db_stmt *s;
 	size_t got = 0;
 	int batched;
 
@@ -441,10 +440,6 @@ ledger_set_some(struct store *st, struct ledger_set *v, size_t n)
 		           v[i].action);
 		keys[i] = key[i];
 	}
-	/* Prepared first: a batch sends statements, it prepares none. */
-	if ((s = store_stmt(st, STMT_LEDGER_SET)) == NULL)
-		return GC_ESTORE;
-	store_stmt_done(s);
 	if ((batched = store_batch_begin_keys(st, keys, n, STORE_LAZY)) < 0 ||
 	    (batched == 0 && store_begin_lazy(st, NULL) != GC_OK))
 		return GC_ESTORE;
@@ -654,14 +649,6 @@ store_ledger_claim_paced(struct store *st, const char *brand, const char *token,
 	memset(view, 0, sizeof(*view));
 	*slot_ms = now_ms;
 	*reserved = 0;
-	/* Prepared first: a batch sends statements, it prepares none. */
-	for (int i = 0; i < 2; i++) {
-		s = store_stmt(st, i ? STMT_THROTTLE_DURABLE
-		                     : STMT_LEDGER_INSERT_NEW);
-		if (s == NULL)
-			return GC_ESTORE;
-		store_stmt_done(s);
-	}
 	if (store_batch_begin(st, NULL, STORE_READ) != 1)
 		return GC_ESTORE;
 	if (ledger_insert(st, STMT_LEDGER_INSERT_NEW, brand, token, action,
