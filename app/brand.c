@@ -436,7 +436,7 @@ brand_load(struct store *st, const uint8_t key[CRYPTO_KEY_LEN],
 	enum gc_err err;
 
 	memset(b, 0, sizeof(*b));
-	if ((err = store_brand_get(st, slug, &text)) != GC_OK)
+	if ((err = store_brand_doc(st, slug, &text)) != GC_OK)
 		return err;
 	err = brand_from_doc(key, slug, text, b);
 	free(text);

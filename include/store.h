@@ -104,6 +104,14 @@ enum gc_err store_brand_put(struct store *st, const char *slug, const char *doc,
                             int *created);
 /* The stored document; GC_ENOTFOUND when absent. */
 enum gc_err store_brand_get(struct store *st, const char *slug, char **doc);
+/*
+ * store_brand_get for a delivery: on PostgreSQL a process keeps the
+ * documents it read while its connection hears that none changed (every
+ * put and delete tells every host), so an event costs no read; a change
+ * reaches the next event on every host within the notification's way
+ * there (milliseconds).  SQLite reads each time (in-process).
+ */
+enum gc_err store_brand_doc(struct store *st, const char *slug, char **doc);
 /* GC_ENOTFOUND when absent. */
 enum gc_err store_brand_delete(struct store *st, const char *slug);
 /* All documents ordered by slug, as a JSON array of strings; new ref. */

@@ -36,6 +36,8 @@ enum db_health {
 
 /* PostgreSQL: what a dispatcher listens on for work any host recorded. */
 #define PG_WAKE_CHANNEL "gcrelay_due"
+/* PostgreSQL: where every change of a brand's document is told. */
+#define PG_BRANDS_CHANNEL "gcrelay_brands"
 
 /* Dialects, indexing the SQL tables (store_sql.c, store.c). */
 enum db_dialect { DB_SQLITE, DB_PG, DB__MAX };
@@ -106,12 +108,21 @@ struct db_ops {
 	 * reconnect) this connection hears notify from any connection;
 	 * wake_fd: readable when something may have been heard (-1: none
 	 * now); wake_drain: how many were heard, consumed; notify: tell
-	 * every listener, once the current transaction (if any) commits.
+	 * every listener of channel, once the current transaction (if any)
+	 * commits.
 	 */
 	enum gc_err (*listen)(struct db *db);
 	int (*wake_fd)(struct db *db);
 	int (*wake_drain)(struct db *db);
-	enum gc_err (*notify)(struct db *db);
+	enum gc_err (*notify)(struct db *db, const char *channel);
+	/*
+	 * Whether this connection hears every change of a brand (notify on
+	 * PG_BRANDS_CHANNEL; it listens from the first call on), and
+	 * *epoch: a number that changes whenever one may have changed since
+	 * (a change heard, the connection lost or made again).  0: it does
+	 * not hear them now (NULL: never; SQLite reads are in-process).
+	 */
+	int (*brands_epoch)(struct db *db, unsigned *epoch);
 	/*
 	 * Statements sent without waiting for each answer, then answered
 	 * together: one round trip (NULL where the backend has no such

@@ -24,6 +24,9 @@ struct db {
 	int lock_timeout_ms; /* store.busy_timeout_ms, as with SQLite */
 	unsigned gen;  /* bumped on every reconnect: statements re-prepare */
 	int listening; /* LISTEN PG_WAKE_CHANNEL, again on reconnect */
+	int hearing;   /* LISTEN PG_BRANDS_CHANNEL, again on reconnect */
+	int wakes;     /* notifications on PG_WAKE_CHANNEL, not yet drained */
+	unsigned brand_news; /* on PG_BRANDS_CHANNEL, and lost connections */
 	/* A batch (pipeline mode): each message sent, and the statement
 	 * whose answer it is (NULL: the answer is not kept). */
 	int batching, batch_failed, nsent;
@@ -100,6 +103,10 @@ pg_session(struct db *db)
 	         db->lock_timeout_ms);
 	if (pg_exec(db, sql) != GC_OK)
 		return GC_ESTORE;
+	/* Brands changed while disconnected: gen moved on, so the brands'
+	 * epoch did too.  Not hearing them again: ask again next time. */
+	if (db->hearing && pg_exec(db, "LISTEN " PG_BRANDS_CHANNEL) != GC_OK)
+		db->hearing = 0;
 	/* What was notified while disconnected is found by the poll. */
 	return db->listening ? pg_exec(db, "LISTEN " PG_WAKE_CHANNEL) : GC_OK;
 }
@@ -568,27 +575,58 @@ pg_wake_fd(struct db *db)
 }
 
 /*
- * Read what arrived and count the notifications, also those libpq kept
+ * Read what arrived and sort the notifications, also those libpq kept
  * while running other statements.  A connection found broken here
- * counts as one: the caller then looks at the store, which reconnects.
+ * counts as one of each: the caller then looks at the store, which
+ * reconnects.
  */
+static void
+pg_hear(struct db *db)
+{
+	PGnotify *n;
+
+	if (!PQconsumeInput(db->conn)) {
+		pg_note(db, "listen");
+		db->wakes++;
+		db->brand_news++;
+		return;
+	}
+	while ((n = PQnotifies(db->conn)) != NULL) {
+		if (strcmp(n->relname, PG_BRANDS_CHANNEL) == 0)
+			db->brand_news++;
+		else
+			db->wakes++;
+		PQfreemem(n);
+	}
+}
+
 static int
 pg_wake_drain(struct db *db)
 {
-	PGnotify *n;
-	int count = 0;
+	int count;
 
 	if (!db->listening || PQstatus(db->conn) != CONNECTION_OK)
 		return 0;
-	if (!PQconsumeInput(db->conn)) {
-		pg_note(db, "listen");
-		return 1;
-	}
-	while ((n = PQnotifies(db->conn)) != NULL) {
-		PQfreemem(n);
-		count++;
-	}
+	pg_hear(db);
+	count = db->wakes;
+	db->wakes = 0;
 	return count;
+}
+
+static int
+pg_brands_epoch(struct db *db, unsigned *epoch)
+{
+	if (PQstatus(db->conn) != CONNECTION_OK)
+		return 0;
+	if (!db->hearing) {
+		if (pg_exec(db, "LISTEN " PG_BRANDS_CHANNEL) != GC_OK)
+			return 0;
+		db->hearing = 1;
+	}
+	pg_hear(db);
+	/* Both only grow: any change of either is a new epoch. */
+	*epoch = db->gen + db->brand_news;
+	return db->hearing;
 }
 
 /* See db.h: pipeline mode, one Sync. */
@@ -693,9 +731,12 @@ pg_batch_end(struct db *db, const char *tail, long *changes, size_t max,
 }
 
 static enum gc_err
-pg_notify(struct db *db)
+pg_notify(struct db *db, const char *channel)
 {
-	return pg_exec(db, "NOTIFY " PG_WAKE_CHANNEL);
+	char sql[64];
+
+	snprintf(sql, sizeof(sql), "NOTIFY %s", channel);
+	return pg_exec(db, sql);
 }
 
 const struct db_ops db_pg_ops = {
@@ -730,6 +771,7 @@ const struct db_ops db_pg_ops = {
     .wake_fd = pg_wake_fd,
     .wake_drain = pg_wake_drain,
     .notify = pg_notify,
+    .brands_epoch = pg_brands_epoch,
     .batch_begin = pg_batch_begin,
     .batch_end = pg_batch_end,
 };

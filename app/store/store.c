@@ -340,6 +340,8 @@ store_open(const struct app_config *cfg, struct store **out, char *why,
 	return GC_OK;
 }
 
+static void brands_forget(struct store *st);
+
 /* See store.h. */
 void
 store_close(struct store *st)
@@ -347,6 +349,7 @@ store_close(struct store *st)
 	if (st == NULL)
 		return;
 	store_stmts_free(st);
+	brands_forget(st);
 	if (st->db != NULL)
 		st->ops->close(st->db);
 	free(st);
@@ -392,7 +395,7 @@ store_wake_others(struct store *st)
 {
 	if (st->ops->notify == NULL || st->db == NULL)
 		return;
-	if (st->ops->notify(st->db) != GC_OK)
+	if (st->ops->notify(st->db, PG_WAKE_CHANNEL) != GC_OK)
 		log_warnx("store: could not wake the other hosts' "
 		          "dispatchers; they find the work at their next poll");
 }
@@ -402,6 +405,29 @@ int
 store_schema_version(struct store *st)
 {
 	return store_user_version(st);
+}
+
+static void
+brands_forget(struct store *st)
+{
+	for (int i = 0; i < BRAND_MEMO_MAX; i++) {
+		free(st->brands[i].slug);
+		free(st->brands[i].doc);
+		st->brands[i].slug = st->brands[i].doc = NULL;
+	}
+}
+
+/*
+ * A brand changed: every process that keeps documents (this one too)
+ * hears it once the current transaction, if any, commits.
+ */
+static enum gc_err
+brands_told(struct store *st)
+{
+	brands_forget(st);
+	if (st->ops->notify == NULL)
+		return GC_OK;
+	return st->ops->notify(st->db, PG_BRANDS_CHANNEL);
 }
 
 /* See store.h. */
@@ -427,7 +453,8 @@ store_brand_put(struct store *st, const char *slug, const char *doc,
 	store_bind_text(s, 1, slug);
 	store_bind_text(s, 2, doc);
 	store_bind_int(s, 3, store_now_ms());
-	if (!store_step(st, s, "brand put") || store_commit(st) != GC_OK)
+	if (!store_step(st, s, "brand put") || brands_told(st) != GC_OK ||
+	    store_commit(st) != GC_OK)
 		goto fail;
 	return GC_OK;
 fail:
@@ -460,6 +487,41 @@ store_brand_get(struct store *st, const char *slug, char **doc)
 
 /* See store.h. */
 enum gc_err
+store_brand_doc(struct store *st, const char *slug, char **doc)
+{
+	struct brand_memo *m;
+	unsigned epoch;
+	enum gc_err err;
+
+	if (st->ops->brands_epoch == NULL ||
+	    !st->ops->brands_epoch(st->db, &epoch))
+		return store_brand_get(st, slug, doc);
+	if (epoch != st->brands_epoch)
+		brands_forget(st);
+	st->brands_epoch = epoch;
+	for (int i = 0; i < BRAND_MEMO_MAX; i++) {
+		m = &st->brands[i];
+		if (m->slug != NULL && strcmp(m->slug, slug) == 0)
+			return (*doc = strdup(m->doc)) != NULL ? GC_OK
+			                                       : GC_ENOMEM;
+	}
+	if ((err = store_brand_get(st, slug, doc)) != GC_OK)
+		return err;
+	m = &st->brands[st->brands_next++ % BRAND_MEMO_MAX];
+	free(m->slug);
+	free(m->doc);
+	m->slug = strdup(slug);
+	m->doc = strdup(*doc);
+	if (m->slug == NULL || m->doc == NULL) {
+		free(m->slug);
+		free(m->doc);
+		m->slug = m->doc = NULL; /* not kept: read again next time */
+	}
+	return GC_OK;
+}
+
+/* See store.h. */
+enum gc_err
 store_brand_delete(struct store *st, const char *slug)
 {
 	struct db_stmt *s;
@@ -469,7 +531,15 @@ store_brand_delete(struct store *st, const char *slug)
 	store_bind_text(s, 1, slug);
 	if (!store_step(st, s, "brand delete"))
 		return GC_ESTORE;
-	return store_changes(st) > 0 ? GC_OK : GC_ENOTFOUND;
+	if (store_changes(st) == 0)
+		return GC_ENOTFOUND;
+	/* Deleted already: a host not told keeps it until it reconnects. */
+	if (brands_told(st) != GC_OK)
+		log_warnx("store: could not tell the other processes that "
+		          "brand %s is gone; they take its events until they "
+		          "reconnect",
+		          slug);
+	return GC_OK;
 }
 
 /* See store.h. */

@@ -89,6 +89,13 @@ enum stmt {
 	STMT__MAX
 };
 
+/* Brand documents a process keeps (store_brand_doc). */
+#define BRAND_MEMO_MAX 64
+
+struct brand_memo {
+	char *slug, *doc; /* owned; NULL: a free slot */
+};
+
 struct store {
 	const struct db_ops *ops; /* the backend */
 	struct db *db;
@@ -99,6 +106,10 @@ struct store {
 	int lazy_commits;   /* store.durability normal (store_begin_lazy) */
 	int batch_read;     /* the open batch is STORE_READ: no COMMIT */
 	struct store_stats stats;
+	/* Kept while the backend's brands_epoch stays brands_epoch. */
+	struct brand_memo brands[BRAND_MEMO_MAX];
+	unsigned brands_epoch;
+	int brands_next; /* the slot taken next when all are used */
 };
 
 /*

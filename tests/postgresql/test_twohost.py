@@ -194,6 +194,37 @@ class TwoHosts(unittest.TestCase):
             self.assertEqual(len(self.awards(ev["token"])), 1)
 
 
+    def test_brand_change_on_one_host_reaches_the_other(self):
+        # B's workers keep the brand's document once read; a change made
+        # through A (or B's own admin worker) reaches B's next events.
+        def yotpo_on_b(n):
+            out = []
+            for _ in range(n):
+                r = self.b.post_event(sample_event("offer_claimed",
+                                                   brand_slug="memo"))
+                self.assertIn(r.status, (200, 202), r)
+                dl = {d["destination"]: d for d in r.json["deliveries"]}
+                out.append(dl["yotpo"]["status"])
+            return out
+        self.a.demo_brand("memo")
+        # Every worker of B (two) has read it.
+        self.assertNotIn("skipped", yotpo_on_b(6))
+        self.a.demo_brand("memo", yotpo=False)
+        time.sleep(0.2)  # the notification's way to B (milliseconds)
+        self.assertEqual(yotpo_on_b(6), ["skipped"] * 6)
+        self.b.demo_brand("memo")
+        time.sleep(0.2)
+        self.assertNotIn("skipped", yotpo_on_b(6))
+        r = self.a.admin("DELETE", "/admin/v1/brands/memo")
+        self.assertIn(r.status, (200, 204), r)
+        time.sleep(0.2)
+        for _ in range(4):
+            r = self.b.post_event(sample_event("offer_claimed",
+                                               brand_slug="memo"))
+            self.assertEqual(r.status, 404, r)
+            self.assertEqual(r.json["code"], "unknown_brand", r)
+
+
 class WakeAcrossHosts(unittest.TestCase):
     """Work recorded on one host wakes the other hosts' dispatchers at once
     (LISTEN/NOTIFY), not at their next poll."""
