@@ -109,7 +109,7 @@ struct store {
 	/* Kept while the backend's brands_epoch stays brands_epoch. */
 	struct brand_memo brands[BRAND_MEMO_MAX];
 	unsigned brands_epoch;
-	int brands_next; /* the slot taken next when all are used */
+	unsigned brands_next; /* the slot taken next when all are used */
 };
 
 /*
