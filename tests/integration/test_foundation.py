@@ -913,8 +913,9 @@ class Observability(unittest.TestCase):
             # SQLite is in-process: nothing is sent anywhere.
             self.assertEqual((before, after), (0, 0))
         else:
-            # Intake's brand read, its one-statement insert and its
-            # answer at least, besides the /metrics read itself.
+            # Intake's brand read (just put: no process keeps it), its
+            # one-statement insert and its answer at least, besides the
+            # /metrics read itself.
             self.assertGreaterEqual(after - before, 3)
 
     def test_unknown_route_is_problem_json(self):
