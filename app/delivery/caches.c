@@ -9,11 +9,13 @@
  * trigger), or an operator's edit, is seen by the next read here.
  *
  * In front of the store each process keeps the tokens it opened, with
- * their sealed form: a read still fetches the stored row (one indexed
- * select) but decrypts only when the row changed.  A put or a forget
- * updates the local entry and the store together.  Ids are small and
- * read as they are; a local copy of them would let a process go on with
- * an id another process found stale, so there is none.
+ * their sealed form: a read still fetches the stored row but decrypts
+ * only when the row changed.  A put or a forget updates the local entry
+ * and the store together.  On PostgreSQL the store itself answers the
+ * read from what this process last read while its connection hears no
+ * change (every put and forget is told to every process:
+ * store_em_cached_get), so a process never goes on with a token or an id
+ * another process found stale for longer than the news takes to come.
  */
 #include <stdio.h>
 #include <stdlib.h>

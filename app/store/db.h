@@ -36,8 +36,9 @@ enum db_health {
 
 /* PostgreSQL: what a dispatcher listens on for work any host recorded. */
 #define PG_WAKE_CHANNEL "gcrelay_due"
-/* PostgreSQL: where every change of a brand's document is told. */
-#define PG_BRANDS_CHANNEL "gcrelay_brands"
+/* PostgreSQL: where every change of what processes keep is told (brand
+ * documents, Emarsys tokens and ids: store_memo_fresh). */
+#define PG_MEMO_CHANNEL "gcrelay_memo"
 
 /* Dialects, indexing the SQL tables (store_sql.c, store.c). */
 enum db_dialect { DB_SQLITE, DB_PG, DB__MAX };
@@ -116,13 +117,14 @@ struct db_ops {
 	int (*wake_drain)(struct db *db);
 	enum gc_err (*notify)(struct db *db, const char *channel);
 	/*
-	 * Whether this connection hears every change of a brand (notify on
-	 * PG_BRANDS_CHANNEL; it listens from the first call on), and
-	 * *epoch: a number that changes whenever one may have changed since
-	 * (a change heard, the connection lost or made again).  0: it does
-	 * not hear them now (NULL: never; SQLite reads are in-process).
+	 * Whether this connection hears every change of what processes keep
+	 * (notify on PG_MEMO_CHANNEL; it listens from the first call on),
+	 * and *epoch: a number that changes whenever something may have
+	 * changed since (a change heard, the connection lost or made
+	 * again).  0: it does not hear them now (NULL: never; SQLite reads
+	 * are in-process).
 	 */
-	int (*brands_epoch)(struct db *db, unsigned *epoch);
+	int (*memo_epoch)(struct db *db, unsigned *epoch);
 	/*
 	 * Statements sent without waiting for each answer, then answered
 	 * together: one round trip (NULL where the backend has no such

@@ -24,9 +24,9 @@ struct db {
 	int lock_timeout_ms; /* store.busy_timeout_ms, as with SQLite */
 	unsigned gen;  /* bumped on every reconnect: statements re-prepare */
 	int listening; /* LISTEN PG_WAKE_CHANNEL, again on reconnect */
-	int hearing;   /* LISTEN PG_BRANDS_CHANNEL, again on reconnect */
+	int hearing;   /* LISTEN PG_MEMO_CHANNEL, again on reconnect */
 	int wakes;     /* notifications on PG_WAKE_CHANNEL, not yet drained */
-	unsigned brand_news; /* on PG_BRANDS_CHANNEL, and lost connections */
+	unsigned memo_news; /* on PG_MEMO_CHANNEL, and lost connections */
 	/* A batch (pipeline mode): each message sent, and the statement
 	 * whose answer it is (NULL: the answer is not kept). */
 	int batching, batch_failed, nsent;
@@ -103,9 +103,9 @@ pg_session(struct db *db)
 	         db->lock_timeout_ms);
 	if (pg_exec(db, sql) != GC_OK)
 		return GC_ESTORE;
-	/* Brands changed while disconnected: gen moved on, so the brands'
-	 * epoch did too.  Not hearing them again: ask again next time. */
-	if (db->hearing && pg_exec(db, "LISTEN " PG_BRANDS_CHANNEL) != GC_OK)
+	/* Changes while disconnected: gen moved on, so the memo epoch did
+	 * too.  Not hearing them again: ask again next time. */
+	if (db->hearing && pg_exec(db, "LISTEN " PG_MEMO_CHANNEL) != GC_OK)
 		db->hearing = 0;
 	/* What was notified while disconnected is found by the poll. */
 	return db->listening ? pg_exec(db, "LISTEN " PG_WAKE_CHANNEL) : GC_OK;
@@ -588,12 +588,12 @@ pg_hear(struct db *db)
 	if (!PQconsumeInput(db->conn)) {
 		pg_note(db, "listen");
 		db->wakes++;
-		db->brand_news++;
+		db->memo_news++;
 		return;
 	}
 	while ((n = PQnotifies(db->conn)) != NULL) {
-		if (strcmp(n->relname, PG_BRANDS_CHANNEL) == 0)
-			db->brand_news++;
+		if (strcmp(n->relname, PG_MEMO_CHANNEL) == 0)
+			db->memo_news++;
 		else
 			db->wakes++;
 		PQfreemem(n);
@@ -614,18 +614,18 @@ pg_wake_drain(struct db *db)
 }
 
 static int
-pg_brands_epoch(struct db *db, unsigned *epoch)
+pg_memo_epoch(struct db *db, unsigned *epoch)
 {
 	if (PQstatus(db->conn) != CONNECTION_OK)
 		return 0;
 	if (!db->hearing) {
-		if (pg_exec(db, "LISTEN " PG_BRANDS_CHANNEL) != GC_OK)
+		if (pg_exec(db, "LISTEN " PG_MEMO_CHANNEL) != GC_OK)
 			return 0;
 		db->hearing = 1;
 	}
 	pg_hear(db);
 	/* Both only grow: any change of either is a new epoch. */
-	*epoch = db->gen + db->brand_news;
+	*epoch = db->gen + db->memo_news;
 	return db->hearing;
 }
 
@@ -771,7 +771,7 @@ const struct db_ops db_pg_ops = {
     .wake_fd = pg_wake_fd,
     .wake_drain = pg_wake_drain,
     .notify = pg_notify,
-    .brands_epoch = pg_brands_epoch,
+    .memo_epoch = pg_memo_epoch,
     .batch_begin = pg_batch_begin,
     .batch_end = pg_batch_end,
 };

@@ -340,8 +340,6 @@ store_open(const struct app_config *cfg, struct store **out, char *why,
 	return GC_OK;
 }
 
-static void brands_forget(struct store *st);
-
 /* See store.h. */
 void
 store_close(struct store *st)
@@ -349,7 +347,7 @@ store_close(struct store *st)
 	if (st == NULL)
 		return;
 	store_stmts_free(st);
-	brands_forget(st);
+	store_memo_forget(st);
 	if (st->db != NULL)
 		st->ops->close(st->db);
 	free(st);
@@ -407,27 +405,40 @@ store_schema_version(struct store *st)
 	return store_user_version(st);
 }
 
-static void
-brands_forget(struct store *st)
+/* See store_priv.h. */
+void
+store_memo_forget(struct store *st)
 {
 	for (int i = 0; i < BRAND_MEMO_MAX; i++) {
 		free(st->brands[i].slug);
 		free(st->brands[i].doc);
 		st->brands[i].slug = st->brands[i].doc = NULL;
 	}
+	store_em_memo_forget(st);
 }
 
-/*
- * A brand changed: every process that keeps documents (this one too)
- * hears it once the current transaction, if any, commits.
- */
-static enum gc_err
-brands_told(struct store *st)
+/* See store_priv.h. */
+int
+store_memo_fresh(struct store *st)
 {
-	brands_forget(st);
+	unsigned epoch;
+
+	if (st->ops->memo_epoch == NULL || !st->ops->memo_epoch(st->db, &epoch))
+		return 0;
+	if (epoch != st->memo_epoch)
+		store_memo_forget(st);
+	st->memo_epoch = epoch;
+	return 1;
+}
+
+/* See store_priv.h. */
+enum gc_err
+store_memo_told(struct store *st)
+{
+	store_memo_forget(st);
 	if (st->ops->notify == NULL)
 		return GC_OK;
-	return st->ops->notify(st->db, PG_BRANDS_CHANNEL);
+	return st->ops->notify(st->db, PG_MEMO_CHANNEL);
 }
 
 /* See store.h. */
@@ -453,7 +464,7 @@ store_brand_put(struct store *st, const char *slug, const char *doc,
 	store_bind_text(s, 1, slug);
 	store_bind_text(s, 2, doc);
 	store_bind_int(s, 3, store_now_ms());
-	if (!store_step(st, s, "brand put") || brands_told(st) != GC_OK ||
+	if (!store_step(st, s, "brand put") || store_memo_told(st) != GC_OK ||
 	    store_commit(st) != GC_OK)
 		goto fail;
 	return GC_OK;
@@ -490,15 +501,10 @@ enum gc_err
 store_brand_doc(struct store *st, const char *slug, char **doc)
 {
 	struct brand_memo *m;
-	unsigned epoch;
 	enum gc_err err;
 
-	if (st->ops->brands_epoch == NULL ||
-	    !st->ops->brands_epoch(st->db, &epoch))
+	if (!store_memo_fresh(st))
 		return store_brand_get(st, slug, doc);
-	if (epoch != st->brands_epoch)
-		brands_forget(st);
-	st->brands_epoch = epoch;
 	for (int i = 0; i < BRAND_MEMO_MAX; i++) {
 		m = &st->brands[i];
 		if (m->slug != NULL && strcmp(m->slug, slug) == 0)
@@ -534,7 +540,7 @@ store_brand_delete(struct store *st, const char *slug)
 	if (store_changes(st) == 0)
 		return GC_ENOTFOUND;
 	/* Deleted already: a host not told keeps it until it reconnects. */
-	if (brands_told(st) != GC_OK)
+	if (store_memo_told(st) != GC_OK)
 		log_warnx("store: could not tell the other processes that "
 		          "brand %s is gone; they take its events until they "
 		          "reconnect",

@@ -91,9 +91,23 @@ enum stmt {
 
 /* Brand documents a process keeps (store_brand_doc). */
 #define BRAND_MEMO_MAX 64
+/* Emarsys accounts whose token and ids it keeps (store_em_cached_get). */
+#define EM_MEMO_MAX 64
 
 struct brand_memo {
 	char *slug, *doc; /* owned; NULL: a free slot */
+};
+
+struct em_row {
+	char *kind, *name, *id;
+};
+
+struct em_memo {
+	char *brand, *client_id, *scope; /* owned; brand NULL: a free slot */
+	char *sealed;                    /* the stored token; NULL: none */
+	int64_t expires_ms;
+	struct em_row *rows; /* every cached id of scope */
+	size_t nrows;
 };
 
 struct store {
@@ -106,10 +120,11 @@ struct store {
 	int lazy_commits;   /* store.durability normal (store_begin_lazy) */
 	int batch_read;     /* the open batch is STORE_READ: no COMMIT */
 	struct store_stats stats;
-	/* Kept while the backend's brands_epoch stays brands_epoch. */
+	/* Kept while the backend's memo_epoch stays memo_epoch. */
 	struct brand_memo brands[BRAND_MEMO_MAX];
-	unsigned brands_epoch;
-	unsigned brands_next; /* the slot taken next when all are used */
+	struct em_memo ems[EM_MEMO_MAX];
+	unsigned memo_epoch;
+	unsigned brands_next, ems_next; /* the slots taken next when full */
 };
 
 /*
@@ -128,6 +143,22 @@ void store_note_fault(struct store *st);
 void store_note_ok(void);
 /* How many migrations this gcrelay knows: its schema version. */
 extern const int store_nmigrations;
+/*
+ * Whether this process may use what it keeps (brand documents, Emarsys
+ * tokens and ids): its connection hears every change (PostgreSQL); all
+ * of it is dropped first when something may have changed since the last
+ * call.  0: read the store (SQLite always: its reads are in-process).
+ */
+int store_memo_fresh(struct store *st);
+/*
+ * Something kept changed: this process drops all it keeps, and every
+ * process hears it once the current transaction, if any, commits.
+ */
+enum gc_err store_memo_told(struct store *st);
+/* Drop everything kept (store_close, store_memo_fresh). */
+void store_memo_forget(struct store *st);
+void store_em_memo_forget(struct store *st);
+
 /* Run SQL text once (startup, migrations, housekeeping); logged. */
 enum gc_err store_exec(struct store *st, const char *sql);
 

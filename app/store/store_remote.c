@@ -10,17 +10,122 @@
 #include "store.h"
 #include "store_priv.h"
 
-/* The rows of STMT_EM_IDS_OF (bound, stepped or batched) into ids[]. */
+/* ---- what a process keeps of an Emarsys account (store_memo_fresh) ---- */
+
+static void
+em_memo_drop(struct em_memo *m)
+{
+	for (size_t i = 0; i < m->nrows; i++) {
+		free(m->rows[i].kind);
+		free(m->rows[i].name);
+		free(m->rows[i].id);
+	}
+	free(m->rows);
+	free(m->brand);
+	free(m->client_id);
+	free(m->scope);
+	free(m->sealed);
+	memset(m, 0, sizeof(*m));
+}
+
+/* See store_priv.h. */
+void
+store_em_memo_forget(struct store *st)
+{
+	for (int i = 0; i < EM_MEMO_MAX; i++)
+		em_memo_drop(&st->ems[i]);
+}
+
+static struct em_memo *
+em_memo_find(struct store *st, const char *brand, const char *client_id,
+             const char *scope)
+{
+	for (int i = 0; i < EM_MEMO_MAX; i++) {
+		struct em_memo *m = &st->ems[i];
+		if (m->brand != NULL && strcmp(m->brand, brand) == 0 &&
+		    strcmp(m->client_id, client_id) == 0 &&
+		    strcmp(m->scope, scope) == 0)
+			return m;
+	}
+	return NULL;
+}
+
+/* A slot for a new entry, with its key; NULL when out of memory. */
+static struct em_memo *
+em_memo_new(struct store *st, const char *brand, const char *client_id,
+            const char *scope)
+{
+	struct em_memo *m = &st->ems[st->ems_next++ % EM_MEMO_MAX];
+
+	em_memo_drop(m);
+	m->brand = strdup(brand);
+	m->client_id = strdup(client_id);
+	m->scope = strdup(scope);
+	if (m->brand == NULL || m->client_id == NULL || m->scope == NULL) {
+		em_memo_drop(m);
+		return NULL;
+	}
+	return m;
+}
+
+/* Keep one id row in m; 0 when out of memory. */
+static int
+em_memo_row(struct em_memo *m, const char *kind, const char *name,
+            const char *id)
+{
+	struct em_row *r = realloc(m->rows, (m->nrows + 1) * sizeof(*r));
+
+	if (r == NULL)
+		return 0;
+	m->rows = r;
+	r = &m->rows[m->nrows++];
+	r->kind = strdup(kind);
+	r->name = strdup(name);
+	r->id = strdup(id);
+	return r->kind != NULL && r->name != NULL && r->id != NULL;
+}
+
+/* ids[] filled from what m keeps, as ids_read fills them. */
+static void
+em_memo_ids(const struct em_memo *m, struct em_id *ids, size_t n)
+{
+	for (size_t r = 0; r < m->nrows; r++)
+		for (size_t i = 0; i < n; i++)
+			if (strcmp(ids[i].kind, m->rows[r].kind) == 0 &&
+			    strcmp(ids[i].name, m->rows[r].name) == 0)
+				snprintf(ids[i].out, 32, "%s", m->rows[r].id);
+}
+
+/* After a write of a token or an id: every process drops what it keeps. */
+static void
+em_told(struct store *st)
+{
+	if (store_memo_told(st) != GC_OK)
+		log_warnx("store: could not tell the other processes of a "
+		          "new Emarsys token or id; they find out from "
+		          "Emarsys's answer (401, unknown id)");
+}
+
+/*
+ * The rows of STMT_EM_IDS_OF (bound, stepped or batched) into ids[], and
+ * each kept in keep unless NULL (*kept 0 when one could not be).
+ */
 static enum gc_err
-ids_read(struct store *st, struct db_stmt *s, struct em_id *ids, size_t n)
+ids_read(struct store *st, struct db_stmt *s, struct em_id *ids, size_t n,
+         struct em_memo *keep, int *kept)
 {
 	enum db_rc rc;
 
-	while ((rc = store_row(st, s)) == DB_ROW)
+	while ((rc = store_row(st, s)) == DB_ROW) {
 		for (size_t i = 0; i < n; i++)
 			if (strcmp(ids[i].kind, store_col(s, 0)) == 0 &&
 			    strcmp(ids[i].name, store_col(s, 1)) == 0)
 				snprintf(ids[i].out, 32, "%s", store_col(s, 2));
+		if (keep != NULL &&
+		    !em_memo_row(keep, store_col(s, 0), store_col(s, 1),
+		                 store_col(s, 2)))
+			*kept = 0;
+	}
 	return store_end(st, s, rc, "emarsys ids") ? GC_OK : GC_ESTORE;
 }
 
@@ -34,7 +139,7 @@ store_em_ids_get(struct store *st, const char *scope, struct em_id *ids,
 	if ((s = store_stmt(st, STMT_EM_IDS_OF)) == NULL)
 		return GC_ESTORE;
 	store_bind_text(s, 1, scope);
-	return ids_read(st, s, ids, n);
+	return ids_read(st, s, ids, n, NULL, NULL);
 }
 
 /* See store.h. */
@@ -51,7 +156,10 @@ store_em_id_put(struct store *st, const char *scope, const char *kind,
 		store_bind_text(s, 4, id);
 		store_bind_int(s, 5, store_now_ms());
 	}
-	return store_step(st, s, "emarsys id put") ? GC_OK : GC_ESTORE;
+	if (!store_step(st, s, "emarsys id put"))
+		return GC_ESTORE;
+	em_told(st);
+	return GC_OK;
 }
 
 /* See store.h. */
@@ -64,7 +172,10 @@ store_em_id_forget(struct store *st, const char *scope, const char *kind)
 		store_bind_text(s, 1, scope);
 		store_bind_text(s, 2, kind);
 	}
-	return store_step(st, s, "emarsys id forget") ? GC_OK : GC_ESTORE;
+	if (!store_step(st, s, "emarsys id forget"))
+		return GC_ESTORE;
+	em_told(st);
+	return GC_OK;
 }
 
 /* The row of STMT_EM_TOKEN_GET (bound, stepped or batched). */
@@ -108,8 +219,11 @@ store_em_cached_get(struct store *st, const char *brand, const char *client_id,
                     struct em_id *ids, size_t n)
 {
 	struct db_stmt *t, *i;
+	struct em_memo *m = NULL;
 	long changes[2];
 	size_t got;
+	enum gc_err err, ids_err;
+	int keep, kept = 1;
 
 	/* Without batches (SQLite): the two look-ups in turn. */
 	if (n == 0 || st->ops->batch_begin == NULL) {
@@ -120,6 +234,15 @@ store_em_cached_get(struct store *st, const char *brand, const char *client_id,
 	}
 	*sealed = NULL;
 	*expires_ms = 0;
+	if ((keep = store_memo_fresh(st)) &&
+	    (m = em_memo_find(st, brand, client_id, scope)) != NULL) {
+		em_memo_ids(m, ids, n);
+		*expires_ms = m->expires_ms;
+		if (m->sealed == NULL)
+			return GC_ENOTFOUND;
+		return (*sealed = strdup(m->sealed)) != NULL ? GC_OK
+		                                             : GC_ENOMEM;
+	}
 	/* Prepared before the batch, which can only send them. */
 	if ((t = store_stmt(st, STMT_EM_TOKEN_GET)) == NULL ||
 	    (i = store_stmt(st, STMT_EM_IDS_OF)) == NULL)
@@ -135,9 +258,22 @@ store_em_cached_get(struct store *st, const char *brand, const char *client_id,
 	    !store_step(st, i, "emarsys ids") ||
 	    store_batch_commit(st, changes, 2, &got) != GC_OK)
 		return GC_ESTORE;
-	/* The answers, each read as its own look-up reads it. */
-	(void)ids_read(st, i, ids, n);
-	return token_read(st, t, sealed, expires_ms);
+	/* The answers, each read as its own look-up reads it, and kept
+	 * while nothing changes (store_memo_fresh said so before the read:
+	 * a change since is heard at its next call). */
+	if (keep)
+		m = em_memo_new(st, brand, client_id, scope);
+	ids_err = ids_read(st, i, ids, n, m, &kept);
+	err = token_read(st, t, sealed, expires_ms);
+	if (m == NULL)
+		return err;
+	if (ids_err != GC_OK || !kept ||
+	    (err != GC_OK && err != GC_ENOTFOUND) ||
+	    (err == GC_OK && (m->sealed = strdup(*sealed)) == NULL))
+		em_memo_drop(m); /* read again next time */
+	else
+		m->expires_ms = *expires_ms;
+	return err;
 }
 
 /* See store.h. */
@@ -153,7 +289,10 @@ store_em_token_put(struct store *st, const char *brand, const char *client_id,
 		store_bind_text(s, 3, sealed);
 		store_bind_int(s, 4, expires_ms);
 	}
-	return store_step(st, s, "emarsys token put") ? GC_OK : GC_ESTORE;
+	if (!store_step(st, s, "emarsys token put"))
+		return GC_ESTORE;
+	em_told(st);
+	return GC_OK;
 }
 
 /* See store.h. */
@@ -166,7 +305,10 @@ store_em_token_forget(struct store *st, const char *brand, const char *sealed)
 		store_bind_text(s, 1, brand);
 		store_bind_text(s, 2, sealed);
 	}
-	return store_step(st, s, "emarsys token forget") ? GC_OK : GC_ESTORE;
+	if (!store_step(st, s, "emarsys token forget"))
+		return GC_ESTORE;
+	em_told(st);
+	return GC_OK;
 }
 
 /* See store.h. */

@@ -955,6 +955,36 @@ class ColdStartTest(EmarsysCase):
             "SELECT 1 FROM emarsys_token_leases WHERE brand = ?",
             self.slug), [])
 
+    def post_at_once(self, n):
+        """n events posted by n threads at once: their HTTP statuses."""
+        out, lock = [], threading.Lock()
+
+        def send():
+            r = self.s.post_event(self.event())
+            with lock:
+                out.append(r.status)
+        ts = [threading.Thread(target=send) for _ in range(n)]
+        for t in ts:
+            t.start()
+        for t in ts:
+            t.join()
+        return out
+
+    def test_refreshed_token_reaches_every_worker(self):
+        """One worker meets the expired token and fetches a new one; the
+        others use the new one at once, though each had read (and on
+        PostgreSQL kept) the old one: they hear that it changed."""
+        self.brand()
+        self.assertEqual(self.post_at_once(12), [200] * 12)
+        self.s.emarsys.fault("expire_tokens", path_prefix="/api/v3/contact")
+        self.s.emarsys.clear_requests()
+        self.post(self.event(), 200)
+        self.assertEqual(self.post_at_once(12), [200] * 12)
+        statuses = [q["status"] for q in self.s.emarsys.requests()]
+        self.assertEqual(statuses.count(401), 1, statuses)
+        self.assertEqual(self.s.emarsys.stats()["tokens_issued"],
+                         {ACCOUNT: 2})
+
 
 if __name__ == "__main__":
     unittest.main()
