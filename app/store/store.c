@@ -405,15 +405,20 @@ store_schema_version(struct store *st)
 	return store_user_version(st);
 }
 
+static void
+brand_memo_drop(struct brand_memo *m)
+{
+	free(m->slug);
+	free(m->doc);
+	m->slug = m->doc = NULL;
+}
+
 /* See store_priv.h. */
 void
 store_memo_forget(struct store *st)
 {
-	for (int i = 0; i < BRAND_MEMO_MAX; i++) {
-		free(st->brands[i].slug);
-		free(st->brands[i].doc);
-		st->brands[i].slug = st->brands[i].doc = NULL;
-	}
+	for (int i = 0; i < BRAND_MEMO_MAX; i++)
+		brand_memo_drop(&st->brands[i]);
 	store_em_memo_forget(st);
 }
 
@@ -514,15 +519,11 @@ store_brand_doc(struct store *st, const char *slug, char **doc)
 	if ((err = store_brand_get(st, slug, doc)) != GC_OK)
 		return err;
 	m = &st->brands[st->brands_next++ % BRAND_MEMO_MAX];
-	free(m->slug);
-	free(m->doc);
+	brand_memo_drop(m);
 	m->slug = strdup(slug);
 	m->doc = strdup(*doc);
-	if (m->slug == NULL || m->doc == NULL) {
-		free(m->slug);
-		free(m->doc);
-		m->slug = m->doc = NULL; /* not kept: read again next time */
-	}
+	if (m->slug == NULL || m->doc == NULL)
+		brand_memo_drop(m); /* not kept: read again next time */
 	return GC_OK;
 }
 

@@ -85,15 +85,15 @@ em_memo_row(struct em_memo *m, const char *kind, const char *name,
 	return r->kind != NULL && r->name != NULL && r->id != NULL;
 }
 
-/* ids[] filled from what m keeps, as ids_read fills them. */
+/* The entry of ids[] that a cached id (kind, name, id) fills. */
 static void
-em_memo_ids(const struct em_memo *m, struct em_id *ids, size_t n)
+ids_fill(struct em_id *ids, size_t n, const char *kind, const char *name,
+         const char *id)
 {
-	for (size_t r = 0; r < m->nrows; r++)
-		for (size_t i = 0; i < n; i++)
-			if (strcmp(ids[i].kind, m->rows[r].kind) == 0 &&
-			    strcmp(ids[i].name, m->rows[r].name) == 0)
-				snprintf(ids[i].out, 32, "%s", m->rows[r].id);
+	for (size_t i = 0; i < n; i++)
+		if (strcmp(ids[i].kind, kind) == 0 &&
+		    strcmp(ids[i].name, name) == 0)
+			snprintf(ids[i].out, 32, "%s", id);
 }
 
 /* After a write of a token or an id: every process drops what it keeps. */
@@ -117,10 +117,8 @@ ids_read(struct store *st, struct db_stmt *s, struct em_id *ids, size_t n,
 	enum db_rc rc;
 
 	while ((rc = store_row(st, s)) == DB_ROW) {
-		for (size_t i = 0; i < n; i++)
-			if (strcmp(ids[i].kind, store_col(s, 0)) == 0 &&
-			    strcmp(ids[i].name, store_col(s, 1)) == 0)
-				snprintf(ids[i].out, 32, "%s", store_col(s, 2));
+		ids_fill(ids, n, store_col(s, 0), store_col(s, 1),
+		         store_col(s, 2));
 		if (keep != NULL &&
 		    !em_memo_row(keep, store_col(s, 0), store_col(s, 1),
 		                 store_col(s, 2)))
@@ -236,7 +234,9 @@ store_em_cached_get(struct store *st, const char *brand, const char *client_id,
 	*expires_ms = 0;
 	if ((keep = store_memo_fresh(st)) &&
 	    (m = em_memo_find(st, brand, client_id, scope)) != NULL) {
-		em_memo_ids(m, ids, n);
+		for (size_t r = 0; r < m->nrows; r++)
+			ids_fill(ids, n, m->rows[r].kind, m->rows[r].name,
+			         m->rows[r].id);
 		*expires_ms = m->expires_ms;
 		if (m->sealed == NULL)
 			return GC_ENOTFOUND;
